@@ -1,0 +1,9 @@
+# Source this to use the built package: the virtual environment plus colcon's install space.
+_wmp_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+source "$_wmp_root/.colcon/venv/bin/activate"
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+# shellcheck disable=SC1091
+source "$_wmp_root/.colcon/install/setup.bash"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+unset _wmp_root

@@ -90,24 +90,28 @@ class JointTrajectoryFollower:
 
     def reset(self, positions) -> None:
         """Forget every queued point and hold `positions`."""
-        self._knots = [_Knot(-np.inf, np.asarray(positions, float).copy(), None, None)]
+        hold = _Knot(-np.inf, np.asarray(positions, float).copy(), None, None)
+        # Pieces (start time, knots): a new trajectory is a new piece that takes over from its
+        # start time, so the old piece's segments stay exactly as they were before it.
+        self._pieces = [(-np.inf, [hold])]
 
     @property
     def end_time(self) -> float:
         """Time of the last queued point (-inf when only holding)."""
-        return self._knots[-1].time
+        return self._pieces[-1][1][-1].time
 
     def sample(self, t: float):
         """Commanded (position, velocity, acceleration), each (J,), at controller time t."""
-        knots = self._knots
-        if t >= knots[-1].time:
-            last = knots[-1]
-            zeros = np.zeros_like(last.pos)
-            return last.pos.copy(), zeros, zeros
+        piece = self._pieces[0]
+        for p in self._pieces:  # few pieces: those not yet superseded at the last command
+            if p[0] <= t:
+                piece = p
+        knots = piece[1]
+        if t >= knots[-1].time or t < knots[0].time:
+            held = knots[-1] if t >= knots[-1].time else knots[0]
+            zeros = np.zeros_like(held.pos)
+            return held.pos.copy(), zeros, zeros
         i = int(np.searchsorted([k.time for k in knots], t, side="right"))
-        if not np.isfinite(knots[i - 1].time):  # holding until a queued start time
-            zeros = np.zeros_like(knots[0].pos)
-            return knots[0].pos.copy(), zeros, zeros
         return _hermite(t, knots[i - 1].time, knots[i].time, knots[i - 1], knots[i])
 
     def set_trajectory(self, now: float, start_time: float, joint_names, times,
@@ -180,13 +184,16 @@ class JointTrajectoryFollower:
                 f"segment {s}: {self.joint_names[j]} would move at {steps[s, j]:.3f} rad/s, "
                 f"above the limit {self.velocity[j]:.3f}")
 
-        kept = [k for k in self._knots if k.time < splice]
-        kept.append(_Knot(splice, anchor_pos, anchor_vel, anchor_acc))
+        knots = [_Knot(splice, anchor_pos, anchor_vel, anchor_acc)]
         for i in np.flatnonzero(keep):
-            kept.append(_Knot(abs_times[i], pos[i],
-                              None if vel is None else vel[i],
-                              None if acc is None else acc[i]))
-        self._knots = kept
+            knots.append(_Knot(abs_times[i], pos[i],
+                               None if vel is None else vel[i],
+                               None if acc is None else acc[i]))
+        # Drop pieces replaced from `splice` on, and pieces already superseded before now.
+        pieces = [p for p in self._pieces if p[0] < splice] + [(splice, knots)]
+        while len(pieces) > 1 and pieces[1][0] <= now:
+            pieces.pop(0)
+        self._pieces = pieces
         return int(keep.sum())
 
     @staticmethod

@@ -1,0 +1,12 @@
+"""Shared test set-up: an isolated DDS domain on loopback, headless MuJoCo rendering."""
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "test"))
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+# Keep DDS discovery on this machine and away from other test runs.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))

@@ -1,0 +1,69 @@
+"""Helpers for tests on a real DDS graph: child processes and spinning until a condition."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def ros_process(args, ready_line=None, timeout=60.0, env=None):
+    """Run `python -m`-style args in a child process; yields the Popen.
+
+    If ready_line is given, waits until the child prints a line containing it. The child is
+    interrupted (SIGINT, then SIGKILL) on exit; its output is kept in proc.output_lines.
+    """
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "test"), str(REPO)] + [p for p in [full_env.get("PYTHONPATH")] if p])
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=full_env, cwd=REPO)
+    proc.output_lines = []
+    try:
+        if ready_line is not None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                proc.output_lines.append(line)
+                if ready_line in line:
+                    break
+            else:
+                raise TimeoutError(f"{args} did not print '{ready_line}' in {timeout} s")
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args} exited: {''.join(proc.output_lines)}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        rest = proc.stdout.read() if proc.stdout else ""
+        proc.output_lines.append(rest)
+
+
+def output_of(proc) -> str:
+    return "".join(proc.output_lines)
+
+
+def spin_until(executor_or_node, condition, timeout: float, step: float = 0.05) -> bool:
+    """Spin until condition() is true or timeout seconds pass; returns condition()."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if hasattr(executor_or_node, "spin_once") and not hasattr(executor_or_node, "get_name"):
+            executor_or_node.spin_once(timeout_sec=step)
+        else:
+            rclpy.spin_once(executor_or_node, timeout_sec=step)
+    return bool(condition())

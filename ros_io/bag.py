@@ -45,27 +45,40 @@ class BagWriter:
     Args:
         path: bag directory to create (must not exist).
         storage: "mcap" (default) or "sqlite3".
+        deferred_open: leave opening to open() (sqlite3 bags must be used from the thread
+            that opened them).
     """
 
-    def __init__(self, path, storage: str = "mcap"):
+    def __init__(self, path, storage: str = "mcap", deferred_open: bool = False):
         if storage not in STORAGE:
             raise ValueError(f"unknown storage '{storage}', expected one of {sorted(STORAGE)}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            raise ValueError(f"bag {self.path} exists already")
         self._writer = Writer(self.path, version=8, storage_plugin=STORAGE[storage])
-        self._writer.open()
         self._connections = {}
         self.counts: dict[str, int] = {}
         self.bytes_written = 0
+        if not deferred_open:
+            self.open()
+
+    def open(self) -> None:
+        self._writer.open()
+
+    @staticmethod
+    def check_type(msgtype: str) -> None:
+        """Raise ValueError if the bag cannot store messages of this type."""
+        if msgtype not in typestore().fielddefs:
+            raise ValueError(f"message type '{msgtype}' is unknown to the bag writer")
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         """Declare a topic; msgtype like "sensor_msgs/msg/Image"."""
         if topic in self._connections:
             return
-        store = typestore()
-        if msgtype not in store.fielddefs:
-            raise ValueError(f"message type '{msgtype}' of {topic} is unknown to the bag writer")
-        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=store)
+        self.check_type(msgtype)
+        self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                               typestore=typestore())
         self.counts[topic] = 0
 
     def write(self, topic: str, timestamp_ns: int, cdr: bytes) -> None:

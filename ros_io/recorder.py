@@ -32,7 +32,8 @@ class Recorder:
     def __init__(self, node, path, topics, storage: str = "mcap", queue_depth: int = 200):
         self.node = node
         self.topics = list(dict.fromkeys(topics))
-        self.writer = BagWriter(path, storage)
+        # Every bag operation happens on the writer thread (sqlite3 demands one thread).
+        self.writer = BagWriter(path, storage, deferred_open=True)
         self.queue_depth = queue_depth
         self._pending = set(self.topics)
         self._subscriptions = []
@@ -56,11 +57,12 @@ class Recorder:
             msgtype = types[0]
             try:
                 cls = message_class(msgtype)
-                self.writer.add_topic(topic, msgtype)
+                self.writer.check_type(msgtype)
             except (ImportError, AttributeError, ValueError) as err:
                 self.node.get_logger().error(f"cannot record {topic} ({msgtype}): {err}")
                 self._pending.discard(topic)
                 continue
+            self._queue.put(("topic", topic, msgtype))
             qos = self._qos_for(topic)
             self._subscriptions.append(self.node.create_subscription(
                 cls, topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True))
@@ -82,15 +84,20 @@ class Recorder:
 
     def _on_message(self, topic: str, raw: bytes) -> None:
         self.received += 1
-        self._queue.put((topic, self.node.get_clock().now().nanoseconds, raw))
+        self._queue.put(("message", topic, self.node.get_clock().now().nanoseconds, raw))
 
     def _write_loop(self) -> None:
+        self.writer.open()
         while True:
             item = self._queue.get()
             if item is None:
+                self.writer.close()
                 return
             try:
-                self.writer.write(*item)
+                if item[0] == "topic":
+                    self.writer.add_topic(*item[1:])
+                else:
+                    self.writer.write(*item[1:])
             except Exception as err:  # keep draining; report once
                 if self._error is None:
                     self._error = err
@@ -108,5 +115,4 @@ class Recorder:
             self.node.destroy_subscription(sub)
         self._queue.put(None)
         self._thread.join()
-        self.writer.close()
         return self.counts

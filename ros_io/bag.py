@@ -12,20 +12,9 @@ from pathlib import Path
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-PACKAGE = "world_model_planning"
+from ros_io.paths import PACKAGE, share_path
+
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-
-
-def interface_dir() -> Path:
-    """Directory holding this package's msg/ (installed share/ first, else the source tree)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        share = Path(get_package_share_directory(PACKAGE))
-        if (share / "msg").is_dir():
-            return share
-    except (ImportError, LookupError, ValueError):
-        pass
-    return Path(__file__).resolve().parent.parent
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,7 +22,7 @@ def typestore():
     """Jazzy's standard message types plus this package's messages."""
     store = get_typestore(Stores.ROS2_JAZZY)
     types = {}
-    for path in sorted((interface_dir() / "msg").glob("*.msg")):
+    for path in sorted(share_path("msg").glob("*.msg")):
         types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
     store.register(types)
     return store

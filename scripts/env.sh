@@ -6,4 +6,6 @@ export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 # shellcheck disable=SC1091
 source "$_wmp_root/.colcon/install/setup.bash"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
+# Camera frames larger than Fast DDS's default shared-memory segment would be dropped.
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_wmp_root/config/fastdds.xml}"
 unset _wmp_root

@@ -207,7 +207,6 @@ FINGER_ARMATURE = 0.05  # kg, keeps the light fingers stable in contact
 ROBOT_CONTYPE = 2
 ROBOT_CONAFFINITY = 1
 
-_JOINT_BY_NAME = {j.name: j for j in JOINTS}
 _JOINT_BY_CHILD = {j.child: j for j in JOINTS}
 _LINK_BY_NAME = {link.name: link for link in LINKS}
 
@@ -291,8 +290,10 @@ def _cylinder_pose(shape: Cylinder) -> tuple[np.ndarray, np.ndarray, float]:
     """(centre (3,), URDF rpy (3,), length) of a cylinder whose z axis runs start -> end."""
     axis = np.subtract(shape.end, shape.start).astype(float)
     length = float(np.linalg.norm(axis))
-    rotation, _ = Rotation.align_vectors([axis / length], [[0.0, 0.0, 1.0]])
-    return _shape_center(shape), rotation.as_euler("xyz"), length
+    # Rz(yaw) Ry(pitch) maps z onto (cos yaw sin pitch, sin yaw sin pitch, cos pitch).
+    pitch = math.acos(np.clip(axis[2] / length, -1.0, 1.0))
+    yaw = math.atan2(axis[1], axis[0])
+    return _shape_center(shape), np.array([0.0, pitch, yaw]), length
 
 
 # --- URDF ---

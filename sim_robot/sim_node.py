@@ -25,10 +25,11 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_io.images import numpy_to_image
+from ros_io.paths import share_path
 from ros_io.stamps import to_seconds, to_time_msg
 from sim_robot import panda
 from sim_robot.scene import OBJECT_IDS
-from sim_robot.scenario import Scenario, default_scenario_path, load_scenario
+from sim_robot.scenario import Scenario, load_scenario
 from sim_robot.sim import PandaSim
 from sim_robot.trajectory_follower import JointTrajectoryFollower, TrajectoryRejected
 from world_model_planning.msg import ObjectArray, ObjectState
@@ -61,7 +62,7 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_robot", **kwargs)
         p = self.declare_parameter
-        p("scenario", default_scenario_path(), _descriptor(
+        p("scenario", str(share_path("config", "scenarios", "default.yaml")), _descriptor(
             "Scenario YAML (object poses, perturbations)", read_only=True))
         p("perturb", False, _descriptor("Apply the scenario's perturbations at start-up"))
         p("seed", 0, _descriptor("Seed of the perturbations", lo=0, hi=2**31 - 1, integer=True))
@@ -233,7 +234,8 @@ class SimNode(Node):
             out["joints"] = (np.concatenate([self.sim.arm_positions(), self.sim.finger_positions()]),
                              np.concatenate([self.sim.arm_velocities(),
                                              self.sim.finger_velocities()]),
-                             self.sim.joint_efforts())
+                             np.concatenate([self.sim.joint_efforts(),
+                                             self.sim.finger_efforts()]))
         if "camera" in due:
             out["camera"] = self.sim.render() + (self.sim.camera_pose(),)
         if "truth" in due:
@@ -246,7 +248,7 @@ class SimNode(Node):
             self.pub_clock.publish(Clock(clock=stamp))
         if "joints" in out:
             q, qd, effort = out["joints"]
-            msg = JointState(name=panda.ARM_JOINT_NAMES + panda.FINGER_JOINT_NAMES,
+            msg = JointState(name=list(panda.ARM_JOINT_NAMES + panda.FINGER_JOINT_NAMES),
                              position=q.tolist(), velocity=qd.tolist(), effort=effort.tolist())
             msg.header.stamp = stamp
             self.pub_joints.publish(msg)

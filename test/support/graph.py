@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from contextlib import contextmanager
@@ -23,20 +24,17 @@ def ros_process(args, ready_line=None, timeout=60.0, env=None):
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=full_env, cwd=REPO)
     proc.output_lines = []
+
+    def pump():  # keep reading so the child never blocks on a full pipe
+        for line in proc.stdout:
+            proc.output_lines.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        if ready_line is not None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                proc.output_lines.append(line)
-                if ready_line in line:
-                    break
-            else:
-                raise TimeoutError(f"{args} did not print '{ready_line}' in {timeout} s")
-            if proc.poll() is not None:
-                raise RuntimeError(f"{args} exited: {''.join(proc.output_lines)}")
+        if ready_line is not None and not wait_for_output(proc, ready_line, timeout):
+            raise TimeoutError(f"{args} did not print '{ready_line}' in {timeout} s:\n"
+                               + output_of(proc))
         yield proc
     finally:
         if proc.poll() is None:
@@ -46,12 +44,27 @@ def ros_process(args, ready_line=None, timeout=60.0, env=None):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        rest = proc.stdout.read() if proc.stdout else ""
-        proc.output_lines.append(rest)
+        reader.join(timeout=5)
 
 
 def output_of(proc) -> str:
     return "".join(proc.output_lines)
+
+
+def wait_for_output(proc, text: str, timeout: float, node=None) -> list:
+    """Wait until the child has printed a line containing text (spinning node meanwhile);
+    returns the matching lines (empty on timeout or exit)."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [ln for ln in list(proc.output_lines) if text in ln]
+        if found or time.monotonic() > deadline or proc.poll() is not None:
+            return found
+        if node is not None:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        else:
+            time.sleep(0.05)
 
 
 def spin_until(executor_or_node, condition, timeout: float, step: float = 0.05) -> bool:

@@ -1,0 +1,81 @@
+"""Launch files name only executables, parameter files, arguments and parameters that exist.
+
+`launch` is not installable here, so the files are checked statically: every Node of this
+package names an executable in nodes/, every config path exists, every LaunchConfiguration
+is declared, and every parameter a YAML file or the launch file sets is declared by the node.
+"""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+# Executable -> module whose node declares its parameters.
+NODE_MODULES = {"sim_robot": "sim_robot/sim_node.py", "recorder": "ros_io/recorder_node.py"}
+
+
+def _calls(tree, name):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+
+
+def _kw(call, key):
+    for k in call.keywords:
+        if k.arg == key:
+            return k.value
+    return None
+
+
+def declared_parameters(module_path):
+    tree = ast.parse((REPO / module_path).read_text())
+    names = {c.args[0].value for c in _calls(tree, "p") + _calls(tree, "declare_parameter")
+             if c.args and isinstance(c.args[0], ast.Constant)}
+    return names | {"use_sim_time"}
+
+
+def test_there_are_launch_files():
+    assert LAUNCH_FILES
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_references_exist(path):
+    source = path.read_text()
+    tree = ast.parse(source)
+    declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
+    used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
+    assert used <= declared, f"undeclared launch arguments {used - declared}"
+    assert declared <= used, f"declared but unused launch arguments {declared - used}"
+
+    for rel in re.findall(r'"config", "([^"]+)"(?:, "([^"]+)")?', source):
+        assert (REPO / "config" / Path(*[r for r in rel if r])).exists(), rel
+
+    ours = [c for c in _calls(tree, "Node")
+            if getattr(_kw(c, "package"), "value", None) == "world_model_planning"]
+    assert ours
+    for call in ours:
+        exe = _kw(call, "executable").value
+        assert (REPO / "nodes" / exe).is_file(), f"no executable nodes/{exe}"
+        params = declared_parameters(NODE_MODULES[exe])
+        for item in getattr(_kw(call, "parameters"), "elts", []):
+            if isinstance(item, ast.Dict):
+                keys = {k.value for k in item.keys}
+                assert keys <= params, f"{exe}: undeclared parameters {keys - params}"
+
+
+@pytest.mark.parametrize("exe, module", NODE_MODULES.items())
+def test_parameter_files_match_declared_parameters(exe, module):
+    path = REPO / "config" / f"{exe}.yaml"
+    params = yaml.safe_load(path.read_text())[exe]["ros__parameters"]
+    undeclared = set(params) - declared_parameters(module)
+    assert not undeclared, f"{path.name} sets undeclared parameters {undeclared}"
+
+
+def test_node_executables_import_their_main():
+    for exe in (REPO / "nodes").iterdir():
+        text = exe.read_text()
+        module = re.search(r"from (\S+) import main", text).group(1)
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file(), exe.name
+        assert exe.stat().st_mode & 0o111, f"{exe.name} is not executable"

@@ -195,7 +195,7 @@ def collect(args) -> list[dict]:
             wall_timeout = 60.0 + 5.0 * plan.duration / max(args.real_time_factor, 0.05)
             result = collector.run_episode(plan, args.output / name, wall_timeout)
             entry = {"bag": name, "kind": kind, "seed": seed, "perturbed": args.perturb,
-                     "target_object": plan.target_object, "duration_s": round(plan.duration, 3),
+                     "target_object": plan.target_object, "duration_s": round(float(plan.duration), 3),
                      "messages": result["messages"]}
             final = result["final_positions"]
             if plan.target_object and plan.target_object in final:

@@ -57,8 +57,8 @@ class Scenario:
     distractor_count: int = 0
     light_intensity: float = 0.7  # diffuse intensity of the directional light, 0..1
     light_direction: tuple[float, float, float] = (-0.4, 0.3, -1.0)  # direction the light travels
-    camera_position: tuple[float, float, float] = (1.3, 0.0, 0.65)
-    camera_look_at: tuple[float, float, float] = (0.5, 0.0, 0.05)
+    camera_position: tuple[float, float, float] = (1.4, -0.7, 0.95)
+    camera_look_at: tuple[float, float, float] = (0.4, 0.0, 0.22)
     camera_fovy_deg: float = 58.0
     perturbation: Perturbation = field(default_factory=Perturbation)
 

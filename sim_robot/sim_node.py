@@ -17,6 +17,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -125,6 +126,7 @@ class SimNode(Node):
 
         self._scenario_path = prm("scenario").value
         self._running = True
+        self._pending_reset = None
         self._thread = threading.Thread(target=self._physics_loop, daemon=True)
         self._thread.start()
         self.get_logger().info(
@@ -175,15 +177,13 @@ class SimNode(Node):
             response.success, response.message = False, f"cannot load scenario {path}: {err}"
             self.get_logger().error(response.message)
             return response
-        with self._lock:
-            # Round the offset up to a whole step so stamps stay on the physics grid.
-            dt = self.sim.timestep
-            self._time_offset = np.ceil((self.now_s() + dt) / dt) * dt
-            self.sim.reset(scenario)
-            self.follower.reset(self.sim.arm_positions())
-            self.gripper_width = panda.GRIPPER_MAX_WIDTH
-            self.sim.set_gripper_width(self.gripper_width)
-            self._scenario_path = path
+        # The physics thread owns the renderer's GL context, so it performs the reset.
+        done = threading.Event()
+        self._pending_reset = (scenario, done)
+        if not done.wait(timeout=60.0):
+            response.success, response.message = False, "reset timed out"
+            return response
+        self._scenario_path = path
         response.success = True
         response.message = f"reset to {path}" + (f" (seed {request.seed})" if request.perturb
                                                  else "")
@@ -192,10 +192,32 @@ class SimNode(Node):
 
     # ---- physics and publishing ------------------------------------------------------------
     def _physics_loop(self) -> None:
+        try:
+            self._run_physics()
+        finally:
+            # The renderer's GL context is current in this thread: release it here.
+            self.sim.close()
+
+    def _apply_pending_reset(self) -> None:
+        scenario, done = self._pending_reset
+        self._pending_reset = None
+        with self._lock:
+            # Round the offset up to a whole step so stamps stay on the physics grid.
+            dt = self.sim.timestep
+            self._time_offset = np.ceil((self.now_s() + dt) / dt) * dt
+            self.sim.reset(scenario)
+            self.follower.reset(self.sim.arm_positions())
+            self.gripper_width = panda.GRIPPER_MAX_WIDTH
+            self.sim.set_gripper_width(self.gripper_width)
+        done.set()
+
+    def _run_physics(self) -> None:
         next_due = {"clock": 0.0, "joints": 0.0, "camera": 0.0, "truth": 0.0}
         wall0, sim0 = time.monotonic(), self.now_s()
         dt = self.sim.timestep
-        while self._running and rclpy.ok():
+        while self._running and self.context.ok():
+            if self._pending_reset is not None:
+                self._apply_pending_reset()
             prm = self.get_parameter
             rtf = prm("real_time_factor").value
             periods = {"clock": 1.0 / prm("clock_rate").value,
@@ -221,7 +243,12 @@ class SimNode(Node):
                 for k in due:
                     next_due[k] = max(next_due[k] + periods[k], now + 0.5 * dt)
                 outputs = self._gather(due, now)
-            self._publish(outputs)
+            try:
+                self._publish(outputs)
+            except RCLError:  # the context shut down under us (Ctrl-C): stop quietly
+                if self.context.ok():
+                    raise
+                return
             if rtf > 0 and steps == 0 and not due:
                 time.sleep(min(0.002, dt / rtf))
 

@@ -12,6 +12,7 @@ from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 
 from ros_io.bag import STORAGE
+from ros_io.params import report_unknown_overrides
 from ros_io.recorder import Recorder
 
 DEFAULT_TOPICS = [
@@ -36,6 +37,7 @@ class RecorderNode(Node):
         self.declare_parameter("duration", 0.0, ParameterDescriptor(
             description="Stop after this many seconds of node time (0 = until shutdown)",
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1e6, step=0.0)]))
+        report_unknown_overrides(self)
         output = self.get_parameter("output").value or \
             time.strftime("bags/rosbag2_%Y_%m_%d-%H_%M_%S")
         storage = self.get_parameter("storage").value

@@ -24,8 +24,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python packages (several minutes on a fresh machine)"
   # Torch first and pinned, so nothing later pulls another build: the CPU wheel comes from the
   # local wheel cache where there is one, a GPU machine gets the CUDA build of that version.
-  "$py" -m pip install --quiet --disable-pip-version-check torch==2.13.0
-  "$py" -m pip install --quiet --disable-pip-version-check -r requirements-ros.txt -r requirements.txt
+  pip_install() {  # pip, without the notices about absent local index folders
+    "$py" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2)
+  }
+  pip_install torch==2.13.0
+  pip_install -r requirements-ros.txt -r requirements.txt
   echo "$want" > "$stamp"
 fi
 
@@ -56,9 +59,13 @@ echo "[setup] colcon build"
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
 export CMAKE_PREFIX_PATH="$VIRTUAL_ENV" AMENT_PREFIX_PATH="$VIRTUAL_ENV"
-colcon --log-base .colcon/log build --base-paths "$root" --build-base .colcon/build \
-  --install-base .colcon/install --symlink-install \
-  --cmake-args -DPython3_EXECUTABLE="$py" -DBUILD_TESTING=OFF \
-  --event-handlers console_direct- >/dev/null
+mkdir -p .colcon
+if ! colcon --log-base .colcon/log build --base-paths "$root" --build-base .colcon/build \
+    --install-base .colcon/install --symlink-install \
+    --cmake-args -DPython3_EXECUTABLE="$py" -DBUILD_TESTING=OFF > .colcon/build.log 2>&1; then
+  cat .colcon/build.log >&2
+  echo "[setup] error: colcon build failed (log above, also in .colcon/build.log)" >&2
+  exit 1
+fi
 ln -sfn "$venv" "$root/.colcon/venv"
 echo "[setup] done: source scripts/env.sh to use the package"

@@ -26,6 +26,7 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_io.images import numpy_to_image
+from ros_io.params import report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds, to_time_msg
 from sim_robot import panda
@@ -84,8 +85,15 @@ class SimNode(Node):
           _descriptor("Optical frame of the camera (z forward, x right, y down)", read_only=True))
         p("publish_instances", True, _descriptor("Publish the instance-mask image"))
         prm = self.get_parameter
+        report_unknown_overrides(self)
 
-        scenario = load_scenario(prm("scenario").value)
+        try:
+            scenario = load_scenario(prm("scenario").value)
+        except (OSError, ValueError) as err:
+            self.get_logger().error(
+                f"cannot load scenario {prm('scenario').value}: {err}; using the built-in "
+                "default scene")
+            scenario = Scenario()
         if prm("perturb").value:
             scenario = scenario.perturbed(prm("seed").value)
         self._lock = threading.Lock()

@@ -8,7 +8,7 @@ import rclpy
 from ros_io.bag import read_messages, topic_summary
 from ros_io.images import image_to_numpy
 from ros_io.recorder import Recorder
-from support.graph import output_of, ros_process, spin_until
+from support.graph import output_of, ros_process, spin_until, wait_for_output
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -50,3 +50,23 @@ def test_corrupt_bag_gives_clear_error(tmp_path):
         topic_summary(bag)
     with pytest.raises(ValueError, match="cannot read bag"):
         list(read_messages(bag))
+
+
+def test_recorder_node_process_with_bad_parameters(tmp_path):
+    """The recorder node logs unknown parameters and a bad storage, records anyway, and
+    closes a complete bag on Ctrl-C."""
+    bag = tmp_path / "node_bag"
+    args = ["-m", "ros_io.recorder_node", "--ros-args", "-p", f"output:={bag}",
+            "-p", "storage:=zip", "-p", "topicz:=[/x]", "-p",
+            "topics:=[/camera/color/image_raw, /ground_truth/objects]"]
+    with ros_process(args, ready_line="recording into") as recorder:
+        with ros_process(["-m", "support.camera_publisher", "20", "20", "64", "48"],
+                         ready_line="ready") as pub:
+            assert wait_for_output(pub, "done 20", 30.0), output_of(pub)
+        time.sleep(0.5)
+    log = output_of(recorder)
+    assert "unknown storage 'zip'; using mcap" in log
+    assert "unknown parameter 'topicz'" in log
+    assert "bag closed" in log, log
+    counts = {t: n for t, (_, n) in topic_summary(bag).items()}
+    assert counts == {"/camera/color/image_raw": 20, "/ground_truth/objects": 20}

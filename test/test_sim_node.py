@@ -262,3 +262,19 @@ def test_recorded_bag_holds_every_topic(sim, tmp_path):
               read_messages(bag, ["/camera/color/image_raw"])]
     assert np.all(np.diff(stamps) > 0)
     np.testing.assert_allclose(np.diff(stamps), 1 / 15, atol=0.01)
+
+
+def test_bad_startup_parameters_are_reported_and_sim_runs():
+    """A missing scenario file and a misspelt parameter give clear errors; the robot comes up
+    with the built-in scene. (Own DDS domain: the module's simulator keeps running.)"""
+    import os
+
+    domain = str((int(os.environ["ROS_DOMAIN_ID"]) + 1) % 200)
+    args = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "scenario:=/no/such/scene.yaml",
+            "-p", "camera_ratte:=5.0"]
+    with ros_process(args, ready_line="simulated robot up", timeout=120,
+                     env={"ROS_DOMAIN_ID": domain}) as proc:
+        log = output_of(proc)
+        assert "cannot load scenario /no/such/scene.yaml" in log
+        assert "unknown parameter 'camera_ratte'" in log
+        assert proc.poll() is None

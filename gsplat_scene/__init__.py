@@ -1,0 +1,1 @@
+"""Gaussian-splat scene memory: online mapping from RGB-D, rendering, objects, queries."""

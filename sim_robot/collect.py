@@ -69,13 +69,15 @@ def start_sim_process(scenario: Path, real_time_factor: float, camera_rate: floa
     return subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def stop_process(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Ctrl-C a node process (so it shuts down cleanly), killing it if it does not exit."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 class Collector:

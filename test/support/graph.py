@@ -1,12 +1,13 @@
 """Helpers for tests on a real DDS graph: child processes and spinning until a condition."""
 import os
-import signal
 import subprocess
 import threading
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from sim_robot.collect import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,13 +38,7 @@ def ros_process(args, ready_line=None, timeout=60.0, env=None):
                                + output_of(proc))
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         reader.join(timeout=5)
 
 

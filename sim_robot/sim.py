@@ -329,6 +329,16 @@ class PandaSim:
             self._renderers[size] = renderer
         return renderer.render(self._model, self._data, self._geom_instance)
 
+    def set_camera(self, position, look_at) -> None:
+        """Move ``scene_camera`` (world-fixed) to position (3,) m, looking at look_at (3,) m."""
+        rotation = scene.camera_axes(position, look_at)
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, rotation.reshape(-1))
+        self._model.cam_pos[self._camera_id] = position
+        self._model.cam_quat[self._camera_id] = quat
+        mujoco.mj_kinematics(self._model, self._data)
+        mujoco.mj_camlight(self._model, self._data)
+
     def camera_intrinsics(self, width: int | None = None, height: int | None = None) -> tuple[float, float, float, float]:
         """Pinhole (fx, fy, cx, cy) in pixels of the rendered image; pixel centres at integers."""
         width = width or self._width

@@ -1,0 +1,506 @@
+"""ROS 2 lifecycle node `gsplat_scene`: the Gaussian-splat scene memory on a live graph.
+
+Subscribes colour, depth (32FC1 metres or 16UC1 millimetres), camera_info and an optional
+instance mask (sensor-data QoS, approximate stamp sync); takes the camera pose from tf2 where
+it exists, else from a PoseStamped topic, else from the static `camera_pose` parameter.
+Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
+octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
+Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+
+import numpy as np
+import rclpy
+import torch
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from scipy.spatial.transform import Rotation
+
+from gsplat_scene.frame_sync import FrameSync
+from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
+from gsplat_scene.ply import load_ply, save_ply
+from ros_io.images import image_to_numpy, numpy_to_image
+from ros_io.params import report_unknown_overrides
+from ros_io.stamps import to_seconds, to_time_msg
+from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
+from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
+
+try:  # tf2 is on every robot; not installable here
+    import tf2_ros
+except ImportError:
+    tf2_ros = None
+
+
+def _range(description, lo, hi, integer=False, read_only=False):
+    d = ParameterDescriptor(description=description, read_only=read_only)
+    if integer:
+        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+    else:
+        d.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+    return d
+
+
+def pose_to_matrix(position, quat_xyzw) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_quat(quat_xyzw).as_matrix()
+    m[:3, 3] = position
+    return m
+
+
+def matrix_to_pose(pose_msg, m) -> None:
+    q = Rotation.from_matrix(np.asarray(m)[:3, :3]).as_quat()
+    pose_msg.position.x, pose_msg.position.y, pose_msg.position.z = (float(v) for v in m[:3, 3])
+    (pose_msg.orientation.x, pose_msg.orientation.y,
+     pose_msg.orientation.z, pose_msg.orientation.w) = (float(v) for v in q)
+
+
+def depth_to_metres(msg: Image) -> np.ndarray:
+    """Depth image in metres: 32FC1 as is, 16UC1 millimetres scaled; else ValueError."""
+    if msg.encoding == "32FC1":
+        return image_to_numpy(msg).astype(np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        return image_to_numpy(msg).astype(np.float32) * 1e-3
+    raise ValueError(f"depth encoding '{msg.encoding}' is not 32FC1 or 16UC1")
+
+
+def colour_to_rgb(msg: Image) -> np.ndarray:
+    """Colour image as (H, W, 3) uint8 RGB from rgb8/bgr8/rgba8/bgra8; else ValueError."""
+    if msg.encoding not in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        raise ValueError(f"colour encoding '{msg.encoding}' is not rgb8/bgr8/rgba8/bgra8")
+    arr = image_to_numpy(msg)
+    if msg.encoding == "rgb8":
+        return arr
+    if msg.encoding == "bgr8":
+        return arr[..., ::-1].copy()
+    if msg.encoding == "rgba8":
+        return arr[..., :3].copy()
+    return arr[..., 2::-1].copy()  # bgra8
+
+
+def centres_cloud(means: np.ndarray, colors: np.ndarray, stamp, frame_id: str) -> PointCloud2:
+    """PointCloud2 with x y z (float32) and rgb (packed float32), as PCL and octomap read it."""
+    n = means.shape[0]
+    rgb = (np.clip(colors, 0, 1) * 255).astype(np.uint32)
+    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    data = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    data["x"], data["y"], data["z"] = means[:, 0], means[:, 1], means[:, 2]
+    data["rgb"] = packed
+    msg = PointCloud2(height=1, width=n, is_bigendian=False, point_step=16, row_step=16 * n,
+                      is_dense=True)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.fields = [PointField(name=f, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, f in enumerate("xyz")] + \
+        [PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1)]
+    msg.data = data.tobytes()
+    return msg
+
+
+class SceneNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("gsplat_scene", **kwargs)
+        p = self.declare_parameter
+        p("device", "cpu", ParameterDescriptor(
+            description="Torch device of the memory (cpu, cuda, cuda:N)", read_only=True))
+        p("world_frame", "world", ParameterDescriptor(description="Map frame", read_only=True))
+        p("camera_pose_source", "auto", ParameterDescriptor(
+            description="auto (tf2 if present, else topic), tf, topic or static",
+            read_only=True))
+        p("camera_pose", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], ParameterDescriptor(
+            description="Static camera optical-frame pose in the world: x y z qx qy qz qw",
+            read_only=True))
+        p("max_gaussians", 300_000, _range("Hard cap on Gaussians", 1000, 50_000_000, True,
+                                           read_only=True))
+        p("max_memory_mb", 1024.0, _range("Hard cap on map memory [MB]", 1.0, 1e6,
+                                          read_only=True))
+        p("iterations", 6, _range("Optimisation steps per frame", 0, 1000, True))
+        p("keyframes", 8, _range("Keyframe window", 0, 1000, True))
+        p("downscale", 1, _range("Integrate frames downscaled by this factor", 1, 16, True))
+        p("sync_slop", 0.02, _range("Largest stamp difference within a frame [s]", 0.0, 1.0))
+        p("max_frame_age", 1.0, _range("Frames older than this are stale [s]", 0.0, 3600.0))
+        p("publish_rate", 2.0, _range("Cloud, info and objects rate [Hz]", 0.1, 100.0))
+        p("render_rate", 1.0, _range("Virtual camera rate [Hz] (0 = off)", 0.0, 100.0))
+        p("virtual_camera.position", [1.4, -0.7, 0.95], ParameterDescriptor(
+            description="Virtual camera position in the world [m]"))
+        p("virtual_camera.look_at", [0.4, 0.0, 0.22], ParameterDescriptor(
+            description="Point the virtual camera looks at [m]"))
+        p("virtual_camera.width", 320, _range("Virtual camera width [px]", 16, 4096, True))
+        p("virtual_camera.height", 240, _range("Virtual camera height [px]", 16, 4096, True))
+        p("virtual_camera.fovy_deg", 58.0, _range("Virtual camera vertical FOV [deg]", 1.0, 170.0))
+        p("autostart", True, ParameterDescriptor(
+            description="Configure and activate at start-up (no lifecycle manager needed)",
+            read_only=True))
+        report_unknown_overrides(self)
+        self.memory: SceneMemory | None = None
+        self._active = False
+        self._lock = threading.Lock()
+        self._frames: queue.Queue = queue.Queue(maxsize=1)
+        self._warned: dict[str, float] = {}
+        self.frames_dropped = 0
+        self.frames_integrated = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        device = prm("device")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().error(f"device '{device}' requested but CUDA is not available")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            self.get_logger().error(f"bad device '{device}': {err}")
+            return TransitionCallbackReturn.FAILURE
+        config = MappingConfig(max_gaussians=prm("max_gaussians"),
+                               max_memory_mb=prm("max_memory_mb"),
+                               iterations=prm("iterations"), keyframes=prm("keyframes"))
+        self.memory = SceneMemory(config, device=device)
+        self.world = prm("world_frame")
+        self.sync = FrameSync(["rgb", "depth", "info"], ["instances"], slop=prm("sync_slop"))
+        self.pose_source = prm("camera_pose_source")
+        if self.pose_source == "auto":
+            self.pose_source = "tf" if tf2_ros is not None else "topic"
+        if self.pose_source == "tf" and tf2_ros is None:
+            self.get_logger().error("camera_pose_source 'tf' but tf2_ros is not installed")
+            return TransitionCallbackReturn.FAILURE
+        if self.pose_source not in ("tf", "topic", "static"):
+            self.get_logger().error(f"unknown camera_pose_source '{self.pose_source}'")
+            return TransitionCallbackReturn.FAILURE
+        if self.pose_source == "tf":
+            self.tf_buffer = tf2_ros.Buffer()
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        self.poses: list = []  # (stamp, 4x4) from the pose topic
+        sensor = qos_profile_sensor_data
+        self.scene_subs = [
+            self.create_subscription(Image, "camera/color/image_raw",
+                                     lambda m: self._on_stream("rgb", m), sensor),
+            self.create_subscription(Image, "camera/depth/image_raw",
+                                     lambda m: self._on_stream("depth", m), sensor),
+            self.create_subscription(CameraInfo, "camera/color/camera_info",
+                                     lambda m: self._on_stream("info", m), sensor),
+            self.create_subscription(Image, "camera/instances/image_raw",
+                                     lambda m: self._on_stream("instances", m), sensor),
+            self.create_subscription(PoseStamped, "camera/pose", self._on_pose, 10),
+        ]
+        self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/gaussians", 1)
+        self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
+        self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
+        self.pub_render = self.create_lifecycle_publisher(Image, "~/render/image", 1)
+        self.scene_services = [self.create_service(SaveScene, "~/save", self._on_save),
+                         self.create_service(LoadScene, "~/load", self._on_load),
+                         self.create_service(ResetScene, "~/reset", self._on_reset),
+                         self.create_service(RenderScene, "~/render", self._on_render)]
+        self.scene_timers = [self.create_timer(1.0 / prm("publish_rate"), self._publish_state)]
+        if prm("render_rate") > 0:
+            self.scene_timers.append(self.create_timer(1.0 / prm("render_rate"),
+                                                 self._publish_render))
+        self._running = True
+        self._worker = threading.Thread(target=self._integrate_loop, daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"configured on {device}, camera pose from {self.pose_source}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        self._active = False
+        self._running = False
+        if getattr(self, "_worker", None) is not None:
+            self._frames.put(None) if self._frames.empty() else None
+            self._worker.join(timeout=5.0)
+            self._worker = None
+        for sub in getattr(self, "scene_subs", []):
+            self.destroy_subscription(sub)
+        for timer in getattr(self, "scene_timers", []):
+            self.destroy_timer(timer)
+        for srv in getattr(self, "scene_services", []):
+            self.destroy_service(srv)
+        self.scene_subs, self.scene_timers, self.scene_services = [], [], []
+        self.memory = None
+
+    # ---- input -----------------------------------------------------------------------------
+    def _warn(self, key: str, text: str, period: float = 5.0) -> None:
+        """Warning throttled per kind of problem (wall time)."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            self.get_logger().warning(text)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+        if not all(math.isfinite(v) for v in values) or abs(np.linalg.norm(values[3:]) - 1) > 1e-3:
+            self._warn("pose", "dropped camera pose: not finite or not a unit quaternion")
+            return
+        self.poses.append((to_seconds(msg.header.stamp), pose_to_matrix(values[:3], values[3:])))
+        del self.poses[:-50]
+
+    def _on_stream(self, stream: str, msg) -> None:
+        if not self._active:
+            return
+        matched = self.sync.add(stream, to_seconds(msg.header.stamp), msg)
+        if matched is None:
+            return
+        try:
+            frame = self._to_frame(matched)
+        except ValueError as err:
+            self.frames_dropped += 1
+            self._warn("frame", f"dropped frame: {err}")
+            return
+        try:  # the worker takes the newest frame; an unprocessed older one is replaced
+            self._frames.get_nowait()
+            self.frames_dropped += 1
+        except queue.Empty:
+            pass
+        self._frames.put(frame)
+
+    def _camera_pose(self, stamp: float, frame_id: str) -> np.ndarray:
+        if self.pose_source == "static":
+            v = self.get_parameter("camera_pose").value
+            return pose_to_matrix(v[:3], v[3:])
+        if self.pose_source == "tf":
+            try:
+                t = self.tf_buffer.lookup_transform(
+                    self.world, frame_id, rclpy.time.Time(seconds=stamp),
+                    timeout=rclpy.duration.Duration(seconds=0.05))
+            except Exception as err:  # tf2 raises several kinds
+                raise ValueError(f"no camera pose from tf: {err}") from err
+            tr, rot = t.transform.translation, t.transform.rotation
+            return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
+        best = min(self.poses, key=lambda e: abs(e[0] - stamp), default=None)
+        if best is None or abs(best[0] - stamp) > self.sync.slop:
+            raise ValueError(f"no camera pose within {self.sync.slop} s of {stamp:.3f}")
+        return best[1]
+
+    def _to_frame(self, matched) -> Frame:
+        stamp, rgb_msg = matched["rgb"]
+        now = self.get_clock().now().nanoseconds * 1e-9
+        age = now - stamp
+        if age > self.get_parameter("max_frame_age").value:
+            raise ValueError(f"stale frame ({age:.2f} s old)")
+        rgb = colour_to_rgb(rgb_msg)
+        depth = depth_to_metres(matched["depth"][1])
+        info = matched["info"][1]
+        if rgb.shape[:2] != depth.shape or (info.height, info.width) != depth.shape:
+            raise ValueError(f"size mismatch: colour {rgb.shape[:2]}, depth {depth.shape}, "
+                             f"camera_info {(info.height, info.width)}")
+        K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+        if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError("camera_info K is not a valid pinhole matrix")
+        valid = np.isfinite(depth) & (depth > 0)
+        if valid.mean() < 0.01:
+            raise ValueError("depth has (almost) no valid pixels (NaN or zero)")
+        instances = None
+        if "instances" in matched:
+            instances = image_to_numpy(matched["instances"][1])
+            if instances.shape != depth.shape or instances.ndim != 2:
+                raise ValueError(f"instance mask {instances.shape} does not match depth")
+        c2w = self._camera_pose(stamp, rgb_msg.header.frame_id)
+        step = self.get_parameter("downscale").value
+        if step > 1:  # integer subsampling keeps depth values and ids exact
+            rgb, depth = rgb[::step, ::step], depth[::step, ::step]
+            instances = None if instances is None else instances[::step, ::step]
+            K = K.copy()
+            K[:2] /= step
+        return Frame(torch.from_numpy(np.ascontiguousarray(rgb)),
+                     torch.from_numpy(np.ascontiguousarray(depth)),
+                     torch.tensor(K, dtype=torch.float32), torch.tensor(c2w, dtype=torch.float32),
+                     None if instances is None else
+                     torch.from_numpy(np.ascontiguousarray(instances).astype(np.int64)), stamp)
+
+    def _integrate_loop(self) -> None:
+        while self._running:
+            frame = self._frames.get()
+            if frame is None or not self._running:
+                return
+            with self._lock:
+                if self.memory is None:
+                    return
+                try:
+                    self.memory.config.iterations = self.get_parameter("iterations").value
+                    stats = self.memory.integrate(frame)
+                except Exception as err:  # a bad frame must not stop the mapping thread
+                    self._warn("integrate", f"frame not integrated: {type(err).__name__}: {err}")
+                    continue
+            self.frames_integrated += 1
+            self.get_logger().debug(f"integrated frame: {stats}")
+
+    # ---- output ----------------------------------------------------------------------------
+    def _objects_msg(self, stamp) -> ObjectArray:
+        msg = ObjectArray()
+        msg.header.stamp, msg.header.frame_id = stamp, self.world
+        for oid, record in sorted(self.memory.objects.items()):
+            obj = ObjectState(id=oid, num_gaussians=record.num_gaussians,
+                              last_seen=to_time_msg(max(record.last_seen, 0.0)))
+            matrix_to_pose(obj.pose, record.pose.cpu().numpy())
+            he = record.half_extent.cpu().numpy()
+            obj.half_extent.x, obj.half_extent.y, obj.half_extent.z = (float(v) for v in he)
+            msg.objects.append(obj)
+        return msg
+
+    def _publish_state(self) -> None:
+        if not self._active or self.memory is None:
+            return
+        stamp = self.get_clock().now().to_msg()
+        with self._lock:
+            g = self.memory.gaussians
+            means, colors = g.means.cpu().numpy(), g.colors.cpu().numpy()
+            objects = self._objects_msg(stamp)
+            info = SceneInfo(num_gaussians=len(g), max_gaussians=self.memory.config.max_gaussians,
+                             memory_bytes=self.memory.memory_bytes(),
+                             num_keyframes=len(self.memory.keyframes),
+                             frames_integrated=self.memory.frames_integrated,
+                             device=str(self.memory.device), objects=objects.objects)
+        info.header = objects.header
+        self.pub_cloud.publish(centres_cloud(means, colors, stamp, self.world))
+        self.pub_info.publish(info)
+        self.pub_objects.publish(objects)
+
+    def _virtual_camera(self):
+        prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        w, h = prm("virtual_camera.width"), prm("virtual_camera.height")
+        f = 0.5 * h / math.tan(math.radians(prm("virtual_camera.fovy_deg")) / 2)
+        K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
+        eye, target = np.array(prm("virtual_camera.position")), \
+            np.array(prm("virtual_camera.look_at"))
+        z = (target - eye) / np.linalg.norm(target - eye)
+        x = np.cross(z, [0.0, 0.0, 1.0])
+        x /= np.linalg.norm(x)
+        c2w = np.eye(4)
+        c2w[:3, :3] = np.column_stack([x, np.cross(z, x), z])
+        c2w[:3, 3] = eye
+        return K, c2w, w, h
+
+    def _render(self, K, c2w, w, h, overrides=None):
+        with self._lock:
+            out = self.memory.render(torch.linalg.inv(torch.tensor(c2w, dtype=torch.float32))[None],
+                                     torch.tensor(K, dtype=torch.float32)[None], w, h,
+                                     object_poses=overrides)
+        rgb = (out.rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        depth = out.depth[0].cpu().numpy().astype(np.float32)
+        alpha = out.alpha[0].cpu().numpy().astype(np.float32)
+        depth[alpha < 1e-3] = np.nan
+        return rgb, depth, alpha
+
+    def _publish_render(self) -> None:
+        if not self._active or self.memory is None or len(self.memory) == 0:
+            return
+        rgb, _, _ = self._render(*self._virtual_camera())
+        self.pub_render.publish(numpy_to_image(rgb, "rgb8", self.get_clock().now().to_msg(),
+                                               "virtual_camera_optical_frame"))
+
+    # ---- services --------------------------------------------------------------------------
+    def _refuse(self, response, text):
+        response.success, response.message = False, text
+        self.get_logger().error(text)
+        return response
+
+    def _on_save(self, request, response):
+        if self.memory is None:
+            return self._refuse(response, "save refused: node not configured")
+        try:
+            with self._lock:
+                save_ply(request.path, self.memory.gaussians)
+                response.num_gaussians = len(self.memory)
+        except (OSError, ValueError) as err:
+            return self._refuse(response, f"cannot save {request.path}: {err}")
+        response.success, response.message = True, f"saved {response.num_gaussians} Gaussians"
+        return response
+
+    def _on_load(self, request, response):
+        if self.memory is None:
+            return self._refuse(response, "load refused: node not configured")
+        try:
+            gaussians = load_ply(request.path)
+        except (OSError, ValueError) as err:
+            return self._refuse(response, f"cannot load {request.path}: {err}")
+        with self._lock:
+            self.memory.set_gaussians(gaussians)
+            response.num_gaussians = len(self.memory)
+        response.success, response.message = True, f"loaded {response.num_gaussians} Gaussians"
+        return response
+
+    def _on_reset(self, request, response):
+        if self.memory is None:
+            return self._refuse(response, "reset refused: node not configured")
+        with self._lock:
+            unknown = [i for i in request.object_ids if i not in self.memory.objects]
+            if unknown:
+                return self._refuse(response, f"unknown object ids {unknown}")
+            self.memory.reset(list(request.object_ids))
+            response.num_gaussians = len(self.memory)
+        response.success = True
+        response.message = "reset " + (f"objects {list(request.object_ids)}"
+                                       if request.object_ids else "everything")
+        return response
+
+    def _on_render(self, request, response):
+        if self.memory is None:
+            return self._refuse(response, "render refused: node not configured")
+        info = request.camera_info
+        K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+        if info.width == 0 or info.height == 0 or info.width * info.height > 4096 * 4096 \
+                or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            return self._refuse(response, "render refused: camera_info needs a size and a "
+                                          "valid K")
+        p, q = request.camera_pose.pose.position, request.camera_pose.pose.orientation
+        values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+        if not all(math.isfinite(v) for v in values) or np.linalg.norm(values[3:]) < 1e-6:
+            return self._refuse(response, "render refused: camera pose not finite")
+        overrides = {}
+        for obj in request.object_overrides.objects:
+            if obj.id not in self.memory.objects:
+                return self._refuse(response, f"render refused: unknown object id {obj.id}")
+            op, oq = obj.pose.position, obj.pose.orientation
+            overrides[obj.id] = torch.tensor(pose_to_matrix(
+                [op.x, op.y, op.z], [oq.x, oq.y, oq.z, oq.w]), dtype=torch.float32)
+        c2w = pose_to_matrix(values[:3], np.array(values[3:]) / np.linalg.norm(values[3:]))
+        rgb, depth, alpha = self._render(K, c2w, info.width, info.height, overrides)
+        stamp = request.camera_pose.header.stamp
+        frame = info.header.frame_id or "virtual_camera_optical_frame"
+        response.rgb = numpy_to_image(rgb, "rgb8", stamp, frame)
+        response.depth = numpy_to_image(depth, "32FC1", stamp, frame)
+        response.alpha = numpy_to_image(alpha, "32FC1", stamp, frame)
+        response.success, response.message = True, ""
+        return response
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = SceneNode()
+    if node.get_parameter("autostart").value:
+        node.trigger_configure()
+        node.trigger_activate()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node._teardown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

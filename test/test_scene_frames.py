@@ -1,0 +1,91 @@
+"""gsplat_scene drops bad frames (with a warning naming the problem) and keeps mapping."""
+import os
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.qos import qos_profile_sensor_data
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image
+
+from ros_io.images import numpy_to_image
+from ros_io.stamps import to_time_msg
+from support.graph import output_of, ros_process, spin_until, wait_for_output
+from world_model_planning.msg import SceneInfo
+
+SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "iterations:=1",
+              "-p", "publish_rate:=5.0"]
+
+
+def _frame_messages(stamp, width=64, height=48):
+    rgb = np.full((height, width, 3), 120, np.uint8)
+    depth = np.full((height, width), 1.0, np.float32)
+    info = CameraInfo(width=width, height=height, k=[60.0, 0, 31.5, 0, 60.0, 23.5, 0, 0, 1])
+    msgs = {"rgb": numpy_to_image(rgb, "rgb8", stamp, "cam"),
+            "depth": numpy_to_image(depth, "32FC1", stamp, "cam"), "info": info}
+    info.header.stamp, info.header.frame_id = stamp, "cam"
+    pose = PoseStamped()
+    pose.header.stamp, pose.header.frame_id = stamp, "world"
+    pose.pose.orientation.w = 1.0
+    msgs["pose"] = pose
+    return msgs
+
+
+BAD_FRAMES = {
+    "size mismatch": lambda m: m.__setitem__("depth", numpy_to_image(
+        np.ones((10, 10), np.float32), "32FC1", m["depth"].header.stamp, "cam")),
+    "no valid pixels": lambda m: m.__setitem__("depth", numpy_to_image(
+        np.full((48, 64), np.nan, np.float32), "32FC1", m["depth"].header.stamp, "cam")),
+    "colour encoding": lambda m: setattr(m["rgb"], "encoding", "yuv422"),
+    "stale frame": None,  # stamped an hour ago
+    "no camera pose": lambda m: m.pop("pose"),
+}
+
+
+@pytest.mark.parametrize("problem", list(BAD_FRAMES))
+def test_bad_frames_are_dropped_and_node_keeps_mapping(problem):
+    """Frames from a test publisher (own DDS domain): each bad one is dropped with a warning,
+    then a good frame is still integrated."""
+    domain = str((int(os.environ["ROS_DOMAIN_ID"]) + 2) % 200)
+    os.environ["ROS_DOMAIN_ID"], old = domain, os.environ["ROS_DOMAIN_ID"]
+    try:
+        rclpy.init()
+        node = rclpy.create_node("bad_frames")
+        sensor = qos_profile_sensor_data
+        pubs = {"rgb": node.create_publisher(Image, "/camera/color/image_raw", sensor),
+                "depth": node.create_publisher(Image, "/camera/depth/image_raw", sensor),
+                "info": node.create_publisher(CameraInfo, "/camera/color/camera_info", sensor),
+                "pose": node.create_publisher(PoseStamped, "/camera/pose", 10)}
+        infos = []
+        node.create_subscription(SceneInfo, "/gsplat_scene/info", infos.append, 10)
+        with ros_process(SCENE_ARGS,
+                         ready_line=": configured on", env={"ROS_DOMAIN_ID": domain}) as scene:
+            assert spin_until(node, lambda: all(p.get_subscription_count() for p in
+                                                pubs.values()), 20.0)
+
+            def send(msgs):
+                for key in ("pose", "rgb", "depth", "info"):
+                    if key in msgs:
+                        pubs[key].publish(msgs[key])
+
+            for _ in range(3):  # a short stream, as a camera sends it
+                now = node.get_clock().now().nanoseconds * 1e-9
+                msgs = _frame_messages(to_time_msg(now - 3600 if problem == "stale frame"
+                                                   else now))
+                if BAD_FRAMES[problem]:
+                    BAD_FRAMES[problem](msgs)
+                send(msgs)
+                spin_until(node, lambda: False, 0.2)
+            assert wait_for_output(scene, "dropped frame", 15.0, node=node), output_of(scene)
+            assert problem.split()[0] in output_of(scene).split("dropped frame")[1]
+            for _ in range(3):
+                send(_frame_messages(to_time_msg(node.get_clock().now().nanoseconds * 1e-9)))
+                spin_until(node, lambda: False, 0.2)
+            assert spin_until(node, lambda: infos and infos[-1].frames_integrated >= 1, 60.0), \
+                output_of(scene)
+            assert infos[-1].num_gaussians > 100
+            assert scene.poll() is None
+        node.destroy_node()
+        rclpy.shutdown()
+    finally:
+        os.environ["ROS_DOMAIN_ID"] = old

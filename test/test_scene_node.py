@@ -1,0 +1,135 @@
+"""The gsplat_scene node over a real DDS graph: mapping the simulated robot's camera, its
+services, and bad frames dropped without a crash."""
+import math
+import os
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from gsplat_scene.ply import load_ply
+from ros_io.images import image_to_numpy, numpy_to_image
+from ros_io.stamps import to_time_msg
+from sim_robot.scene import OBJECT_IDS
+from support.graph import output_of, ros_process, spin_until, wait_for_output
+from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
+from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
+
+SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2",
+              "-p", "iterations:=2", "-p", "publish_rate:=4.0", "-p", "render_rate:=1.0"]
+
+
+def call(node, client, request, timeout=60.0):
+    assert client.wait_for_service(timeout_sec=20.0)
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout)
+    return future.result()
+
+
+@pytest.fixture(scope="module")
+def graph():
+    rclpy.init()
+    with ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
+                     timeout=120) as sim, \
+            ros_process(SCENE_ARGS, ready_line=": configured on", timeout=120) as scene:
+        node = rclpy.create_node("scene_probe",
+                                 parameter_overrides=[Parameter("use_sim_time", value=True)])
+        node.latest = {}
+        for topic, cls in [("/gsplat_scene/info", SceneInfo), ("/gsplat_scene/gaussians",
+                                                                PointCloud2),
+                           ("/gsplat_scene/objects", ObjectArray),
+                           ("/gsplat_scene/render/image", Image)]:
+            node.create_subscription(cls, topic,
+                                     lambda m, t=topic: node.latest.__setitem__(t, m), 10)
+        node.procs = (sim, scene)
+        yield node
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_builds_a_map_with_objects(graph):
+    def mapped():
+        info = graph.latest.get("/gsplat_scene/info")
+        return info is not None and info.num_gaussians > 2000 and info.frames_integrated >= 3
+    assert spin_until(graph, mapped, 120.0), output_of(graph.procs[1])
+    info = graph.latest["/gsplat_scene/info"]
+    ids = {o.id for o in info.objects}
+    assert {OBJECT_IDS["cube"], OBJECT_IDS["can"], OBJECT_IDS["mug"]} <= ids
+    assert 1 not in ids  # the robot is not mapped
+    truth = {"cube": (0.45, -0.2, 0.025), "can": (0.5, 0.05, 0.06), "mug": (0.55, 0.27, 0.045)}
+    for obj in info.objects:
+        name = next((n for n, i in OBJECT_IDS.items() if i == obj.id), None)
+        if name in truth:
+            # Seen from one side only: the centre is within a few centimetres.
+            p = obj.pose.position
+            assert np.linalg.norm(np.subtract([p.x, p.y, p.z], truth[name])) < 0.05, name
+    assert info.memory_bytes > 0 and info.device == "cpu"
+    assert spin_until(graph, lambda: "/gsplat_scene/gaussians" in graph.latest
+                      and "/gsplat_scene/render/image" in graph.latest, 30.0)
+    cloud = graph.latest["/gsplat_scene/gaussians"]
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
+    assert cloud.point_step == 16 and cloud.width > 2000 and cloud.header.frame_id == "world"
+    points = np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+    # Centres lie on the table top or objects, inside the table's footprint mostly.
+    on_table = (points[:, 0] > -0.3) & (points[:, 0] < 1.1) & (np.abs(points[:, 1]) < 0.7)
+    assert on_table.mean() > 0.6
+    image = image_to_numpy(graph.latest["/gsplat_scene/render/image"])
+    assert image.shape == (240, 320, 3) and image.std() > 5
+
+
+def test_services(graph, tmp_path):
+    save = graph.create_client(SaveScene, "/gsplat_scene/save")
+    load = graph.create_client(LoadScene, "/gsplat_scene/load")
+    reset = graph.create_client(ResetScene, "/gsplat_scene/reset")
+    render = graph.create_client(RenderScene, "/gsplat_scene/render")
+    path = str(tmp_path / "map.ply")
+    saved = call(graph, save, SaveScene.Request(path=path))
+    assert saved.success and saved.num_gaussians > 0 and len(load_ply(path)) == saved.num_gaussians
+
+    req = RenderScene.Request()
+    req.camera_info.width, req.camera_info.height = 160, 120
+    req.camera_info.k = [150.0, 0, 79.5, 0, 150.0, 59.5, 0, 0, 1]
+    eye, target = np.array([1.4, -0.7, 0.95]), np.array([0.4, 0.0, 0.22])
+    from scipy.spatial.transform import Rotation
+    z = (target - eye) / np.linalg.norm(target - eye)
+    x = np.cross(z, [0, 0, 1.0])
+    x /= np.linalg.norm(x)
+    q = Rotation.from_matrix(np.column_stack([x, np.cross(z, x), z])).as_quat()
+    p = req.camera_pose.pose
+    p.position.x, p.position.y, p.position.z = eye
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = q
+    out = call(graph, render, req)
+    assert out.success, out.message
+    rgb, depth = image_to_numpy(out.rgb), image_to_numpy(out.depth)
+    assert rgb.shape == (120, 160, 3) and depth.shape == (120, 160)
+    assert 0.5 < np.nanmedian(depth) < 3.0
+
+    # Moving the cube in the request moves it in the image.
+    cube = next(o for o in graph.latest["/gsplat_scene/info"].objects
+                if o.id == OBJECT_IDS["cube"])
+    moved = ObjectState(id=cube.id, pose=cube.pose)
+    moved.pose.position.y += 0.3
+    req.object_overrides.objects = [moved]
+    out_moved = call(graph, render, req)
+    assert out_moved.success
+    assert np.abs(image_to_numpy(out_moved.rgb).astype(int) - rgb.astype(int)).sum() > 1000
+
+    bad = RenderScene.Request()
+    assert not call(graph, render, bad).success  # zero size
+    req.object_overrides.objects = [ObjectState(id=999)]
+    assert "unknown object id" in call(graph, render, req).message
+    req.object_overrides.objects = []
+    req.camera_pose.pose.position.x = math.nan
+    assert not call(graph, render, req).success
+
+    assert not call(graph, load, LoadScene.Request(path="/no/such.ply")).success
+    assert not call(graph, reset, ResetScene.Request(object_ids=[999])).success
+    res = call(graph, reset, ResetScene.Request())
+    assert res.success and res.num_gaussians == 0
+    loaded = call(graph, load, LoadScene.Request(path=path))
+    assert loaded.success and loaded.num_gaussians == saved.num_gaussians
+    assert graph.procs[1].poll() is None

@@ -43,6 +43,15 @@ class FrameSync:
         self.seen.add(stream)
         return self._match(latest_stamp=stamp)
 
+    def unmatched(self) -> list[str]:
+        """Required streams with nothing near the oldest queued anchor, whose frame can no
+        longer complete once newer anchors have arrived (what to tell the user)."""
+        anchors = self.queues[self.required[0]]
+        if len(anchors) < 2:
+            return []
+        stamp = anchors[0][0]
+        return [s for s in self.required[1:] if self._closest(s, stamp) is None]
+
     def _closest(self, stream: str, stamp: float):
         best = None
         for entry in self.queues[stream]:

@@ -265,7 +265,7 @@ def _tile_pairs(means2d, radii, cameras, depths, width, height):
     """(Gaussian, slot) pairs for every tile a footprint box touches, sorted by (slot, depth).
 
     means2d, radii (M, 2), cameras (M,), depths (M,) of the drawn Gaussians
-    -> pair Gaussian (P,) and pair slot (P,).
+    -> pair Gaussian (Q,) and pair slot (Q,).
     """
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     last = means2d.new_tensor([width - 1, height - 1])
@@ -275,20 +275,19 @@ def _tile_pairs(means2d, radii, cameras, depths, width, height):
     touched = (hi >= lo).all(-1)
     lo, hi = (lo // TILE).long(), (hi // TILE).long()
     span = (hi - lo + 1) * touched[:, None]
-    counts = span[:, 0] * span[:, 1]
 
-    n_drawn = means2d.shape[0]
-    gaussian = torch.repeat_interleave(torch.arange(n_drawn, device=means2d.device), counts)
-    k = torch.arange(gaussian.shape[0], device=means2d.device) - (counts.cumsum(0) - counts)[gaussian]
-    width_g = span[gaussian, 0]
-    tile_x = lo[gaussian, 0] + k % width_g
-    tile_y = lo[gaussian, 1] + k // width_g
+    # Pairs are made front to back, so a stable sort by slot leaves each tile's list in depth
+    # order (ties by index, as gsplat).
+    by_depth = torch.argsort(depths, stable=True)
+    counts = span[by_depth].prod(-1)
+    gaussian = torch.repeat_interleave(by_depth, counts)
+    k = (torch.arange(gaussian.shape[0], device=means2d.device)
+         - torch.repeat_interleave(counts.cumsum(0) - counts, counts))
+    columns = span[gaussian, 0]
+    tile_x, tile_y = (lo[gaussian] + torch.stack([k % columns, k // columns], -1)).unbind(-1)
     slot = (cameras[gaussian] * tiles_y + tile_y) * tiles_x + tile_x
-
-    depth_rank = torch.empty(n_drawn, dtype=torch.long, device=means2d.device)
-    depth_rank[torch.argsort(depths, stable=True)] = torch.arange(n_drawn, device=means2d.device)
-    order = torch.argsort(slot * n_drawn + depth_rank[gaussian])
-    return gaussian[order], slot[order]
+    slot, order = torch.sort(slot, stable=True)
+    return gaussian[order], slot
 
 
 def _make_plan(pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
@@ -322,15 +321,16 @@ def _make_plan(pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
 
 
 def _pair_coefficients(means2d, conics, log_opacities, pair_gaussian, pair_slot, width, height):
-    """(P, 6) coefficients q such that pixels @ q = log(opacity) - d^T Sigma^-1 d / 2 about the
-    tile centre. Built in float64 because the constant term can be a large sum that cancels."""
+    """(Q, 6) coefficients q such that pixels @ q = log(opacity) - d^T Sigma^-1 d / 2 about each
+    pair's tile centre. Built in float64: the constant term can be a large sum that cancels."""
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     tile = pair_slot % (tiles_x * tiles_y)
     centres = torch.stack([tile % tiles_x, tile // tiles_x], -1).double() * TILE + TILE / 2
-    dx, dy = (means2d[pair_gaussian].double() - centres).unbind(-1)
-    a, b, c = conics[pair_gaussian].double().unbind(-1)
+    per_gaussian = torch.cat([means2d, conics, log_opacities[:, None]], -1).double()
+    mean_x, mean_y, a, b, c, log_opacity = per_gaussian[pair_gaussian].unbind(-1)
+    dx, dy = mean_x - centres[:, 0], mean_y - centres[:, 1]
     grad_x, grad_y = a * dx + b * dy, b * dx + c * dy
-    constant = log_opacities[pair_gaussian].double() - 0.5 * (dx * grad_x + dy * grad_y)
+    constant = log_opacity - 0.5 * (dx * grad_x + dy * grad_y)
     return torch.stack([-a, -b, -c, grad_x, grad_y, constant], -1).to(means2d.dtype)
 
 

@@ -163,10 +163,12 @@ class SceneNode(LifecycleNode):
                                iterations=prm("iterations"), keyframes=prm("keyframes"))
         self.memory = SceneMemory(config, device=device)
         self.world = prm("world_frame")
-        self.sync = FrameSync(["rgb", "depth", "info"], ["instances"], slop=prm("sync_slop"))
         self.pose_source = prm("camera_pose_source")
         if self.pose_source == "auto":
             self.pose_source = "tf" if tf2_ros is not None else "topic"
+        # A pose topic is one more stream of the frame; tf and static poses are looked up.
+        streams = ["rgb", "depth", "info"] + (["pose"] if self.pose_source == "topic" else [])
+        self.sync = FrameSync(streams, ["instances"], slop=prm("sync_slop"))
         if self.pose_source == "tf" and tf2_ros is None:
             self.get_logger().error("camera_pose_source 'tf' but tf2_ros is not installed")
             return TransitionCallbackReturn.FAILURE
@@ -176,7 +178,6 @@ class SceneNode(LifecycleNode):
         if self.pose_source == "tf":
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
-        self.poses: list = []  # (stamp, 4x4) from the pose topic
         sensor = qos_profile_sensor_data
         self.scene_subs = [
             self.create_subscription(Image, "camera/color/image_raw",
@@ -253,14 +254,19 @@ class SceneNode(LifecycleNode):
         if not all(math.isfinite(v) for v in values) or abs(np.linalg.norm(values[3:]) - 1) > 1e-3:
             self._warn("pose", "dropped camera pose: not finite or not a unit quaternion")
             return
-        self.poses.append((to_seconds(msg.header.stamp), pose_to_matrix(values[:3], values[3:])))
-        del self.poses[:-50]
+        if self.pose_source == "topic":
+            self._on_stream("pose", msg)
 
     def _on_stream(self, stream: str, msg) -> None:
         if not self._active:
             return
         matched = self.sync.add(stream, to_seconds(msg.header.stamp), msg)
         if matched is None:
+            missing = self.sync.unmatched() if stream == "rgb" else []
+            if missing:
+                self.frames_dropped += 1
+                self._warn("frame", f"dropped frame: no {', '.join(missing)} within "
+                                    f"{self.sync.slop} s of the colour image")
             return
         try:
             frame = self._to_frame(matched)
@@ -275,7 +281,10 @@ class SceneNode(LifecycleNode):
             pass
         self._frames.put(frame)
 
-    def _camera_pose(self, stamp: float, frame_id: str) -> np.ndarray:
+    def _camera_pose(self, stamp: float, frame_id: str, matched) -> np.ndarray:
+        if self.pose_source == "topic":
+            p, q = matched["pose"][1].pose.position, matched["pose"][1].pose.orientation
+            return pose_to_matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
         if self.pose_source == "static":
             v = self.get_parameter("camera_pose").value
             return pose_to_matrix(v[:3], v[3:])
@@ -288,10 +297,6 @@ class SceneNode(LifecycleNode):
                 raise ValueError(f"no camera pose from tf: {err}") from err
             tr, rot = t.transform.translation, t.transform.rotation
             return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
-        best = min(self.poses, key=lambda e: abs(e[0] - stamp), default=None)
-        if best is None or abs(best[0] - stamp) > self.sync.slop:
-            raise ValueError(f"no camera pose within {self.sync.slop} s of {stamp:.3f}")
-        return best[1]
 
     def _to_frame(self, matched) -> Frame:
         stamp, rgb_msg = matched["rgb"]
@@ -316,7 +321,7 @@ class SceneNode(LifecycleNode):
             instances = image_to_numpy(matched["instances"][1])
             if instances.shape != depth.shape or instances.ndim != 2:
                 raise ValueError(f"instance mask {instances.shape} does not match depth")
-        c2w = self._camera_pose(stamp, rgb_msg.header.frame_id)
+        c2w = self._camera_pose(stamp, rgb_msg.header.frame_id, matched)
         step = self.get_parameter("downscale").value
         if step > 1:  # integer subsampling keeps depth values and ids exact
             rgb, depth = rgb[::step, ::step], depth[::step, ::step]

@@ -20,7 +20,8 @@ from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
 SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2",
-              "-p", "iterations:=2", "-p", "publish_rate:=4.0", "-p", "render_rate:=1.0"]
+              "-p", "iterations:=2", "-p", "publish_rate:=4.0", "-p", "render_rate:=1.0",
+              "-p", "use_sim_time:=true"]
 
 
 def call(node, client, request, timeout=60.0):
@@ -74,9 +75,12 @@ def test_builds_a_map_with_objects(graph):
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
     assert cloud.point_step == 16 and cloud.width > 2000 and cloud.header.frame_id == "world"
     points = np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
-    # Centres lie on the table top or objects, inside the table's footprint mostly.
-    on_table = (points[:, 0] > -0.3) & (points[:, 0] < 1.1) & (np.abs(points[:, 1]) < 0.7)
-    assert on_table.mean() > 0.6
+    # Centres lie on the true surfaces: table top, floor, or an object's box.
+    on_surface = (np.abs(points[:, 2]) < 0.01) | (np.abs(points[:, 2] + 0.75) < 0.01)
+    for name, centre in truth.items():
+        half = {"cube": 0.025, "can": 0.06, "mug": 0.05}[name] + 0.01
+        on_surface |= np.all(np.abs(points - np.array(centre)) < half, axis=1)
+    assert on_surface.mean() > 0.8, on_surface.mean()
     image = image_to_numpy(graph.latest["/gsplat_scene/render/image"])
     assert image.shape == (240, 320, 3) and image.std() > 5
 

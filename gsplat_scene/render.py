@@ -19,10 +19,12 @@ Both backends follow gsplat's "classic" 3DGS rasteriser:
 Outputs: alpha = sum_i w_i (= 1 - T), rgb = sum_i w_i c_i + (1 - alpha) background, and the
 expected depth sum_i w_i z_i / alpha (gsplat's "ED"), which is 0 where alpha < 1e-6.
 
-The PyTorch backend is tile based: each Gaussian is paired with the 16x16 tiles its box touches,
-pairs are sorted by (tile, depth), and tiles are evaluated in batches of similar list length,
-front to back in blocks of Gaussians, stopping once every pixel of a batch is saturated. The
-backward pass recomputes the blocks instead of storing them, so memory stays bounded.
+The PyTorch backend is tile based: each Gaussian is paired with the TILE x TILE tiles its box
+touches, pairs are sorted by (tile, depth), and tiles are evaluated in batches of similar list
+length, front to back in blocks of Gaussians, until every pixel of a batch has ended. Within a
+tile, log(alpha) of all pixels against a block is one matrix product (a quadratic in the pixel
+offsets from the tile centre). The backward pass is written out and recomputes the blocks
+instead of storing them, so memory stays at one block plus O(pairs).
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 
 from .gaussians import Gaussians
 
+# Small tiles: a tile's pixels are all evaluated against every Gaussian touching it, and most
+# footprints are a few pixels across.
 TILE = 8
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
@@ -43,10 +47,9 @@ DEPTH_ALPHA_MIN = 1e-6
 BACKENDS = ("auto", "gsplat", "torch")
 
 # Work sizes of the PyTorch backend: tiles evaluated together, and Gaussians per block of a
-# tile's depth-sorted list. One block holds TILES_PER_BATCH * 256 * GAUSSIANS_PER_BLOCK values.
+# tile's depth-sorted list. A block holds TILES_PER_BATCH * TILE^2 * GAUSSIANS_PER_BLOCK values.
 TILES_PER_BATCH = 32
 GAUSSIANS_PER_BLOCK = 64
-_LOG_ALPHA_MIN = math.log(ALPHA_MIN)
 _LOG_ALPHA_MAX = math.log(ALPHA_MAX)
 # Lowest log(alpha) evaluated, far below ALPHA_MIN; also that of the padding entries.
 _LOG_ALPHA_FLOOR = -30.0
@@ -102,6 +105,7 @@ def rasterize(
         background = torch.as_tensor(background, dtype=means.dtype, device=means.device)
         if background.shape != (3,):
             raise ValueError(f"background must have shape (3,), got {tuple(background.shape)}")
+    viewmats, Ks = viewmats.to(means), Ks.to(means)
 
     gsplat = _import_gsplat() if backend != "torch" and means.is_cuda else None
     if backend == "gsplat" and gsplat is None:
@@ -173,7 +177,7 @@ def _import_gsplat():
 def _rasterize_gsplat(gsplat, means, quats, scales, opacities, colors, viewmats, Ks, width,
                       height, near, far, eps2d, background) -> RenderOutput:
     n_cameras = viewmats.shape[0]
-    backgrounds = None if background is None else background.expand(n_cameras, 3)
+    backgrounds = None if background is None else background.expand(n_cameras, 3).contiguous()
     render, alpha, _ = gsplat.rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
         near_plane=near, far_plane=far, eps2d=eps2d, packed=False, render_mode="RGB+ED",
@@ -188,7 +192,7 @@ def _rasterize_gsplat(gsplat, means, quats, scales, opacities, colors, viewmats,
 
 def _quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     """(N, 4) quaternions (w, x, y, z), any norm -> (N, 3, 3) rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
     return torch.stack([
         1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
@@ -249,15 +253,17 @@ def _footprints(means2d, covs2d, opacities, width, height):
 # --- PyTorch backend: tiles ---------------------------------------------------------------------
 
 class _TilePlan(NamedTuple):
-    """How the (tile, Gaussian) pairs are evaluated.
+    """Which Gaussians each tile blends, and in which groups the tiles are evaluated.
 
-    Slots number the tiles of all cameras, camera-major then row-major. Each batch is
-    (slots (B,), first pair (B,), pair count (B,), longest list); a slot's pairs are contiguous
-    and front to back.
+    Slots number the tiles of all cameras, camera-major then row-major. A slot's pairs are
+    contiguous and front to back. Each batch is (slots (B,), first pair (B,), pair count (B,),
+    longest list) for tiles of similar list length.
     """
+    pair_gaussian: torch.Tensor  # (Q,) drawn Gaussian of each (tile, Gaussian) pair
+    pair_centres: torch.Tensor   # (Q, 2) centre of the pair's tile [px]
+    pixels: torch.Tensor         # (P, 6) monomials of the pixel centres about the tile centre
+    in_image: torch.Tensor       # (n_slots, P) whether the pixel lies inside the image
     n_slots: int
-    pixels: torch.Tensor       # (256, 6) monomials of the pixel centres about the tile centre
-    in_image: torch.Tensor     # (n_slots, 256) whether the pixel lies inside the image
     batches: list
 
 
@@ -290,7 +296,7 @@ def _tile_pairs(means2d, radii, cameras, depths, width, height):
     return gaussian[order], slot
 
 
-def _make_plan(pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
+def _make_plan(pair_gaussian, pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
     device = pair_slot.device
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     n_slots = n_cameras * tiles_x * tiles_y
@@ -306,10 +312,12 @@ def _make_plan(pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
     inside_x = (tile_x[:, None] * TILE + pixel) < width
     inside_y = (tile_y[:, None] * TILE + pixel) < height
     in_image = (inside_y[:, :, None] & inside_x[:, None, :]).reshape(n_slots, TILE * TILE)
+    pair_tile = pair_slot % (tiles_x * tiles_y)
+    pair_centres = (torch.stack([pair_tile % tiles_x, pair_tile // tiles_x], -1).to(dtype) * TILE
+                    + TILE / 2)
 
     counts = torch.bincount(pair_slot, minlength=n_slots)
     firsts = counts.cumsum(0) - counts
-    # Batch tiles of similar list length so that little padding is evaluated.
     counts_sorted, slots_sorted = torch.sort(counts, descending=True, stable=True)
     n_busy = int((counts_sorted > 0).sum())
     longest = counts_sorted[:n_busy].tolist()
@@ -317,21 +325,39 @@ def _make_plan(pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
     for start in range(0, n_busy, TILES_PER_BATCH):
         slots = slots_sorted[start:start + TILES_PER_BATCH]
         batches.append((slots, firsts[slots], counts[slots], longest[start]))
-    return _TilePlan(n_slots, pixels, in_image, batches)
+    return _TilePlan(pair_gaussian, pair_centres, pixels, in_image, n_slots, batches)
 
 
-def _pair_coefficients(means2d, conics, log_opacities, pair_gaussian, pair_slot, width, height):
-    """(Q, 6) coefficients q such that pixels @ q = log(opacity) - d^T Sigma^-1 d / 2 about each
-    pair's tile centre. Built in float64: the constant term can be a large sum that cancels."""
-    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    tile = pair_slot % (tiles_x * tiles_y)
-    centres = torch.stack([tile % tiles_x, tile // tiles_x], -1).double() * TILE + TILE / 2
-    per_gaussian = torch.cat([means2d, conics, log_opacities[:, None]], -1).double()
-    mean_x, mean_y, a, b, c, log_opacity = per_gaussian[pair_gaussian].unbind(-1)
-    dx, dy = mean_x - centres[:, 0], mean_y - centres[:, 1]
-    grad_x, grad_y = a * dx + b * dy, b * dx + c * dy
+def _pair_terms(gaussians, plan):
+    """Per pair: (mean - tile centre) (dx, dy), conic (a, b, c), log opacity, and the gradient
+    of d^T Sigma^-1 d / 2 at the tile centre (grad_x, grad_y)."""
+    mean_x, mean_y, a, b, c, log_opacity = gaussians.index_select(0, plan.pair_gaussian).unbind(-1)
+    dx, dy = mean_x - plan.pair_centres[:, 0], mean_y - plan.pair_centres[:, 1]
+    return dx, dy, a, b, c, log_opacity, a * dx + b * dy, b * dx + c * dy
+
+
+def _pair_coefficients(gaussians, plan):
+    """(Q, 6) coefficients q with pixels @ q = log(opacity) - d^T Sigma^-1 d / 2 about each
+    pair's tile centre."""
+    dx, dy, a, b, c, log_opacity, grad_x, grad_y = _pair_terms(gaussians, plan)
     constant = log_opacity - 0.5 * (dx * grad_x + dy * grad_y)
-    return torch.stack([-a, -b, -c, grad_x, grad_y, constant], -1).to(means2d.dtype)
+    return torch.stack([-a, -b, -c, grad_x, grad_y, constant], -1)
+
+
+def _pair_coefficients_vjp(gaussians, plan, grad_q):
+    """Gradient (M, 6) w.r.t. the Gaussians' (mean x, mean y, a, b, c, log opacity) from the
+    gradient (Q, 6) w.r.t. ``_pair_coefficients``."""
+    dx, dy, a, b, c, _, grad_x, grad_y = _pair_terms(gaussians, plan)
+    g_a, g_b, g_c, g_x, g_y, g_1 = grad_q.unbind(-1)
+    per_pair = torch.stack([
+        a * g_x + b * g_y - g_1 * grad_x,
+        b * g_x + c * g_y - g_1 * grad_y,
+        -g_a + dx * g_x - 0.5 * dx * dx * g_1,
+        -g_b + dy * g_x + dx * g_y - dx * dy * g_1,
+        -g_c + dy * g_y - 0.5 * dy * dy * g_1,
+        g_1,
+    ], -1)
+    return torch.zeros_like(gaussians).index_add_(0, plan.pair_gaussian, per_pair)
 
 
 def _blend(pixels, coeffs, transmittance, with_clamped=False):
@@ -356,50 +382,58 @@ def _blend(pixels, coeffs, transmittance, with_clamped=False):
     return alpha, one_minus, weights, after[..., -1:], clamped
 
 
-def _blocks(pixels, in_image, table_q, table_f, batch, with_clamped=False):
+def _blocks(plan, table_q, table_f, batch, with_clamped=False):
     """Yield (pair indices (B*K,), features (B, K, 5), ``_blend`` results) for the blocks of
     one batch, front to back, until every in-image pixel of the batch has ended."""
     slots, firsts, counts, longest = batch
-    transmittance = table_q.new_ones(slots.shape[0], pixels.shape[0], 1)
-    live = in_image[slots][..., None]
+    transmittance = table_q.new_ones(slots.shape[0], plan.pixels.shape[0], 1)
+    live = plan.in_image[slots][..., None]
     pad = table_q.shape[0] - 1
     for k0 in range(0, longest, GAUSSIANS_PER_BLOCK):
         k = torch.arange(k0, min(k0 + GAUSSIANS_PER_BLOCK, longest), device=slots.device)
         index = torch.where(k < counts[:, None], firsts[:, None] + k, pad).view(-1)
         shape = (slots.shape[0], k.shape[0], -1)
-        blended = _blend(pixels, table_q.index_select(0, index).view(shape), transmittance,
-                         with_clamped)
+        blended = _blend(plan.pixels, table_q.index_select(0, index).view(shape),
+                         transmittance, with_clamped)
         yield index, table_f.index_select(0, index).view(shape), blended
         transmittance = blended[3]
         if not bool(((transmittance > 0) & live).any()):
             return
 
 
-class _TileComposite(torch.autograd.Function):
-    """Per-tile blending of sorted (tile, Gaussian) pairs.
+def _pair_tables(gaussians, features, plan):
+    """Coefficients (Q + 1, 6) and features (Q + 1, 5) = (r, g, b, depth, 1) of the pairs, with
+    a last padding row that never reaches ALPHA_MIN."""
+    pad_q = gaussians.new_zeros(1, 6)
+    pad_q[0, 5] = _LOG_ALPHA_FLOOR
+    table_q = torch.cat([_pair_coefficients(gaussians, plan), pad_q])
+    table_f = torch.cat([features, features.new_ones(len(features), 1)], 1)
+    table_f = table_f.index_select(0, plan.pair_gaussian)
+    return table_q, torch.cat([table_f, features.new_zeros(1, 5)])
 
-    coeffs (Q, 6) from ``_pair_coefficients``, features (Q, 4) = (r, g, b, depth) for Q pairs
-    -> (n_slots, 5, P) per pixel sums of w * (r, g, b, depth, 1).
+
+class _TileComposite(torch.autograd.Function):
+    """Blending of the drawn Gaussians along each tile's list.
+
+    gaussians (M, 6) = (mean x, mean y, conic a, b, c, log opacity) [px, 1/px^2],
+    features (M, 4) = (r, g, b, depth) -> (n_slots, 5, P) per pixel sums of
+    w * (r, g, b, depth, 1). Only per-Gaussian inputs and the output are kept for backward;
+    the blocks are recomputed there, so memory is bounded by one block plus O(pairs).
     """
     # Products are arranged so the 5 channels are the short side of each matrix product, which
     # is several times faster than the other way round.
 
     @staticmethod
-    def forward(ctx, coeffs, features, plan: _TilePlan):
-        # One padding row at the end, which never reaches ALPHA_MIN.
-        pad_q = coeffs.new_zeros(1, 6)
-        pad_q[0, 5] = _LOG_ALPHA_FLOOR
-        table_q = torch.cat([coeffs, pad_q])
-        table_f = torch.cat([torch.cat([features, features.new_ones(len(features), 1)], 1),
-                             features.new_zeros(1, 5)])
+    def forward(ctx, gaussians, features, plan: _TilePlan):
+        table_q, table_f = _pair_tables(gaussians, features, plan)
         n_pixels = plan.pixels.shape[0]
-        out = coeffs.new_zeros(plan.n_slots, 5, n_pixels)
+        out = gaussians.new_zeros(plan.n_slots, 5, n_pixels)
         for batch in plan.batches:
             acc = out.new_zeros(batch[0].shape[0], 5, n_pixels)
-            for _, feats, blended in _blocks(plan.pixels, plan.in_image, table_q, table_f, batch):
+            for _, feats, blended in _blocks(plan, table_q, table_f, batch):
                 acc.baddbmm_(feats.mT, blended[2].mT)
             out[batch[0]] = acc
-        ctx.save_for_backward(table_q, table_f, out)
+        ctx.save_for_backward(gaussians, features, out)
         ctx.plan = plan
         return out
 
@@ -407,8 +441,9 @@ class _TileComposite(torch.autograd.Function):
     def backward(ctx, grad_out):
         # With s_i = w_i (f_i . g) and S_i the sum of s_j over the Gaussians behind i,
         # dL/dalpha_i = (s_i - S_i alpha_i / (1 - alpha_i)) / alpha_i, and alpha_i = exp(x_i).
-        table_q, table_f, out = ctx.saved_tensors
+        gaussians, features, out = ctx.saved_tensors
         plan = ctx.plan
+        table_q, table_f = _pair_tables(gaussians, features, plan)
         pixels_t = plan.pixels.mT
         grad_q, grad_f = torch.zeros_like(table_q), torch.zeros_like(table_f)
         for batch in plan.batches:
@@ -416,8 +451,8 @@ class _TileComposite(torch.autograd.Function):
             # Sum of s over the Gaussians not yet visited; S_i is this minus the running sum
             # up to i within the block.
             total = (out[batch[0]] * g).sum(1)[..., None]
-            for index, feats, blended in _blocks(plan.pixels, plan.in_image, table_q, table_f,
-                                                 batch, with_clamped=True):
+            for index, feats, blended in _blocks(plan, table_q, table_f, batch,
+                                                 with_clamped=True):
                 alpha, one_minus, weights, _, clamped = blended
                 grad_f.index_copy_(0, index, torch.bmm(g, weights).mT.reshape(-1, 5))
                 s = torch.bmm(g.mT, feats.mT).mul_(weights)
@@ -425,8 +460,12 @@ class _TileComposite(torch.autograd.Function):
                 total = -minus_behind[..., -1:]
                 d_log_alpha = s.addcmul_(minus_behind, alpha.div_(one_minus))
                 d_log_alpha.masked_fill_(clamped, 0.0)
-                grad_q.index_copy_(0, index, torch.matmul(pixels_t, d_log_alpha).mT.reshape(-1, 6))
-        return grad_q[:-1], grad_f[:-1, :4], None
+                grad_q.index_copy_(0, index,
+                                   torch.matmul(pixels_t, d_log_alpha).mT.reshape(-1, 6))
+        grad_gaussians = _pair_coefficients_vjp(gaussians, plan, grad_q[:-1])
+        grad_features = torch.zeros_like(features).index_add_(0, plan.pair_gaussian,
+                                                              grad_f[:-1, :4])
+        return grad_gaussians, grad_features, None
 
 
 def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
@@ -447,15 +486,14 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
     means2d, covs2d, depths = means2d[cameras, index], covs2d[cameras, index], depths[cameras, index]
     xx, xy, yy = covs2d.unbind(-1)
     det = xx * yy - xy * xy
-    conics = torch.stack([yy / det, -xy / det, xx / det], -1)
+    gaussians = torch.stack([means2d[:, 0], means2d[:, 1], yy / det, -xy / det, xx / det,
+                             torch.log(opacities[index])], -1)
+    features = torch.cat([colors[index], depths[:, None]], -1)
 
     pair_gaussian, pair_slot = _tile_pairs(means2d.detach(), radii[cameras, index], cameras,
                                            depths.detach(), width, height)
-    plan = _make_plan(pair_slot, n_cameras, width, height, means.dtype)
-    coeffs = _pair_coefficients(means2d, conics, torch.log(opacities[index]), pair_gaussian,
-                                pair_slot, width, height)
-    features = torch.cat([colors[index], depths[:, None]], -1)[pair_gaussian]
-    sums = _TileComposite.apply(coeffs, features, plan)
+    plan = _make_plan(pair_gaussian, pair_slot, n_cameras, width, height, means.dtype)
+    sums = _TileComposite.apply(gaussians, features, plan)
 
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     image = (sums.view(n_cameras, tiles_y, tiles_x, 5, TILE, TILE).permute(0, 1, 4, 2, 5, 3)

@@ -42,22 +42,9 @@ def nearest(query: torch.Tensor, reference: torch.Tensor, chunk: int = 4096):
     return torch.cat(dists), torch.cat(idx)
 
 
-def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int = 30,
-                   trim: float = 0.8, max_correspondence: float = 0.05):
-    """Motion of the model that makes it explain the observed points.
-
-    Args:
-        observed: (P, 3) points of the object in the new frame [m, world].
-        model: (M, 3) the object's Gaussian centres in memory [m, world].
-        trim: fraction of closest pairs used per iteration (robust to mask bleeding).
-        max_correspondence: pairs farther apart are never used [m].
-    Returns:
-        (delta (4, 4), rmse [m], inlier fraction): apply delta to the model's poses.
-    """
-    # Start where the object was: between frames objects move by centimetres at most.
-    pose = torch.eye(4, dtype=observed.dtype, device=observed.device)
-    rmse = torch.tensor(float("inf"))
-    inliers = torch.tensor(0.0)
+def _icp(observed, model, pose, iterations, trim, max_correspondence):
+    """Refine pose (observed -> model); returns (pose, rmse, inlier fraction)."""
+    rmse, inliers = float("inf"), 0.0
     for _ in range(iterations):
         moved = _transform(observed, pose)
         dist, idx = nearest(moved, model)
@@ -65,13 +52,42 @@ def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int 
         keep &= dist <= max(max_correspondence, float(dist[keep].median()) * 2.0)
         if keep.sum() < 6:
             break
-        step = kabsch(moved[keep], model[idx[keep]])
-        pose = step @ pose
-        new_rmse = dist[keep].pow(2).mean().sqrt()
-        inliers = keep.float().mean()
-        if torch.isfinite(rmse) and (rmse - new_rmse).abs() < 1e-6:
-            rmse = new_rmse
-            break
+        pose = kabsch(moved[keep], model[idx[keep]]) @ pose
+        new_rmse = float(dist[keep].pow(2).mean().sqrt())
+        inliers = float(keep.float().mean())
+        converged = abs(rmse - new_rmse) < 1e-6
         rmse = new_rmse
+        if converged:
+            break
+    return pose, rmse, inliers
+
+
+def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int = 30,
+                   trim: float = 0.8, max_correspondence: float = 0.05,
+                   search: float = 0.03):
+    """Motion of the model that makes it explain the observed points.
+
+    Args:
+        observed: (P, 3) points of the object in the new frame [m, world].
+        model: (M, 3) the object's Gaussian centres in memory [m, world].
+        trim: fraction of closest pairs used per iteration (robust to mask bleeding).
+        max_correspondence: pairs farther apart are never used [m].
+        search: ICP also starts from horizontal offsets of this size [m], so a push of a few
+            centimetres between integrated frames does not trap it in a local minimum.
+    Returns:
+        (delta (4, 4), rmse [m], inlier fraction): apply delta to the model's poses.
+    """
+    best = None
+    offsets = [(0.0, 0.0)] + [(dx * search, dy * search) for dx in (-1, 0, 1)
+                              for dy in (-1, 0, 1) if dx or dy]
+    for dx, dy in offsets:
+        start = torch.eye(4, dtype=observed.dtype, device=observed.device)
+        start[0, 3], start[1, 3] = dx, dy
+        pose, rmse, inliers = _icp(observed, model, start, iterations, trim, max_correspondence)
+        if best is None or rmse < best[1] - 1e-4:  # prefer no motion when fits tie
+            best = (pose, rmse, inliers)
+        if dx == dy == 0.0 and rmse < 0.002:
+            break  # the object stayed put: the common case, no search needed
+    pose, rmse, inliers = best
     # pose maps observed -> model; the model moves by its inverse.
-    return torch.linalg.inv(pose), float(rmse), float(inliers)
+    return torch.linalg.inv(pose), rmse, inliers

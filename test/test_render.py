@@ -220,6 +220,8 @@ def test_gradients_match_finite_differences(request, blocks):
     # Four nearly opaque ones overlap, so some pixels end early.
     opacities = torch.cat([torch.full((4,), 0.98, dtype=dtype),
                            0.2 + 0.7 * torch.rand(n - 4, generator=gen, dtype=dtype)])
+    # A broad fully opaque one, clamped to alpha = 0.99 over a few pixels.
+    scales[4], opacities[4] = 0.5, 1.0
     colors = torch.rand(n, 3, generator=gen, dtype=dtype)
     K = intrinsics(20.0, 20.0, 10.0, 7.0, dtype)[None]
     viewmat = torch.eye(4, dtype=dtype)[None]

@@ -55,7 +55,9 @@ class MappingConfig:
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
     min_object_pixels: int = 40       # fewer observed pixels: object pose not updated
-    max_track_rmse: float = 0.01      # m; worse alignments are not applied
+    max_track_rmse: float = 0.005     # m; worse alignments are not applied
+    min_track_inliers: float = 0.7    # fraction of observed points the moved model explains
+    max_track_motion: float = 0.1     # m between integrated frames; more is a mismatch
     track_min_motion: float = 0.002   # m; smaller motions are treated as noise
 
 
@@ -81,6 +83,8 @@ class ObjectRecord:
     half_extent: torch.Tensor   # (3,) m, along the object's axes
     last_seen: float
     num_gaussians: int = 0
+    # Observed surface points (world, moved with the object): a dense model to track against.
+    surface: torch.Tensor | None = None
 
 
 @dataclass
@@ -148,6 +152,19 @@ def transform_gaussians(g: Gaussians, index: torch.Tensor, motion: torch.Tensor)
     quats[index] = _quat_multiply(_quat_from_matrix(motion[:3, :3]).expand_as(quats[index]),
                                   g.quats[index])
     return Gaussians(means, quats, g.log_scales, g.opacity_logits, g.sh0, g.labels)
+
+
+def _merge_surface(surface, points, voxel: float = 0.003, cap: int = 4000) -> torch.Tensor:
+    """Union of two point sets thinned to one point per voxel (and at most cap points)."""
+    merged = points if surface is None else torch.cat([surface, points])
+    keys = torch.floor(merged / voxel).long()
+    _, first = torch.unique(keys, dim=0, return_inverse=True)
+    keep = torch.zeros(int(first.max()) + 1, dtype=torch.long, device=merged.device)
+    keep.scatter_(0, first, torch.arange(len(first), device=merged.device))
+    merged = merged[keep]
+    if len(merged) > cap:
+        merged = merged[torch.randperm(len(merged), device=merged.device)[:cap]]
+    return merged
 
 
 class SceneMemory:
@@ -265,17 +282,21 @@ class SceneMemory:
                 observed = observed[torch.randperm(observed.shape[0],
                                                    device=self.device)[:2000]]
             model = self.gaussians.means[in_memory]
-            if model.shape[0] > 4000:
-                model = model[torch.randperm(model.shape[0], device=self.device)[:4000]]
+            if record.surface is not None:
+                model = torch.cat([record.surface, model])
             motion, rmse, inliers = align_to_model(observed, model)
             record.last_seen = stamp
-            shift = float(motion[:3, 3].norm())
+            centre = model.mean(0)
+            shift = float((motion[:3, :3] @ centre + motion[:3, 3] - centre).norm())
             angle = float(torch.arccos(((motion[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
-            if rmse > cfg.max_track_rmse or inliers < 0.5:
-                continue
-            if shift < cfg.track_min_motion and angle < 0.01:
+            if rmse > cfg.max_track_rmse or inliers < cfg.min_track_inliers \
+                    or shift > cfg.max_track_motion or \
+                    (shift < cfg.track_min_motion and angle < 0.01):
+                record.surface = _merge_surface(record.surface, observed)
                 continue
             self.gaussians = transform_gaussians(self.gaussians, in_memory, motion)
+            record.surface = _merge_surface(
+                record.surface @ motion[:3, :3].T + motion[:3, 3], observed)
             record.pose = motion @ record.pose
             moved[oid] = shift
             # Keyframes showing the object where it was would pull it back.
@@ -286,9 +307,11 @@ class SceneMemory:
         cfg = self.config
         h, w = depth.shape
         candidates = valid & ~self._ignored(labels)
-        stride = torch.zeros_like(candidates)
-        stride[cfg.seed_stride // 2::cfg.seed_stride, cfg.seed_stride // 2::cfg.seed_stride] = True
-        candidates &= stride
+        # Objects are seeded at every pixel (they are small and must be tracked), the
+        # background on a grid.
+        grid = torch.zeros_like(candidates)
+        grid[cfg.seed_stride // 2::cfg.seed_stride, cfg.seed_stride // 2::cfg.seed_stride] = True
+        candidates &= grid | (labels != BACKGROUND)
         if len(self) > 0:
             with torch.no_grad():
                 out = self.render(torch.linalg.inv(c2w)[None], K[None], w, h)
@@ -301,7 +324,9 @@ class SceneMemory:
             return 0
         points = backproject(depth, K, c2w, pixels)
         z = depth[pixels[:, 0], pixels[:, 1]]
-        spacing = cfg.seed_stride * z / K[0, 0]
+        stride = torch.where(labels[pixels[:, 0], pixels[:, 1]] == BACKGROUND,
+                             float(cfg.seed_stride), 1.0)
+        spacing = stride * z / K[0, 0]
         n = pixels.shape[0]
         colors = rgb[pixels[:, 0], pixels[:, 1]]
         new = Gaussians(
@@ -349,7 +374,7 @@ class SceneMemory:
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
         self.gaussians = Gaussians(**{p: t.detach() for p, t in params.items()},
                                    labels=self.gaussians.labels)
         return loss_value
@@ -359,6 +384,7 @@ class SceneMemory:
         g = self.gaussians
         keep = (g.opacities > cfg.prune_opacity) & (g.scales.max(dim=1).values < cfg.max_scale)
         keep &= torch.isfinite(g.means).all(dim=1)
+        keep &= ~self._stray_object_gaussians()
         # Caps: the most opaque Gaussians stay.
         per_gaussian = max(1, self.memory_bytes() // max(1, len(g)))
         cap = min(cfg.max_gaussians, int(cfg.max_memory_mb * 1e6) // per_gaussian)
@@ -370,6 +396,20 @@ class SceneMemory:
         if pruned:
             self.gaussians = g.select(keep)
         return pruned
+
+    def _stray_object_gaussians(self, margin: float = 0.02) -> torch.Tensor:
+        """Object Gaussians outside their object's robust box (plus margin): optimisation
+        strays that would smear the object."""
+        g = self.gaussians
+        stray = torch.zeros(len(g), dtype=torch.bool, device=self.device)
+        for oid, record in self.objects.items():
+            members = g.labels == oid
+            if record.num_gaussians < 4 or not members.any():
+                continue
+            local = (g.means[members] - record.pose[:3, 3]) @ record.pose[:3, :3]
+            outside = (local.abs() > record.half_extent + margin).any(dim=1)
+            stray[members] = outside
+        return stray
 
     def _update_keyframes(self, view: dict) -> None:
         cfg = self.config
@@ -386,21 +426,22 @@ class SceneMemory:
     def _new_object(self, oid: int, stamp: float) -> None:
         pose = torch.eye(4, device=self.device)
         self.objects[oid] = ObjectRecord(oid, pose, torch.zeros(3, device=self.device), stamp)
-        self._refresh_objects(only=oid, recentre=True)
+        self._refresh_objects()
 
-    def _refresh_objects(self, only: int | None = None, recentre: bool = False) -> None:
-        """Update each object's extent (and, when new, its frame origin) from its Gaussians."""
+    def _refresh_objects(self) -> None:
+        """Re-centre each object's frame on its Gaussians and update its extent.
+
+        Robust bounds (2nd-98th percentile) keep a few stray Gaussians from inflating the box;
+        moving the frame's origin (not its axes) is always consistent with the tracked motion.
+        """
         g = self.gaussians
         for oid, record in self.objects.items():
-            if only is not None and oid != only:
-                continue
             members = g.labels == oid
             record.num_gaussians = int(members.sum())
-            if record.num_gaussians == 0:
+            if record.num_gaussians < 4:
                 continue
-            means = g.means[members]
-            if recentre:
-                lo, hi = means.min(0).values, means.max(0).values
-                record.pose[:3, 3] = (lo + hi) / 2
-            local = (means - record.pose[:3, 3]) @ record.pose[:3, :3]
-            record.half_extent = local.abs().max(0).values
+            local = (g.means[members] - record.pose[:3, 3]) @ record.pose[:3, :3]
+            lo = torch.quantile(local, 0.02, dim=0)
+            hi = torch.quantile(local, 0.98, dim=0)
+            record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ ((lo + hi) / 2)
+            record.half_extent = (hi - lo) / 2

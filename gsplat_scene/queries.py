@@ -68,14 +68,15 @@ def box_half_widths(rotations: torch.Tensor, semi_axes: torch.Tensor) -> torch.T
 
 
 def apply(matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """(M, 3, 3) @ (M, 3) -> (M, 3), elementwise so that index and brute force round alike."""
-    return (matrices[:, :, 0] * vectors[:, 0:1] + matrices[:, :, 1] * vectors[:, 1:2]
-            + matrices[:, :, 2] * vectors[:, 2:3])
+    """(..., 3, 3) @ (..., 3) -> (..., 3), elementwise in a fixed order so that the index
+    and the brute-force references round identically."""
+    return (matrices[..., 0] * vectors[..., None, 0] + matrices[..., 1] * vectors[..., None, 1]
+            + matrices[..., 2] * vectors[..., None, 2])
 
 
 def squared_norm(v: torch.Tensor) -> torch.Tensor:
-    """(M, 3) -> (M,), in a fixed order (see apply)."""
-    return v[:, 0].square() + v[:, 1].square() + v[:, 2].square()
+    """(..., 3) -> (...,), in a fixed order (see apply)."""
+    return v[..., 0].square() + v[..., 1].square() + v[..., 2].square()
 
 
 def ellipsoid_distance(local: torch.Tensor, semi_axes: torch.Tensor) -> torch.Tensor:
@@ -127,11 +128,10 @@ def brute_force_mahalanobis(points: torch.Tensor, means: torch.Tensor, quats: to
     opacity >= min_opacity (inf if none), testing every pair. Reference for the index."""
     keep = _opaque(opacities, min_opacity, len(means), means.device)
     means, whiten = means[keep], _whitening(quat_to_rotmat(quats[keep]), scales[keep])
-    out = torch.full((len(points),), math.inf, device=points.device)
-    for q, g in _all_pairs(len(points), len(means), chunk, points.device):
-        d2 = squared_norm(apply(whiten[g], points[q] - means[g]))
-        out.scatter_reduce_(0, q, d2, "amin")
-    return out.sqrt()
+    best = [squared_norm(apply(whiten, p[:, None] - means)).amin(1).sqrt() if len(means)
+            else torch.full((len(p),), math.inf, device=p.device)
+            for p in points.split(max(1, chunk // max(len(means), 1)))]
+    return torch.cat(best) if best else points.new_zeros(0)
 
 
 def brute_force_sphere_distance(centers: torch.Tensor, means: torch.Tensor,
@@ -144,11 +144,15 @@ def brute_force_sphere_distance(centers: torch.Tensor, means: torch.Tensor,
     keep = _opaque(opacities, min_opacity, len(means), means.device)
     means, rot_t = means[keep], quat_to_rotmat(quats[keep]).transpose(1, 2)
     semi = k_sigma * scales[keep]
-    out = torch.full((len(centers),), math.inf, dtype=torch.float64, device=centers.device)
-    for q, g in _all_pairs(len(centers), len(means), chunk, centers.device):
-        dist = ellipsoid_distance(apply(rot_t[g], centers[q] - means[g]), semi[g])
-        out.scatter_reduce_(0, q, dist, "amin")
-    return out
+    best = []
+    for c in centers.split(max(1, chunk // max(len(means), 1))):
+        if len(means) == 0:
+            best.append(torch.full((len(c),), math.inf, dtype=torch.float64, device=c.device))
+            continue
+        local = apply(rot_t, c[:, None] - means)
+        dist = ellipsoid_distance(local.reshape(-1, 3), semi.repeat(len(c), 1))
+        best.append(dist.view(len(c), -1).amin(1))
+    return torch.cat(best) if best else centers.new_zeros(0, dtype=torch.float64)
 
 
 class GaussianCollisionIndex:
@@ -253,7 +257,8 @@ class GaussianCollisionIndex:
 
     def _point_d2(self, points, q, g):
         rows = self._point_rows.index_select(0, g)
-        return squared_norm(apply(rows[:, 3:].view(-1, 3, 3), points[q] - rows[:, :3]))
+        delta = points.index_select(0, q) - rows[:, :3]
+        return squared_norm(apply(rows[:, 3:].view(-1, 3, 3), delta))
 
     def _mahalanobis(self, points):
         best = torch.full((len(points),), math.inf, device=self.device)
@@ -273,8 +278,9 @@ class GaussianCollisionIndex:
     def _spheres_in_collision(self, centers, radii):
         def hit(q, g):
             rows = self._sphere_rows.index_select(0, g)
-            local = apply(rows[:, 3:12].view(-1, 3, 3), centers[q] - rows[:, :3])
-            return spheres_hit(local, rows[:, 12:], radii[q])
+            delta = centers.index_select(0, q) - rows[:, :3]
+            return spheres_hit(apply(rows[:, 3:12].view(-1, 3, 3), delta), rows[:, 12:],
+                               radii.index_select(0, q))
         return self._any(self._spheres, *self._spheres.hits(centers, radii), len(centers), hit)
 
     def _sphere_clearance(self, centers, radii, max_distance):
@@ -284,8 +290,8 @@ class GaussianCollisionIndex:
         for q, g in _pairs(owner, grid.starts[slots], grid.counts[slots], grid.ids,
                            self.chunk_pairs):
             rows = self._sphere_rows.index_select(0, g)
-            local = apply(rows[:, 3:12].view(-1, 3, 3), centers[q] - rows[:, :3])
-            semi, reach = rows[:, 12:], radii[q] + max_distance
+            local = apply(rows[:, 3:12].view(-1, 3, 3), centers.index_select(0, q) - rows[:, :3])
+            semi, reach = rows[:, 12:], radii.index_select(0, q) + max_distance
             near = torch.nonzero((local.abs() <= semi + reach[:, None]).all(-1)).squeeze(1)
             gap = ellipsoid_distance(local[near], semi[near]).float() - radii[q[near]]
             best.scatter_reduce_(0, q[near], gap, "amin")
@@ -499,12 +505,3 @@ def _opaque(opacities, min_opacity, n, device):
     if opacities is None:
         return torch.ones(n, dtype=torch.bool, device=device)
     return opacities >= min_opacity
-
-
-def _all_pairs(n_queries: int, n_gaussians: int, chunk: int, device):
-    """(query index, Gaussian index) chunks covering all pairs."""
-    per = max(1, chunk // max(n_gaussians, 1))
-    g = torch.arange(n_gaussians, device=device)
-    for q0 in range(0, n_queries, per):
-        q = torch.arange(q0, min(q0 + per, n_queries), device=device)
-        yield q.repeat_interleave(n_gaussians), g.repeat(len(q))

@@ -275,25 +275,27 @@ def _tile_pairs(means2d, radii, cameras, depths, width, height):
     """
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     last = means2d.new_tensor([width - 1, height - 1])
-    # First and last pixel whose centre lies inside the box.
+    # First and last pixel whose centre lies inside the box. Integer work is int32: about twice
+    # as fast as int64 for the divisions and the sort.
     lo = torch.ceil(means2d - radii - 0.5).clamp(min=0)
     hi = torch.minimum(torch.floor(means2d + radii - 0.5), last)
     touched = (hi >= lo).all(-1)
-    lo, hi = (lo // TILE).long(), (hi // TILE).long()
+    lo, hi = (lo // TILE).int(), (hi // TILE).int()
     span = (hi - lo + 1) * touched[:, None]
 
     # Pairs are made front to back, so a stable sort by slot leaves each tile's list in depth
     # order (ties by index, as gsplat).
     by_depth = torch.argsort(depths, stable=True)
-    counts = span[by_depth].prod(-1)
-    gaussian = torch.repeat_interleave(by_depth, counts)
-    k = (torch.arange(gaussian.shape[0], device=means2d.device)
-         - torch.repeat_interleave(counts.cumsum(0) - counts, counts))
-    columns = span[gaussian, 0]
-    tile_x, tile_y = (lo[gaussian] + torch.stack([k % columns, k // columns], -1)).unbind(-1)
-    slot = (cameras[gaussian] * tiles_y + tile_y) * tiles_x + tile_x
-    slot, order = torch.sort(slot, stable=True)
-    return gaussian[order], slot
+    span, lo, cameras = span[by_depth], lo[by_depth], cameras[by_depth].int()
+    counts = span[:, 0] * span[:, 1]
+    ranks = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32,
+                                                 device=means2d.device), counts)
+    k = (torch.arange(ranks.shape[0], dtype=torch.int32, device=means2d.device)
+         - torch.repeat_interleave(counts.cumsum(0, dtype=torch.int32) - counts, counts))
+    columns = span[ranks, 0]
+    tile_x, tile_y = (lo[ranks] + torch.stack([k % columns, k // columns], -1)).unbind(-1)
+    slot, order = torch.sort((cameras[ranks] * tiles_y + tile_y) * tiles_x + tile_x, stable=True)
+    return by_depth[ranks[order]], slot
 
 
 def _make_plan(pair_gaussian, pair_slot, n_cameras, width, height, dtype) -> _TilePlan:
@@ -439,33 +441,37 @@ class _TileComposite(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # With s_i = w_i (f_i . g) and S_i the sum of s_j over the Gaussians behind i,
-        # dL/dalpha_i = (s_i - S_i alpha_i / (1 - alpha_i)) / alpha_i, and alpha_i = exp(x_i).
         gaussians, features, out = ctx.saved_tensors
         plan = ctx.plan
-        table_q, table_f = _pair_tables(gaussians, features, plan)
-        pixels_t = plan.pixels.mT
-        grad_q, grad_f = torch.zeros_like(table_q), torch.zeros_like(table_f)
-        for batch in plan.batches:
-            g = grad_out[batch[0]]
-            # Sum of s over the Gaussians not yet visited; S_i is this minus the running sum
-            # up to i within the block.
-            total = (out[batch[0]] * g).sum(1)[..., None]
-            for index, feats, blended in _blocks(plan, table_q, table_f, batch,
-                                                 with_clamped=True):
-                alpha, one_minus, weights, _, clamped = blended
-                grad_f.index_copy_(0, index, torch.bmm(g, weights).mT.reshape(-1, 5))
-                s = torch.bmm(g.mT, feats.mT).mul_(weights)
-                minus_behind = torch.cumsum(s, dim=-1).sub_(total)
-                total = -minus_behind[..., -1:]
-                d_log_alpha = s.addcmul_(minus_behind, alpha.div_(one_minus))
-                d_log_alpha.masked_fill_(clamped, 0.0)
-                grad_q.index_copy_(0, index,
-                                   torch.matmul(pixels_t, d_log_alpha).mT.reshape(-1, 6))
-        grad_gaussians = _pair_coefficients_vjp(gaussians, plan, grad_q[:-1])
+        grad_q, grad_f = _pair_gradients(gaussians, features, out, grad_out, plan)
         grad_features = torch.zeros_like(features).index_add_(0, plan.pair_gaussian,
                                                               grad_f[:-1, :4])
-        return grad_gaussians, grad_features, None
+        return _pair_coefficients_vjp(gaussians, plan, grad_q[:-1]), grad_features, None
+
+
+def _pair_gradients(gaussians, features, out, grad_out, plan):
+    """Gradients (Q + 1, 6) and (Q + 1, 5) w.r.t. the rows of ``_pair_tables`` from the gradient
+    (n_slots, 5, P) w.r.t. the ``_TileComposite`` output ``out``."""
+    # With s_i = w_i (f_i . g) and S_i the sum of s_j over the Gaussians behind i,
+    # dL/dalpha_i = (s_i - S_i alpha_i / (1 - alpha_i)) / alpha_i, and alpha_i = exp(x_i).
+    table_q, table_f = _pair_tables(gaussians, features, plan)
+    pixels_t = plan.pixels.mT
+    grad_q, grad_f = torch.zeros_like(table_q), torch.zeros_like(table_f)
+    for batch in plan.batches:
+        g = grad_out[batch[0]]
+        # Sum of s over the Gaussians not yet visited; S_i is this minus the running sum up to
+        # i within the block.
+        total = (out[batch[0]] * g).sum(1)[..., None]
+        for index, feats, blended in _blocks(plan, table_q, table_f, batch, with_clamped=True):
+            alpha, one_minus, weights, _, clamped = blended
+            grad_f.index_copy_(0, index, torch.bmm(g, weights).mT.reshape(-1, 5))
+            s = torch.bmm(g.mT, feats.mT).mul_(weights)
+            minus_behind = torch.cumsum(s, dim=-1).sub_(total)
+            total = -minus_behind[..., -1:]
+            d_log_alpha = s.addcmul_(minus_behind, alpha.div_(one_minus))
+            d_log_alpha.masked_fill_(clamped, 0.0)
+            grad_q.index_copy_(0, index, torch.matmul(pixels_t, d_log_alpha).mT.reshape(-1, 6))
+    return grad_q, grad_f
 
 
 def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
@@ -483,7 +489,8 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
         drawn &= in_range
     cameras, index = drawn.nonzero(as_tuple=True)
 
-    means2d, covs2d, depths = means2d[cameras, index], covs2d[cameras, index], depths[cameras, index]
+    means2d, covs2d = means2d[cameras, index], covs2d[cameras, index]
+    depths = depths[cameras, index]
     xx, xy, yy = covs2d.unbind(-1)
     det = xx * yy - xy * xy
     gaussians = torch.stack([means2d[:, 0], means2d[:, 1], yy / det, -xy / det, xx / det,

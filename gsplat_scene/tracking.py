@@ -64,30 +64,41 @@ def _icp(observed, model, pose, iterations, trim, max_correspondence):
 
 def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int = 30,
                    trim: float = 0.8, max_correspondence: float = 0.05,
-                   search: float = 0.03):
+                   search: float = 0.04, inlier_distance: float = 0.004):
     """Motion of the model that makes it explain the observed points.
 
     Args:
         observed: (P, 3) points of the object in the new frame [m, world].
         model: (M, 3) the object's Gaussian centres in memory [m, world].
-        trim: fraction of closest pairs used per iteration (robust to mask bleeding).
+        trim: fraction of closest pairs used per ICP iteration (robust to mask bleeding).
         max_correspondence: pairs farther apart are never used [m].
         search: ICP also starts from horizontal offsets of this size [m], so a push of a few
             centimetres between integrated frames does not trap it in a local minimum.
+        inlier_distance: an observed point within this of the moved model is explained [m].
     Returns:
-        (delta (4, 4), rmse [m], inlier fraction): apply delta to the model's poses.
+        (delta (4, 4), rmse of the explained points [m], fraction explained): apply delta to
+        the model. Starts are ranked by the fraction explained; "no motion" wins ties.
     """
-    best = None
+    def score(pose):
+        dist, _ = nearest(_transform(observed, pose), model)
+        explained = dist <= inlier_distance
+        rmse = float(dist[explained].pow(2).mean().sqrt()) if explained.any() else float("inf")
+        return rmse, float(explained.float().mean())
+
+    still = torch.eye(4, dtype=observed.dtype, device=observed.device)
+    best = (still, *score(still))
+    if best[2] >= 0.8:
+        return still, best[1], best[2]  # the object stayed put: the common case
     offsets = [(0.0, 0.0)] + [(dx * search, dy * search) for dx in (-1, 0, 1)
                               for dy in (-1, 0, 1) if dx or dy]
     for dx, dy in offsets:
-        start = torch.eye(4, dtype=observed.dtype, device=observed.device)
+        start = still.clone()
         start[0, 3], start[1, 3] = dx, dy
-        pose, rmse, inliers = _icp(observed, model, start, iterations, trim, max_correspondence)
-        if best is None or rmse < best[1] - 1e-4:  # prefer no motion when fits tie
-            best = (pose, rmse, inliers)
-        if dx == dy == 0.0 and rmse < 0.002:
-            break  # the object stayed put: the common case, no search needed
-    pose, rmse, inliers = best
+        pose, _, _ = _icp(observed, model, start, iterations, trim, max_correspondence)
+        rmse, fraction = score(pose)
+        # A motion must explain clearly more than staying put (partial views bias ICP).
+        if fraction > best[2] + 0.1:
+            best = (pose, rmse, fraction)
+    pose, rmse, fraction = best
     # pose maps observed -> model; the model moves by its inverse.
-    return torch.linalg.inv(pose), rmse, inliers
+    return torch.linalg.inv(pose), rmse, fraction

@@ -306,6 +306,15 @@ class PandaSim:
             poses[name] = (qpos[:3].copy(), _wxyz_to_xyzw(qpos[3:]))
         return poses
 
+    def set_object_pose(self, name: str, position, quat_xyzw=(0.0, 0.0, 0.0, 1.0)) -> None:
+        """Teleport an object (at rest) to position (3,) m with orientation quat_xyzw (4,)."""
+        address = self._object_qpos[name]
+        x, y, z, w = quat_xyzw
+        self._data.qpos[address:address + 7] = [*position, w, x, y, z]
+        dof = self._model.jnt_dofadr[self._model.body_jntadr[self._model.body(name).id]]
+        self._data.qvel[dof:dof + 6] = 0.0
+        mujoco.mj_forward(self._model, self._data)
+
     def object_extents(self) -> dict[str, np.ndarray]:
         """Half sizes (3,) m of every object's bounding box in its body frame."""
         return {name: extents.copy() for name, extents in self._object_extents.items()}

@@ -8,11 +8,22 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene import render
-from gsplat_scene.gaussians import Gaussians
-from gsplat_scene.render import look_at_viewmat, rasterize, render_gaussians
+from gsplat_scene.gaussians import SH_C0, Gaussians
+from gsplat_scene.render import RenderOutput, look_at_viewmat, rasterize, render_gaussians
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_GSPLAT = importlib.util.find_spec("gsplat") is not None
+OUTPUT_FIELDS = ("rgb", "depth", "alpha")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The scenes here are tiny: one thread avoids OpenMP hand-offs, which stall badly when
+    another process shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def intrinsics(fx, fy, cx, cy, dtype=torch.float32):
@@ -288,14 +299,11 @@ def test_batched_cameras_equal_single_calls():
     for c in range(3):
         single = rasterize(*params, viewmats[c:c + 1], Ks[c:c + 1], 64, 48, backend="torch")
         (single.rgb.sum() + single.depth.sum()).backward()
-        for name in RenderOutputFields:
+        for name in OUTPUT_FIELDS:
             torch.testing.assert_close(getattr(batched, name)[c:c + 1], getattr(single, name),
                                        rtol=0, atol=1e-12)
     for grad, p in zip(grads, params):
         torch.testing.assert_close(p.grad, grad, rtol=1e-10, atol=1e-10)
-
-
-RenderOutputFields = ("rgb", "depth", "alpha")
 
 
 def test_render_gaussians_and_look_at():
@@ -311,12 +319,12 @@ def test_render_gaussians_and_look_at():
 
     means, quats, scales, opacities, colors = random_scene(100, seed=2, dtype=torch.float32)
     g = Gaussians(means, quats * 3.0, scales.log(), torch.logit(opacities),
-                  (colors - 0.5) / 0.28209479177387814, torch.zeros(100, dtype=torch.int64))
+                  (colors - 0.5) / SH_C0, torch.zeros(100, dtype=torch.int64))
     K = intrinsics(30.0, 30.0, 16.0, 12.0)[None]
     via_map = render_gaussians(g, viewmat[None], K, 32, 24, backend="torch")
     direct = rasterize(means, quats, scales, opacities, colors, viewmat[None], K, 32, 24,
                        backend="torch")
-    for name in RenderOutputFields:
+    for name in OUTPUT_FIELDS:
         torch.testing.assert_close(getattr(via_map, name), getattr(direct, name))
 
 
@@ -328,7 +336,7 @@ def test_backend_selection_and_input_errors():
     with pytest.raises(RuntimeError, match="backend='gsplat' needs CUDA tensors"):
         rasterize(*args, backend="gsplat")
     auto, torch_out = rasterize(*args), rasterize(*args, backend="torch")
-    for name in RenderOutputFields:
+    for name in OUTPUT_FIELDS:
         assert torch.equal(getattr(auto, name), getattr(torch_out, name))
     assert auto.alpha.max() > 0.5
     with pytest.raises(ValueError, match="backend"):
@@ -349,31 +357,9 @@ def test_nothing_drawn_still_backpropagates():
     assert torch.equal(means.grad, torch.zeros(1, 3))
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-def test_torch_backend_on_cuda_matches_cpu():
-    means, quats, scales, opacities, colors, viewmat, K = reference_scene(torch.float32)
-    args = (means, quats, scales, opacities, colors, viewmat[None], K[None], 24, 18)
-    cpu = rasterize(*args, backend="torch")
-    gpu = rasterize(*(t.cuda() if isinstance(t, torch.Tensor) else t for t in args),
-                    backend="torch")
-    for name in RenderOutputFields:
-        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=0,
-                                   atol=1e-4)
-
-
-@pytest.mark.skipif(not (HAS_CUDA and HAS_GSPLAT), reason="needs CUDA and gsplat")
-def test_gsplat_and_torch_backends_agree():
+def assert_float32_renders_agree(out, ref):
     """Agreement up to float32 rounding: isolated pixels may differ by up to ~1e-2 where an
-    alpha sits on the 1/255 cut or a transmittance on the 1e-4 cut, elsewhere ~1e-6.
-    Opacities stay below 0.99 because gsplat < 1.6 clamps alpha at 0.999 instead."""
-    means, quats, scales, opacities, colors = random_scene(3000, seed=21, dtype=torch.float32)
-    opacities = opacities.clamp(max=0.95)
-    viewmats = torch.stack([look_at_viewmat(torch.tensor(eye), torch.tensor([0.0, 0.0, 0.5]))
-                            for eye in ([2.0, 0.0, 1.0], [0.0, -2.5, 1.5])])
-    Ks = torch.stack([intrinsics(100.0, 100.0, 64.0, 48.0), intrinsics(90.0, 95.0, 60.5, 50.0)])
-    args = [t.cuda() for t in (means, quats, scales, opacities, colors, viewmats, Ks)]
-    ref = rasterize(*args, 128, 96, backend="torch", background=(0.1, 0.2, 0.3))
-    out = rasterize(*args, 128, 96, backend="gsplat", background=(0.1, 0.2, 0.3))
+    alpha sits on the 1/255 cut or a transmittance on the 1e-4 cut, elsewhere ~1e-6."""
     for name in ("rgb", "alpha"):
         diff = (getattr(out, name) - getattr(ref, name)).abs()
         assert diff.mean() < 1e-4, name
@@ -381,3 +367,31 @@ def test_gsplat_and_torch_backends_agree():
         assert diff.max() < 3e-2, name
     solid = (ref.alpha > 0.5) & (out.alpha > 0.5)
     assert ((out.depth - ref.depth).abs()[solid] > 1e-3).float().mean() < 1e-3
+
+
+def gpu_scene():
+    means, quats, scales, opacities, colors = random_scene(3000, seed=21, dtype=torch.float32)
+    # gsplat < 1.6 clamps alpha at 0.999 rather than 0.99: stay below both.
+    opacities = opacities.clamp(max=0.95)
+    viewmats = torch.stack([look_at_viewmat(torch.tensor(eye), torch.tensor([0.0, 0.0, 0.5]))
+                            for eye in ([2.0, 0.0, 1.0], [0.0, -2.5, 1.5])])
+    Ks = torch.stack([intrinsics(100.0, 100.0, 64.0, 48.0), intrinsics(90.0, 95.0, 60.5, 50.0)])
+    return [means, quats, scales, opacities, colors, viewmats, Ks, 128, 96]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_torch_backend_on_cuda_matches_cpu():
+    args = gpu_scene()
+    cpu = rasterize(*args, backend="torch")
+    gpu = rasterize(*(t.cuda() if isinstance(t, torch.Tensor) else t for t in args),
+                    backend="torch")
+    assert_float32_renders_agree(RenderOutput(*(t.cpu() for t in gpu)), cpu)
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_GSPLAT), reason="needs CUDA and gsplat")
+def test_gsplat_and_torch_backends_agree():
+    args = [t.cuda() if isinstance(t, torch.Tensor) else t for t in gpu_scene()]
+    ref = rasterize(*args, backend="torch", background=(0.1, 0.2, 0.3))
+    out = rasterize(*args, backend="gsplat", background=(0.1, 0.2, 0.3))
+    assert out.alpha.max() > 0.5
+    assert_float32_renders_agree(out, ref)

@@ -134,6 +134,8 @@ class SceneNode(LifecycleNode):
         p("virtual_camera.width", 320, _range("Virtual camera width [px]", 16, 4096, True))
         p("virtual_camera.height", 240, _range("Virtual camera height [px]", 16, 4096, True))
         p("virtual_camera.fovy_deg", 58.0, _range("Virtual camera vertical FOV [deg]", 1.0, 170.0))
+        p("torch_threads", 0, _range("CPU threads for torch (0 = torch's default)", 0, 256,
+                                     True, read_only=True))
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             read_only=True))
@@ -150,6 +152,8 @@ class SceneNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
         device = prm("device")
+        if prm("torch_threads") > 0:
+            torch.set_num_threads(prm("torch_threads"))
         if device.startswith("cuda") and not torch.cuda.is_available():
             self.get_logger().error(f"device '{device}' requested but CUDA is not available")
             return TransitionCallbackReturn.FAILURE

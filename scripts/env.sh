@@ -10,5 +10,7 @@ source "$_wmp_root/.colcon/install/setup.bash"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 # Camera frames larger than Fast DDS's default shared-memory segment would be dropped.
 export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_wmp_root/config/fastdds.xml}"
+# Torch's OpenMP threads spin while waiting; with nodes sharing two cores that stalls them.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 [ -n "$_wmp_nounset" ] && set -u
 unset _wmp_root _wmp_nounset

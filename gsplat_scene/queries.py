@@ -293,9 +293,16 @@ class GaussianCollisionIndex:
                            self.chunk_pairs):
             rows = self._sphere_rows.index_select(0, g)
             local = apply(rows[:, 3:12].view(-1, 3, 3), centers.index_select(0, q) - rows[:, :3])
-            semi, reach = rows[:, 12:], radii.index_select(0, q) + max_distance
-            near = torch.nonzero((local.abs() <= semi + reach[:, None]).all(-1)).squeeze(1)
-            gap = ellipsoid_distance(local[near], semi[near]).float() - radii[q[near]]
+            semi, r = rows[:, 12:], radii.index_select(0, q)
+            # Branch and bound: the distance to the ellipsoid's box is a lower bound, the
+            # distance to the radial projection onto its surface an upper one; only pairs
+            # whose lower bound beats every upper bound so far need the exact distance.
+            lower = squared_norm((local.abs() - semi).clamp_min(0)).sqrt() - r
+            scale = squared_norm(local / semi).sqrt().clamp_min(1.0)
+            upper = squared_norm(local).sqrt() * (1 - 1 / scale) - r
+            best.scatter_reduce_(0, q, upper, "amin")
+            near = torch.nonzero(lower <= best.index_select(0, q)).squeeze(1)
+            gap = ellipsoid_distance(local[near], semi[near]).float() - r[near]
             best.scatter_reduce_(0, q[near], gap, "amin")
         return best
 

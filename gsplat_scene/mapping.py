@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from gsplat_scene.gaussians import PARAMETERS, SH_C0, Gaussians
 from gsplat_scene.render import render_gaussians
@@ -38,14 +39,20 @@ class MappingConfig:
     keyframe_translation: float = 0.05  # m a camera moves before its frame is a new keyframe
     keyframe_rotation: float = 0.17   # rad, likewise
     iterations: int = 6               # optimisation steps per integrated frame
+    views_per_step: int = 1           # views rendered together per step (current + keyframes)
     seed_stride: int = 2              # one new Gaussian per stride x stride pixels at most
     seed_alpha: float = 0.6           # pixels rendered less opaque than this get Gaussians
     seed_depth_margin: float = 0.03   # m an observed surface may lie in front of the map
     seed_opacity: float = 0.9
     min_depth: float = 0.05           # m; depths outside [min, max] are invalid
     max_depth: float = 4.0
+    # World-frame box mapped ((xmin, ymin, zmin), (xmax, ymax, zmax)) [m], or None for all of
+    # [min_depth, max_depth]. Surfaces outside are not mapped, and the map is kept empty along
+    # the rays that pass through the box to them.
+    bounds: tuple | None = None
     depth_weight: float = 2.0         # loss weights (colour in [0, 1] per channel, depth in m)
     alpha_weight: float = 0.2
+    free_space_weight: float = 0.2    # opacity rendered in front of a surface outside the bounds
     lr_means: float = 5e-4            # m per step
     lr_log_scales: float = 5e-3
     lr_quats: float = 1e-3
@@ -105,14 +112,38 @@ def render_K(K: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def backproject(depth: torch.Tensor, K: torch.Tensor, cam_to_world: torch.Tensor,
-                pixels: torch.Tensor) -> torch.Tensor:
-    """World points (P, 3) of pixels (P, 2) as (row, col) with their depths."""
-    z = depth[pixels[:, 0], pixels[:, 1]]
-    x = (pixels[:, 1].to(z.dtype) - K[0, 2]) / K[0, 0] * z
-    y = (pixels[:, 0].to(z.dtype) - K[1, 2]) / K[1, 1] * z
-    cam = torch.stack([x, y, z], dim=-1)
+def point_map(depth: torch.Tensor, K: torch.Tensor, cam_to_world: torch.Tensor) -> torch.Tensor:
+    """World points (H, W, 3) of every pixel at its depth."""
+    h, w = depth.shape
+    rows = torch.arange(h, device=depth.device, dtype=depth.dtype)[:, None].expand(h, w)
+    cols = torch.arange(w, device=depth.device, dtype=depth.dtype)[None, :].expand(h, w)
+    cam = torch.stack([(cols - K[0, 2]) / K[0, 0] * depth, (rows - K[1, 2]) / K[1, 1] * depth,
+                       depth], dim=-1)
     return cam @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
+
+
+def surface_normals(points: torch.Tensor, valid: torch.Tensor, footprint: torch.Tensor,
+                    max_slant: float = 4.0):
+    """Unit normals (H, W, 3) from central differences of a point map, z >= 0 (a flat
+    Gaussian's axis has no sign); NaN where a neighbour is invalid or across a depth edge
+    (neighbours farther apart than max_slant times the pixel footprint (H, W) [m])."""
+    dx = points[1:-1, 2:] - points[1:-1, :-2]
+    dy = points[2:, 1:-1] - points[:-2, 1:-1]
+    ok = valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
+    jump = 2 * max_slant * footprint[1:-1, 1:-1]
+    ok &= (dx.norm(dim=-1) < jump) & (dy.norm(dim=-1) < jump)
+    n = F.normalize(torch.cross(dx, dy, dim=-1), dim=-1)
+    n = torch.where(n[..., 2:] < 0, -n, n)
+    out = torch.full_like(points, math.nan)
+    out[1:-1, 1:-1] = torch.where(ok[..., None], n, math.nan)
+    return out
+
+
+def quats_aligning_z(normals: torch.Tensor) -> torch.Tensor:
+    """(N, 4) wxyz rotations taking the z axis to unit normals (N, 3) with z >= 0."""
+    q = torch.stack([1 + normals[:, 2], -normals[:, 1], normals[:, 0],
+                     torch.zeros_like(normals[:, 0])], dim=-1)
+    return F.normalize(q, dim=-1)
 
 
 def _quat_from_matrix(R: torch.Tensor) -> torch.Tensor:
@@ -154,6 +185,12 @@ def transform_gaussians(g: Gaussians, index: torch.Tensor, motion: torch.Tensor)
     return Gaussians(means, quats, g.log_scales, g.opacity_logits, g.sh0, g.labels)
 
 
+def evenly(n: int, k: int, device) -> torch.Tensor:
+    """k indices spread evenly over range(n): a deterministic subsample (results must not
+    depend on the random state a caller left behind)."""
+    return torch.linspace(0, n - 1, k, device=device).long()
+
+
 def _merge_surface(surface, points, voxel: float = 0.003, cap: int = 4000) -> torch.Tensor:
     """Union of two point sets thinned to one point per voxel (and at most cap points)."""
     merged = points if surface is None else torch.cat([surface, points])
@@ -163,8 +200,32 @@ def _merge_surface(surface, points, voxel: float = 0.003, cap: int = 4000) -> to
     keep.scatter_(0, first, torch.arange(len(first), device=merged.device))
     merged = merged[keep]
     if len(merged) > cap:
-        merged = merged[torch.randperm(len(merged), device=merged.device)[:cap]]
+        merged = merged[evenly(len(merged), cap, merged.device)]
     return merged
+
+
+class Adam:
+    """Adam with one learning rate per tensor, in a handful of multi-tensor kernels: the
+    mapper takes a few steps per frame, where torch.optim's per-group overhead dominates."""
+
+    def __init__(self, params: list, lrs: list, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lrs, self.betas, self.eps = params, lrs, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, grads) -> None:
+        b1, b2 = self.betas
+        self.steps += 1
+        torch._foreach_lerp_(self.m, list(grads), 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.steps))
+        torch._foreach_add_(denom, self.eps)
+        scale = 1 - b1 ** self.steps
+        torch._foreach_addcdiv_(self.params, self.m, denom, [-lr / scale for lr in self.lrs])
 
 
 class SceneMemory:
@@ -233,10 +294,14 @@ class SceneMemory:
         rgb, depth, valid, labels = self._prepare(frame)
         K = frame.K.to(self.device, torch.float32)
         c2w = frame.cam_to_world.to(self.device, torch.float32)
-        tracked = self._track_objects(depth, valid, labels, K, c2w, frame.stamp)
-        added = self._seed(rgb, depth, valid, labels, K, c2w, frame.stamp)
-        view = {"rgb": rgb, "depth": depth, "valid": valid, "labels": labels,
-                "mapped": ~self._ignored(labels), "K": K, "c2w": c2w}
+        points = point_map(depth, K, c2w)
+        inside = self._in_bounds(points)
+        outside = valid & ~inside & ~self._ignored(labels)
+        valid &= inside
+        tracked = self._track_objects(points, valid, labels, frame.stamp)
+        added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp)
+        view = self._training_view(rgb, depth, valid & ~self._ignored(labels), outside, labels,
+                                   K, c2w)
         loss = self._optimise(view)
         pruned = self._prune()
         self._update_keyframes(view)
@@ -265,22 +330,36 @@ class SceneMemory:
             if frame.instances is None else frame.instances.to(self.device).long()
         return rgb, depth, valid, labels
 
+    def _in_bounds(self, points: torch.Tensor) -> torch.Tensor:
+        """bool (...,): points (..., 3) lie inside the mapped bounds."""
+        if self.config.bounds is None:
+            return torch.ones(points.shape[:-1], dtype=torch.bool, device=points.device)
+        lo, hi = (torch.tensor(b, dtype=torch.float32, device=self.device)
+                  for b in self.config.bounds)
+        return ((points >= lo) & (points <= hi)).all(dim=-1)
+
+    def _training_view(self, rgb, depth, mapped, outside, labels, K, c2w) -> dict:
+        """What the optimiser needs of a frame, prepared once (masks as weights, so the loss
+        needs no data-dependent indexing, and the pose also on the CPU for keyframe tests)."""
+        return {"rgb": rgb, "depth": depth, "mapped": mapped.float(),
+                "n_mapped": int(mapped.sum()), "outside": outside.float(),
+                "objects": set(labels.unique().tolist()),
+                "viewmat": torch.linalg.inv(c2w), "K": render_K(K), "pose": c2w.cpu()}
+
     def _ignored(self, labels: torch.Tensor) -> torch.Tensor:
         ignore = torch.tensor(self.config.ignore_labels, device=self.device, dtype=torch.int64)
         return torch.isin(labels, ignore)
 
-    def _track_objects(self, depth, valid, labels, K, c2w, stamp) -> dict:
+    def _track_objects(self, points, valid, labels, stamp) -> dict:
         cfg = self.config
         moved = {}
         for oid, record in self.objects.items():
-            pixels = torch.nonzero((labels == oid) & valid)
+            observed = points[(labels == oid) & valid]
             in_memory = self.gaussians.labels == oid
-            if pixels.shape[0] < cfg.min_object_pixels or in_memory.sum() < 10:
+            if observed.shape[0] < cfg.min_object_pixels or in_memory.sum() < 10:
                 continue
-            observed = backproject(depth, K, c2w, pixels)
             if observed.shape[0] > 2000:  # ICP cost; 2000 points pin a pose to a millimetre
-                observed = observed[torch.randperm(observed.shape[0],
-                                                   device=self.device)[:2000]]
+                observed = observed[evenly(observed.shape[0], 2000, self.device)]
             model = self.gaussians.means[in_memory]
             if record.surface is not None:
                 model = torch.cat([record.surface, model])
@@ -295,15 +374,16 @@ class SceneMemory:
                 record.surface = _merge_surface(record.surface, observed)
                 continue
             self.gaussians = transform_gaussians(self.gaussians, in_memory, motion)
-            record.surface = _merge_surface(
-                record.surface @ motion[:3, :3].T + motion[:3, 3], observed)
+            if record.surface is not None:
+                record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
+            record.surface = _merge_surface(record.surface, observed)
             record.pose = motion @ record.pose
             moved[oid] = shift
             # Keyframes showing the object where it was would pull it back.
-            self.keyframes = [kf for kf in self.keyframes if not (kf["labels"] == oid).any()]
+            self.keyframes = [kf for kf in self.keyframes if oid not in kf["objects"]]
         return moved
 
-    def _seed(self, rgb, depth, valid, labels, K, c2w, stamp) -> int:
+    def _seed(self, rgb, depth, points, valid, labels, K, c2w, stamp) -> int:
         cfg = self.config
         h, w = depth.shape
         candidates = valid & ~self._ignored(labels)
@@ -322,21 +402,30 @@ class SceneMemory:
         pixels = torch.nonzero(candidates)
         if pixels.shape[0] == 0:
             return 0
-        points = backproject(depth, K, c2w, pixels)
-        z = depth[pixels[:, 0], pixels[:, 1]]
-        stride = torch.where(labels[pixels[:, 0], pixels[:, 1]] == BACKGROUND,
-                             float(cfg.seed_stride), 1.0)
+        r, c = pixels[:, 0], pixels[:, 1]
+        z = depth[r, c]
+        stride = torch.where(labels[r, c] == BACKGROUND, float(cfg.seed_stride), 1.0)
         spacing = stride * z / K[0, 0]
+        # Flat Gaussians in the surface's plane tile the background without gaps or bumps
+        # (the spacing on a surface seen at a slant grows as 1 / cos(incidence)); objects,
+        # small and curved, are seeded densely with round ones.
+        normals = surface_normals(points, valid, depth / K[0, 0])[r, c]
+        flat = torch.isfinite(normals).all(dim=-1) & (labels[r, c] == BACKGROUND)
+        normals = torch.where(flat[:, None], normals,
+                              torch.tensor([0.0, 0.0, 1.0], device=self.device))
+        rays = F.normalize(points[r, c] - c2w[:3, 3], dim=-1)
+        slant = (rays * normals).sum(-1).abs().clamp_min(0.3)
+        tangent = torch.where(flat, 0.6 * spacing / slant, 0.6 * spacing)
+        thin = torch.where(flat, 0.1 * tangent, tangent)
         n = pixels.shape[0]
-        colors = rgb[pixels[:, 0], pixels[:, 1]]
         new = Gaussians(
-            means=points,
-            quats=torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device).repeat(n, 1),
-            log_scales=torch.log(0.6 * spacing)[:, None].repeat(1, 3),
+            means=points[r, c],
+            quats=quats_aligning_z(normals),
+            log_scales=torch.log(torch.stack([tangent, tangent, thin], dim=-1)),
             opacity_logits=torch.full((n,), math.log(cfg.seed_opacity / (1 - cfg.seed_opacity)),
                                       device=self.device),
-            sh0=(colors - 0.5) / SH_C0,
-            labels=labels[pixels[:, 0], pixels[:, 1]])
+            sh0=(rgb[r, c] - 0.5) / SH_C0,
+            labels=labels[r, c])
         self.gaussians = self.gaussians.cat(new)
         for oid in new.labels.unique().tolist():
             if oid != BACKGROUND and oid not in self.objects:
@@ -345,39 +434,53 @@ class SceneMemory:
 
     def _optimise(self, current: dict) -> float:
         cfg = self.config
-        if len(self) == 0 or cfg.iterations == 0:
+        views = [v for v in [current] + self.keyframes if v["n_mapped"] > 0]
+        if len(self) == 0 or cfg.iterations == 0 or not views:
             return 0.0
-        params = {p: getattr(self.gaussians, p).detach().clone().requires_grad_(True)
-                  for p in PARAMETERS}
-        optim = torch.optim.Adam([
-            {"params": [params["means"]], "lr": cfg.lr_means},
-            {"params": [params["log_scales"]], "lr": cfg.lr_log_scales},
-            {"params": [params["quats"]], "lr": cfg.lr_quats},
-            {"params": [params["opacity_logits"]], "lr": cfg.lr_opacity},
-            {"params": [params["sh0"]], "lr": cfg.lr_sh0}])
-        views = [current] + self.keyframes
-        loss_value = 0.0
+        params = [getattr(self.gaussians, p).detach().clone().requires_grad_(True)
+                  for p in PARAMETERS]
+        adam = Adam(params, [cfg.lr_means, cfg.lr_quats, cfg.lr_log_scales, cfg.lr_opacity,
+                             cfg.lr_sh0])
         for it in range(cfg.iterations):
-            # Half the steps on the current frame, the rest spread over the keyframes.
-            view = views[0] if it % 2 == 0 or len(views) == 1 else \
-                views[1 + (it // 2) % (len(views) - 1)]
-            g = Gaussians(**params, labels=self.gaussians.labels)
-            h, w = view["depth"].shape
-            out = render_gaussians(g, torch.linalg.inv(view["c2w"])[None],
-                                   render_K(view["K"])[None], w, h)
-            mapped, valid = view["mapped"], view["valid"] & view["mapped"]
-            color_loss = (out.rgb[0] - view["rgb"]).abs()[mapped].mean()
-            depth_loss = (out.depth[0] - view["depth"]).abs()[valid].mean() if valid.any() \
-                else out.depth.sum() * 0
-            alpha_loss = (1 - out.alpha[0])[valid].mean() if valid.any() else out.alpha.sum() * 0
-            loss = color_loss + cfg.depth_weight * depth_loss + cfg.alpha_weight * alpha_loss
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            loss_value = float(loss.detach())
-        self.gaussians = Gaussians(**{p: t.detach() for p, t in params.items()},
-                                   labels=self.gaussians.labels)
-        return loss_value
+            batch = self._step_views(views, it)
+            g = Gaussians(*params, labels=self.gaussians.labels)
+            h, w = batch[0]["depth"].shape
+            out = render_gaussians(g, torch.stack([v["viewmat"] for v in batch]),
+                                   torch.stack([v["K"] for v in batch]), w, h)
+            loss = self._batch_loss(out, batch)
+            grads = torch.autograd.grad(loss, params)
+            adam.step(grads)
+        self.gaussians = Gaussians(*(t.detach() for t in params), labels=self.gaussians.labels)
+        return float(loss.detach())
+
+    def _step_views(self, views: list, it: int) -> list:
+        """Views of optimisation step it: the current frame on every other step (or always,
+        with views_per_step > 1) and keyframes in turn; one size per batch."""
+        k = self.config.views_per_step
+        if k == 1:
+            return [views[0] if it % 2 == 0 or len(views) == 1 else
+                    views[1 + (it // 2) % (len(views) - 1)]]
+        rest = views[1:]
+        batch = [views[0]] + [rest[(it * (k - 1) + j) % len(rest)]
+                              for j in range(min(k - 1, len(rest)))]
+        return [v for v in batch if v["depth"].shape == views[0]["depth"].shape]
+
+    def _batch_loss(self, out, batch: list) -> torch.Tensor:
+        """Mean over the views of colour L1, depth L1 and coverage on the mapped pixels, plus
+        opacity in front of surfaces beyond the bounds; vectorised over the views."""
+        cfg = self.config
+        one = len(batch) == 1
+        stack = (lambda key: batch[0][key][None]) if one else \
+            (lambda key: torch.stack([v[key] for v in batch]))
+        mapped, outside = stack("mapped"), stack("outside")
+        counts = torch.tensor([float(v["n_mapped"]) for v in batch], device=self.device)
+        per_pixel = (out.rgb - stack("rgb")).abs().sum(-1) / 3 + \
+            cfg.depth_weight * (out.depth - stack("depth")).abs() + \
+            cfg.alpha_weight * (1 - out.alpha)
+        loss = ((per_pixel * mapped).sum((1, 2)) / counts).mean()
+        free = outside * (out.depth.detach() < stack("depth"))
+        empty = (out.alpha * free).sum((1, 2)) / free.sum((1, 2)).clamp_min(1.0)
+        return loss + cfg.free_space_weight * empty.mean()
 
     def _prune(self) -> int:
         cfg = self.config
@@ -413,9 +516,8 @@ class SceneMemory:
 
     def _update_keyframes(self, view: dict) -> None:
         cfg = self.config
-        c2w = view["c2w"]
         for kf in self.keyframes:
-            rel = torch.linalg.inv(kf["c2w"]) @ c2w
+            rel = torch.linalg.inv(kf["pose"]) @ view["pose"]
             angle = torch.arccos(((rel[:3, :3].trace() - 1) / 2).clamp(-1, 1))
             if rel[:3, 3].norm() < cfg.keyframe_translation and angle < cfg.keyframe_rotation:
                 return  # an existing keyframe already sees this
@@ -441,7 +543,8 @@ class SceneMemory:
             if record.num_gaussians < 4:
                 continue
             local = (g.means[members] - record.pose[:3, 3]) @ record.pose[:3, :3]
-            lo = torch.quantile(local, 0.02, dim=0)
-            hi = torch.quantile(local, 0.98, dim=0)
+            ordered = local.sort(dim=0).values  # one sort for both bounds
+            n = ordered.shape[0] - 1
+            lo, hi = ordered[round(0.02 * n)], ordered[round(0.98 * n)]
             record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ ((lo + hi) / 2)
             record.half_extent = (hi - lo) / 2

@@ -103,6 +103,16 @@ def centres_cloud(means: np.ndarray, colors: np.ndarray, stamp, frame_id: str) -
     return msg
 
 
+def bounds_param(values) -> tuple | None:
+    """(lo, hi) corners of the mapped box from 6 numbers, else None (map everything)."""
+    if len(values) != 6:
+        return None
+    lo, hi = tuple(values[:3]), tuple(values[3:])
+    if any(a >= b for a, b in zip(lo, hi)):
+        raise ValueError(f"bounds: min {lo} must be below max {hi}")
+    return lo, hi
+
+
 class SceneNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("gsplat_scene", **kwargs)
@@ -122,6 +132,11 @@ class SceneNode(LifecycleNode):
                                           read_only=True))
         p("iterations", 6, _range("Optimisation steps per frame", 0, 1000, True))
         p("keyframes", 8, _range("Keyframe window", 0, 1000, True))
+        p("views_per_step", 1, _range("Views rendered together per optimisation step", 1, 64,
+                                      True))
+        p("bounds", [0.0], ParameterDescriptor(
+            description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
+                        "any other length maps everything in range", read_only=True))
         p("downscale", 1, _range("Integrate frames downscaled by this factor", 1, 16, True))
         p("sync_slop", 0.02, _range("Largest stamp difference within a frame [s]", 0.0, 1.0))
         p("max_frame_age", 1.0, _range("Frames older than this are stale [s]", 0.0, 3600.0))
@@ -162,9 +177,15 @@ class SceneNode(LifecycleNode):
         except RuntimeError as err:
             self.get_logger().error(f"bad device '{device}': {err}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            bounds = bounds_param(prm("bounds"))
+        except ValueError as err:
+            self.get_logger().error(str(err))
+            return TransitionCallbackReturn.FAILURE
         config = MappingConfig(max_gaussians=prm("max_gaussians"),
                                max_memory_mb=prm("max_memory_mb"),
-                               iterations=prm("iterations"), keyframes=prm("keyframes"))
+                               iterations=prm("iterations"), keyframes=prm("keyframes"),
+                               views_per_step=prm("views_per_step"), bounds=bounds)
         self.memory = SceneMemory(config, device=device)
         self.world = prm("world_frame")
         self.pose_source = prm("camera_pose_source")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
+from gsplat_scene.mapping import (Adam, Frame, MappingConfig, SceneMemory, point_map,
+                                  quats_aligning_z, surface_normals)
 from sim_robot.scenario import load_scenario
 from sim_robot.scene import OBJECT_IDS
 from sim_robot.sim import PandaSim
@@ -100,3 +101,54 @@ def test_caps_and_bad_frames():
     memory.reset([OBJECT_IDS["cube"]])
     assert OBJECT_IDS["cube"] not in memory.objects
     assert not (memory.gaussians.labels == OBJECT_IDS["cube"]).any()
+
+
+def test_bounds_keep_the_map_inside_the_workspace():
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
+    lo, hi = (-0.3, -0.7, -0.05), (1.1, 0.7, 0.8)
+    memory = SceneMemory(MappingConfig(iterations=2, bounds=(lo, hi)))
+    for view in sweep(sim, 3):
+        memory.integrate(to_frame(view))
+    means = memory.gaussians.means.numpy()
+    assert len(means) > 500
+    # Seeded inside; a few optimisation steps move a Gaussian by millimetres at most.
+    assert (means > np.array(lo) - 0.01).all() and (means < np.array(hi) + 0.01).all()
+    unbounded = SceneMemory(MappingConfig(iterations=0))
+    unbounded.integrate(to_frame(sweep(sim, 1)[0]))
+    assert (unbounded.gaussians.means[:, 2] < -0.3).any()  # the floor, mapped without bounds
+
+
+def test_adam_matches_torch_optim():
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(50, 3, generator=g), torch.randn(50, generator=g)]
+    theirs = [t.clone().requires_grad_(True) for t in ours]
+    adam = Adam(ours, [1e-2, 5e-2])
+    reference = torch.optim.Adam([{"params": [theirs[0]], "lr": 1e-2},
+                                  {"params": [theirs[1]], "lr": 5e-2}])
+    for step in range(5):
+        grads = [torch.randn(50, 3, generator=g), torch.randn(50, generator=g)]
+        adam.step(grads)
+        for t, grad in zip(theirs, grads):
+            t.grad = grad.clone()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_surface_normals_of_a_tilted_plane():
+    # Camera at the origin looking along +z at the plane z = 1 + 0.5 x (normal ~ (-0.5, 0, 1)).
+    h, w, f = 40, 60, 50.0
+    K = torch.tensor([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+    cols = torch.arange(w, dtype=torch.float32)[None].expand(h, w)
+    ray_x = (cols - w / 2) / f
+    depth = 1.0 / (1 - 0.5 * ray_x)  # z = 1 + 0.5 x with x = ray_x z
+    points = point_map(depth, K, torch.eye(4))
+    normals = surface_normals(points, torch.ones(h, w, dtype=torch.bool), depth / f)
+    truth = torch.nn.functional.normalize(torch.tensor([-0.5, 0.0, 1.0]), dim=0)
+    inner = normals[1:-1, 1:-1].reshape(-1, 3)
+    assert torch.isnan(normals[0]).all() and torch.isfinite(inner).all()
+    torch.testing.assert_close(inner, truth.expand_as(inner), atol=1e-3, rtol=0)
+    q = quats_aligning_z(inner[:1])
+    w_, x, y, z = q[0]
+    rotated_z = torch.stack([2 * (x * z + w_ * y), 2 * (y * z - w_ * x), 1 - 2 * (x * x + y * y)])
+    torch.testing.assert_close(rotated_z, truth, atol=1e-5, rtol=0)

@@ -14,7 +14,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 # Executable -> module whose node declares its parameters.
-NODE_MODULES = {"sim_robot": "sim_robot/sim_node.py", "recorder": "ros_io/recorder_node.py"}
+NODE_MODULES = {"sim_robot": "sim_robot/sim_node.py", "recorder": "ros_io/recorder_node.py",
+                "gsplat_scene": "gsplat_scene/scene_node.py"}
 
 
 def _calls(tree, name):
@@ -52,7 +53,7 @@ def test_launch_file_references_exist(path):
     for rel in re.findall(r'"config", "([^"]+)"(?:, "([^"]+)")?', source):
         assert (REPO / "config" / Path(*[r for r in rel if r])).exists(), rel
 
-    ours = [c for c in _calls(tree, "Node")
+    ours = [c for c in _calls(tree, "Node") + _calls(tree, "LifecycleNode")
             if getattr(_kw(c, "package"), "value", None) == "world_model_planning"]
     assert ours
     for call in ours:
@@ -65,10 +66,29 @@ def test_launch_file_references_exist(path):
                 assert keys <= params, f"{exe}: undeclared parameters {keys - params}"
 
 
+def _flatten(params, prefix=""):
+    """Nested YAML parameters as ROS names: {a: {b: 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_rviz_configs_parse_and_name_our_topics():
+    for path in (REPO / "config").glob("*.rviz"):
+        config = yaml.safe_load(path.read_text())
+        displays = config["Visualization Manager"]["Displays"]
+        topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
+        assert "/gsplat_scene/gaussians" in topics, path.name
+
+
 @pytest.mark.parametrize("exe, module", NODE_MODULES.items())
 def test_parameter_files_match_declared_parameters(exe, module):
     path = REPO / "config" / f"{exe}.yaml"
-    params = yaml.safe_load(path.read_text())[exe]["ros__parameters"]
+    params = _flatten(yaml.safe_load(path.read_text())[exe]["ros__parameters"])
     undeclared = set(params) - declared_parameters(module)
     assert not undeclared, f"{path.name} sets undeclared parameters {undeclared}"
 

@@ -20,7 +20,6 @@ Baselines measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.report import report  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -173,10 +174,7 @@ def main():
         lambda: brute_force_sphere_distance(few, *scene, min_opacity=0.1), len(few), seconds,
         device)
 
-    for key, value in results.items():
-        print(f"{key:34s} {value:,.4g}" if isinstance(value, float) else f"{key:34s} {value}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ held-out views between them. Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.report import report  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -232,13 +233,7 @@ def main():
     }
     results = {k: float(v) if isinstance(v, np.floating) else v for k, v in results.items()}
     results["psnr_gain_db_vs_baseline"] = results["psnr_db"] - results["baseline_psnr_db"]
-    width_col = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width_col}}  {value:.4g}" if isinstance(value, float) else
-              f"{key:<{width_col}}  {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
+    report(results, args.json)
 
 
 if __name__ == "__main__":

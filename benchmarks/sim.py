@@ -16,7 +16,6 @@ Baselines measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.report import report  # noqa: E402
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -179,13 +180,7 @@ def main():
             results[f"baseline_rgb_fps_{size}"]
     results["recorder_headroom"] = results["baseline_writer_msgs_per_s"] / \
         results["recorder_msgs_per_s"]
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else
-              f"{key:<{width}}  {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -290,18 +290,16 @@ class SceneMemory:
     # ---- integration -------------------------------------------------------------------------
     def integrate(self, frame: Frame) -> IntegrationStats:
         start = time.perf_counter()
-        cfg = self.config
         rgb, depth, valid, labels = self._prepare(frame)
         K = frame.K.to(self.device, torch.float32)
         c2w = frame.cam_to_world.to(self.device, torch.float32)
         points = point_map(depth, K, c2w)
         inside = self._in_bounds(points)
-        outside = valid & ~inside & ~self._ignored(labels)
+        seen = valid & ~self._ignored(labels)
         valid &= inside
         tracked = self._track_objects(points, valid, labels, frame.stamp)
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp)
-        view = self._training_view(rgb, depth, valid & ~self._ignored(labels), outside, labels,
-                                   K, c2w)
+        view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
         loss = self._optimise(view)
         pruned = self._prune()
         self._update_keyframes(view)

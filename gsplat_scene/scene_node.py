@@ -104,9 +104,13 @@ def centres_cloud(means: np.ndarray, colors: np.ndarray, stamp, frame_id: str) -
 
 
 def bounds_param(values) -> tuple | None:
-    """(lo, hi) corners of the mapped box from 6 numbers, else None (map everything)."""
-    if len(values) != 6:
+    """(lo, hi) corners of the mapped box from 6 numbers; None (map everything) from the
+    default [0.0]; ValueError otherwise."""
+    if list(values) == [0.0]:
         return None
+    if len(values) != 6 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"bounds must be 6 finite numbers (xmin ymin zmin xmax ymax zmax) "
+                         f"or [0.0] for no bounds, got {list(values)}")
     lo, hi = tuple(values[:3]), tuple(values[3:])
     if any(a >= b for a, b in zip(lo, hi)):
         raise ValueError(f"bounds: min {lo} must be below max {hi}")
@@ -136,7 +140,7 @@ class SceneNode(LifecycleNode):
                                       True))
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
-                        "any other length maps everything in range", read_only=True))
+                        "[0.0] maps everything in range", read_only=True))
         p("downscale", 1, _range("Integrate frames downscaled by this factor", 1, 16, True))
         p("sync_slop", 0.02, _range("Largest stamp difference within a frame [s]", 0.0, 1.0))
         p("max_frame_age", 1.0, _range("Frames older than this are stale [s]", 0.0, 3600.0))

@@ -1,21 +1,18 @@
 """The gsplat_scene node over a real DDS graph: mapping the simulated robot's camera, its
 services, and bad frames dropped without a crash."""
 import math
-import os
 
 import numpy as np
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 
 from gsplat_scene.ply import load_ply
-from ros_io.images import image_to_numpy, numpy_to_image
-from ros_io.stamps import to_time_msg
+from gsplat_scene.scene_node import bounds_param
+from ros_io.images import image_to_numpy
 from sim_robot.scene import OBJECT_IDS
-from support.graph import output_of, ros_process, spin_until, wait_for_output
+from support.graph import output_of, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
@@ -137,3 +134,19 @@ def test_services(graph, tmp_path):
     loaded = call(graph, load, LoadScene.Request(path=path))
     assert loaded.success and loaded.num_gaussians == saved.num_gaussians
     assert graph.procs[1].poll() is None
+
+
+def test_bounds_parameter():
+    assert bounds_param([0.0]) is None
+    assert bounds_param([-1, -1, 0, 1, 1, 2]) == ((-1, -1, 0), (1, 1, 2))
+    for bad in ([0.0, 1.0], [1, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, math.nan]):
+        with pytest.raises(ValueError, match="bounds"):
+            bounds_param(bad)
+
+
+def test_bad_bounds_fail_configuration_and_the_node_stays_up():
+    args = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p",
+            "bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"]
+    with ros_process(args, ready_line="bounds: min", timeout=60) as scene:
+        assert scene.poll() is None, output_of(scene)
+        assert ": configured on" not in output_of(scene)

@@ -14,6 +14,11 @@ held-out views between them. Figures:
   render_views_per_s            views/s rendered in one batched call at the mapping size
   render_views_per_s_640x480_300k   views/s at 640x480 with 300,000 Gaussians
   point_tests_per_s, sphere_tests_per_s   collision queries against the map
+  push_position_error_mean_m, push_position_error_max_m,
+  push_rotation_error_mean_deg, push_rotation_error_max_deg
+                                the mapped cube's pose against the simulator's while the arm
+                                pushes it (a fixed camera streams 10 frames/s into the map);
+                                push_distance_m is how far the cube went
   device
 
     python benchmarks/scene_memory.py [--quick] [--json PATH] [--device cuda]
@@ -39,10 +44,13 @@ from gsplat_scene.gaussians import Gaussians  # noqa: E402
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory, render_K  # noqa: E402
 from gsplat_scene.queries import GaussianCollisionIndex  # noqa: E402
 from gsplat_scene.render import render_gaussians  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+
+from sim_robot.explore import ExplorationPolicy, run_plan_open_loop  # noqa: E402
 from sim_robot.scenario import load_scenario  # noqa: E402
-from sim_robot.scene import TABLE_X, TABLE_Y  # noqa: E402
+from sim_robot.scene import OBJECT_IDS, TABLE_X, TABLE_Y  # noqa: E402
 from sim_robot.sim import PandaSim  # noqa: E402
-from sim_robot.views import sweep  # noqa: E402
+from sim_robot.views import arc_camera, render_view, sweep  # noqa: E402
 
 ROBOT = 1
 # The mapped workspace: the table top and 0.8 m above it, with a 10 cm margin.
@@ -116,6 +124,46 @@ def point_cloud_baseline(train, test, voxel):
     return np.mean(errors, axis=0), memory_mb
 
 
+def pose_matrix(position, quat_xyzw) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_quat(quat_xyzw).as_matrix()
+    out[:3, 3] = position
+    return out
+
+
+def push_tracking(sim, memory, device, width, height, name="cube"):
+    """Push an object with the arm while a fixed camera streams frames into the map.
+
+    At every frame the memory's object pose is compared with the simulator's: the position
+    error is that of the object's mapped centre against where the true motion since the start
+    took it; the rotation error is the angle between the mapped and the true rotation since
+    the start. Returns (position errors [m], rotation errors [deg], distance pushed [m]).
+    """
+    plan = next(p for p in (ExplorationPolicy(seed).plan_episode(sim, "push")
+                            for seed in range(100)) if p.target_object == name)
+    oid = OBJECT_IDS[name]
+    camera = arc_camera(0.0, 0.9, radius=0.8, target=sim.object_poses()[name][0])
+    for _ in range(3):  # the robot's camera has seen the scene from where it stands
+        memory.integrate(to_frame(render_view(sim, *camera, width, height), device))
+    true_start = pose_matrix(*sim.object_poses()[name])
+    mapped_start = memory.objects[oid].pose.cpu().numpy().astype(np.float64)
+    position_errors, rotation_errors = [], []
+
+    def observe(sim):
+        memory.integrate(to_frame(render_view(sim, *camera, width, height), device))
+        motion = pose_matrix(*sim.object_poses()[name]) @ np.linalg.inv(true_start)
+        mapped = memory.objects[oid].pose.cpu().numpy().astype(np.float64)
+        expected = motion[:3, :3] @ mapped_start[:3, 3] + motion[:3, 3]
+        position_errors.append(np.linalg.norm(mapped[:3, 3] - expected))
+        mapped_rotation = mapped[:3, :3] @ mapped_start[:3, :3].T
+        rotation_errors.append(np.degrees(Rotation.from_matrix(
+            mapped_rotation.T @ motion[:3, :3]).magnitude()))
+
+    run_plan_open_loop(sim, plan, observe, observe_period=0.1)
+    distance = np.linalg.norm(sim.object_poses()[name][0] - true_start[:3, 3])
+    return np.array(position_errors), np.array(rotation_errors), float(distance)
+
+
 def timed(fn, min_seconds: float) -> float:
     """Calls per second of fn over at least min_seconds, after one warm-up call."""
     fn()
@@ -146,7 +194,7 @@ def main():
     ap.add_argument("--frames", type=int, help="frames in the sweep (default 100; quick 24)")
     ap.add_argument("--size", help="WxH of the views (default 640x480; quick 160x120)")
     ap.add_argument("--iterations", type=int,
-                    help="optimisation steps per frame (default 3; quick 6)")
+                    help="optimisation steps per frame (default 3)")
     ap.add_argument("--views-per-step", type=int,
                     help="views rendered together per optimisation step (default 8; quick 1)")
     ap.add_argument("--keyframes", type=int, help="keyframe window (default 16; quick 8)")
@@ -158,7 +206,7 @@ def main():
     sim = PandaSim(load_scenario(REPO / "config" / "scenarios" / "default.yaml"), width, height)
     train = sweep(sim, frames)
     test = sweep(sim, frames, offset=0.5)[1:-1:max(1, frames // 6)]
-    config = MappingConfig(iterations=args.iterations or (6 if args.quick else 3),
+    config = MappingConfig(iterations=args.iterations or 3,
                            views_per_step=args.views_per_step or (1 if args.quick else 8),
                            keyframes=args.keyframes or (8 if args.quick else 16),
                            bounds=WORKSPACE)
@@ -205,6 +253,9 @@ def main():
                                      for v in sim640])).to(device)
         big_rate = 2 * timed(lambda: render_gaussians(big, vm640, K640, 640, 480), seconds)
 
+    push_position, push_rotation, push_distance = push_tracking(sim, memory, device, width,
+                                                               height)
+
     index = GaussianCollisionIndex.from_gaussians(memory.gaussians)
     g = torch.Generator().manual_seed(1)
     points = (torch.rand(100_000, 3, generator=g) * torch.tensor([1.2, 1.2, 0.5]) +
@@ -230,6 +281,11 @@ def main():
         "ingest_fps": ingest_fps, "render_views_per_s": render_rate,
         "render_views_per_s_640x480_300k": big_rate,
         "point_tests_per_s": point_rate, "sphere_tests_per_s": sphere_rate,
+        "push_position_error_mean_m": push_position.mean(),
+        "push_position_error_max_m": push_position.max(),
+        "push_rotation_error_mean_deg": push_rotation.mean(),
+        "push_rotation_error_max_deg": push_rotation.max(),
+        "push_distance_m": push_distance, "push_frames": len(push_position),
     }
     results = {k: float(v) if isinstance(v, np.floating) else v for k, v in results.items()}
     results["psnr_gain_db_vs_baseline"] = results["psnr_db"] - results["baseline_psnr_db"]

@@ -86,3 +86,33 @@ class Gaussians:
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).element_size() * getattr(self, f.name).numel()
                    for f in fields(self))
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of (..., 4) wxyz quaternions."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+def quat_from_matrix(R: torch.Tensor) -> torch.Tensor:
+    """(w, x, y, z) of a rotation matrix (3, 3)."""
+    m = R
+    t = m.trace()
+    if t > 0:
+        s = torch.sqrt(t + 1.0) * 2
+        q = torch.stack([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s,
+                         (m[1, 0] - m[0, 1]) / s])
+    else:
+        i = int(torch.argmax(torch.diagonal(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = torch.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
+        q = torch.empty(4, dtype=m.dtype, device=m.device)
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    return q / q.norm()

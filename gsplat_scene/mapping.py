@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from gsplat_scene.gaussians import PARAMETERS, SH_C0, Gaussians
+from gsplat_scene.gaussians import (PARAMETERS, SH_C0, Gaussians, quat_from_matrix,
+                                    quat_multiply)
 from gsplat_scene.render import render_gaussians
-from gsplat_scene.tracking import align_to_model
+from gsplat_scene.tracking import align_to_model, refine_pose
 
 BACKGROUND = 0
 ROBOT = 1
@@ -62,10 +63,14 @@ class MappingConfig:
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
     min_object_pixels: int = 40       # fewer observed pixels: object pose not updated
-    max_track_rmse: float = 0.005     # m; worse alignments are not applied
+    max_track_rmse: float = 0.005     # m (or 1.5 pixel footprints); worse alignments are not applied
     min_track_inliers: float = 0.7    # fraction of observed points the moved model explains
     max_track_motion: float = 0.1     # m between integrated frames; more is a mismatch
-    track_min_motion: float = 0.002   # m; smaller motions are treated as noise
+    track_min_motion: float = 0.002   # m (or a pixel footprint); smaller motions are noise
+    # An object is in place (not re-aligned) while this fraction of its observed interior
+    # pixels has a rendered depth within track_depth_tolerance of the measured one.
+    track_agreement: float = 0.9
+    track_depth_tolerance: float = 0.01  # m
 
 
 @dataclass
@@ -92,6 +97,10 @@ class ObjectRecord:
     num_gaussians: int = 0
     # Observed surface points (world, moved with the object): a dense model to track against.
     surface: torch.Tensor | None = None
+    # Fraction of its observed pixels the map rendered at the measured depth when the object
+    # was last found in place: objects the map shows poorly (hollow, thin) are re-aligned
+    # only when the agreement drops below this, not on every frame.
+    agreement: float = 1.0
 
 
 @dataclass
@@ -146,41 +155,11 @@ def quats_aligning_z(normals: torch.Tensor) -> torch.Tensor:
     return F.normalize(q, dim=-1)
 
 
-def _quat_from_matrix(R: torch.Tensor) -> torch.Tensor:
-    """(w, x, y, z) of a rotation matrix (3, 3)."""
-    m = R
-    t = m.trace()
-    if t > 0:
-        s = torch.sqrt(t + 1.0) * 2
-        q = torch.stack([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s,
-                         (m[1, 0] - m[0, 1]) / s])
-    else:
-        i = int(torch.argmax(torch.diagonal(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = torch.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
-        q = torch.empty(4, dtype=m.dtype, device=m.device)
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    return q / q.norm()
-
-
-def _quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of (..., 4) wxyz quaternions."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
-                        aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx,
-                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
-
-
 def transform_gaussians(g: Gaussians, index: torch.Tensor, motion: torch.Tensor) -> Gaussians:
     """Copy of g with the Gaussians at index moved rigidly by motion (4, 4)."""
     means, quats = g.means.clone(), g.quats.clone()
     means[index] = g.means[index] @ motion[:3, :3].T + motion[:3, 3]
-    quats[index] = _quat_multiply(_quat_from_matrix(motion[:3, :3]).expand_as(quats[index]),
+    quats[index] = quat_multiply(quat_from_matrix(motion[:3, :3]).expand_as(quats[index]),
                                   g.quats[index])
     return Gaussians(means, quats, g.log_scales, g.opacity_logits, g.sh0, g.labels)
 
@@ -189,6 +168,18 @@ def evenly(n: int, k: int, device) -> torch.Tensor:
     """k indices spread evenly over range(n): a deterministic subsample (results must not
     depend on the random state a caller left behind)."""
     return torch.linspace(0, n - 1, k, device=device).long()
+
+
+def _interior(labels: torch.Tensor) -> torch.Tensor:
+    """bool (H, W): pixels whose four neighbours carry the same label (mask edges, where
+    rendered depth blends object and background, are left out)."""
+    same = torch.ones_like(labels, dtype=torch.bool)
+    vertical, horizontal = labels[1:] == labels[:-1], labels[:, 1:] == labels[:, :-1]
+    same[1:] &= vertical
+    same[:-1] &= vertical
+    same[:, 1:] &= horizontal
+    same[:, :-1] &= horizontal
+    return same
 
 
 def _merge_surface(surface, points, voxel: float = 0.003, cap: int = 4000) -> torch.Tensor:
@@ -297,8 +288,13 @@ class SceneMemory:
         inside = self._in_bounds(points)
         seen = valid & ~self._ignored(labels)
         valid &= inside
-        tracked = self._track_objects(points, valid, labels, frame.stamp)
-        added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp)
+        h, w = depth.shape
+        rendered = self._render_depth(K, c2w, w, h)
+        tracked = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
+                                      frame.stamp)
+        if tracked:
+            rendered = self._render_depth(K, c2w, w, h)  # the map has changed
+        added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
         loss = self._optimise(view)
         pruned = self._prune()
@@ -348,40 +344,111 @@ class SceneMemory:
         ignore = torch.tensor(self.config.ignore_labels, device=self.device, dtype=torch.int64)
         return torch.isin(labels, ignore)
 
-    def _track_objects(self, points, valid, labels, stamp) -> dict:
+    @torch.no_grad()
+    def _render_depth(self, K, c2w, width, height, gaussians: Gaussians | None = None):
+        """(alpha (H, W), depth (H, W)) of the map (or of gaussians) seen by the frame's
+        camera, or None while the map is empty."""
+        g = self.gaussians if gaussians is None else gaussians
+        if len(g) == 0:
+            return None
+        out = render_gaussians(g, torch.linalg.inv(c2w)[None], render_K(K)[None], width, height)
+        return out.alpha[0], out.depth[0]
+
+    def _agreement(self, ids, labels, interior, depth, fx, rendered) -> torch.Tensor:
+        """(L, 2) per object id: observed interior pixels, and how many of them the map
+        renders at the measured depth (one pass over the image for all objects)."""
+        alpha, drawn = rendered
+        # Plus two pixel footprints: curved and slanted surfaces change depth across a pixel.
+        tolerance = self.config.track_depth_tolerance + 2 * depth / fx
+        agree = (alpha > 0.5) & ((drawn - depth).abs() < tolerance)
+        masks = (labels[None] == ids[:, None, None]) & interior
+        return torch.stack([masks.sum((1, 2)), (masks & agree).sum((1, 2))], dim=1)
+
+    def _track_objects(self, points, depth, valid, labels, rendered, K, c2w, stamp) -> dict:
+        """Re-align each seen object that the map no longer renders where it is observed.
+
+        The cheap test (rendered vs measured depth inside the object's mask, against
+        track_agreement or the object's own last in-place agreement) keeps static objects
+        exactly still. A moved object is aligned by ICP of its observed points to its model,
+        then refined by rendering it against the observed silhouette and depth (a flat face
+        leaves ICP free to turn); the motion is applied only if the moved map agrees clearly
+        better with the frame.
+        """
         cfg = self.config
+        if rendered is None or not self.objects:
+            return {}
+        h, w = depth.shape
+        ids = torch.tensor(list(self.objects), device=self.device)
+        interior = _interior(labels) & valid
+        seen = ((labels[None] == ids[:, None, None]) & valid).sum((1, 2))
+        counts = torch.cat([seen[:, None], self._agreement(ids, labels, interior, depth,
+                                                           K[0, 0], rendered)], dim=1).tolist()
         moved = {}
-        for oid, record in self.objects.items():
+        for oid, (n_seen, n_inner, n_agree) in zip(self.objects, counts):
+            record = self.objects[oid]
+            if n_seen < cfg.min_object_pixels:
+                continue
+            record.last_seen = stamp
+            agreement = n_agree / max(n_inner, 1)
+            in_place = min(cfg.track_agreement, record.agreement - 0.1)
+            if n_inner == 0 or agreement >= in_place:
+                continue  # the map shows the object where it is
             observed = points[(labels == oid) & valid]
             in_memory = self.gaussians.labels == oid
-            if observed.shape[0] < cfg.min_object_pixels or in_memory.sum() < 10:
+            if int(in_memory.sum()) < 10:
                 continue
-            if observed.shape[0] > 2000:  # ICP cost; 2000 points pin a pose to a millimetre
-                observed = observed[evenly(observed.shape[0], 2000, self.device)]
+            if observed.shape[0] > 1000:  # ICP cost; 1000 points pin a pose to a millimetre
+                observed = observed[evenly(observed.shape[0], 1000, self.device)]
             model = self.gaussians.means[in_memory]
             if record.surface is not None:
                 model = torch.cat([record.surface, model])
-            motion, rmse, inliers = align_to_model(observed, model)
-            record.last_seen = stamp
+            if model.shape[0] > 4000:
+                model = model[evenly(model.shape[0], 4000, self.device)]
+            # Points are a pixel apart at best: "explained" is relative to the footprint.
+            footprint = float((observed - c2w[:3, 3]).norm(dim=1).median() / K[0, 0])
+            tolerance = max(cfg.max_track_rmse, 1.5 * footprint)
+            motion, rmse, inliers = align_to_model(observed, model,
+                                                   inlier_distance=tolerance)
+            if rmse > tolerance or inliers < cfg.min_track_inliers:
+                motion = torch.eye(4, device=self.device)  # the silhouette alone decides
+            mask = labels == oid
+            motion, _ = refine_pose(self.gaussians.select(in_memory), motion, depth, mask & valid,
+                                    mask | (labels == BACKGROUND), render_K(K),
+                                    torch.linalg.inv(c2w))
             centre = model.mean(0)
             shift = float((motion[:3, :3] @ centre + motion[:3, 3] - centre).norm())
             angle = float(torch.arccos(((motion[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
-            if rmse > cfg.max_track_rmse or inliers < cfg.min_track_inliers \
-                    or shift > cfg.max_track_motion or \
-                    (shift < cfg.track_min_motion and angle < 0.01):
-                record.surface = _merge_surface(record.surface, observed)
+            candidate = transform_gaussians(self.gaussians, in_memory, motion)
+            if shift > cfg.max_track_motion or \
+                    (shift < max(cfg.track_min_motion, footprint) and angle < 0.01) or \
+                    not self._agrees_better(oid, labels, interior, depth, K[0, 0], n_agree,
+                                            in_place, self._render_depth(K, c2w, w, h, candidate)):
+                record.agreement = agreement  # in place, as well as the map can show it
                 continue
-            self.gaussians = transform_gaussians(self.gaussians, in_memory, motion)
+            self.gaussians = candidate
             if record.surface is not None:
                 record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
             record.surface = _merge_surface(record.surface, observed)
             record.pose = motion @ record.pose
+            record.agreement = 1.0
             moved[oid] = shift
             # Keyframes showing the object where it was would pull it back.
             self.keyframes = [kf for kf in self.keyframes if oid not in kf["objects"]]
         return moved
 
-    def _seed(self, rgb, depth, points, valid, labels, K, c2w, stamp) -> int:
+    def _agrees_better(self, oid, labels, interior, depth, fx, before: int, in_place: float,
+                       rendered) -> bool:
+        """The moved map agrees clearly better than before (by more than a few pixels' worth:
+        small objects have few interior pixels), and puts the object in place or gains a
+        quarter of its pixels (a map seen from a new side may never agree fully)."""
+        ids = torch.tensor([oid], device=self.device)
+        n_inner, n_agree = self._agreement(ids, labels, interior, depth, fx,
+                                           rendered)[0].tolist()
+        gain = n_agree - before
+        return gain >= max(3, 0.05 * n_inner) and \
+            (n_agree >= in_place * n_inner or gain >= 0.25 * n_inner)
+
+    def _seed(self, rgb, depth, points, valid, labels, K, c2w, stamp, rendered) -> int:
         cfg = self.config
         h, w = depth.shape
         candidates = valid & ~self._ignored(labels)
@@ -390,13 +457,9 @@ class SceneMemory:
         grid = torch.zeros_like(candidates)
         grid[cfg.seed_stride // 2::cfg.seed_stride, cfg.seed_stride // 2::cfg.seed_stride] = True
         candidates &= grid | (labels != BACKGROUND)
-        if len(self) > 0:
-            with torch.no_grad():
-                out = self.render(torch.linalg.inv(c2w)[None], K[None], w, h)
-            alpha, rendered = out.alpha[0], out.depth[0]
-            unexplained = (alpha < cfg.seed_alpha) | \
-                (depth < rendered - cfg.seed_depth_margin)
-            candidates &= unexplained
+        if rendered is not None:
+            alpha, drawn = rendered
+            candidates &= (alpha < cfg.seed_alpha) | (depth < drawn - cfg.seed_depth_margin)
         pixels = torch.nonzero(candidates)
         if pixels.shape[0] == 0:
             return 0
@@ -498,18 +561,30 @@ class SceneMemory:
             self.gaussians = g.select(keep)
         return pruned
 
+    def _object_members(self):
+        """(members bool (N,), slot (M,) index into the object list, local (M, 3)): the
+        object Gaussians, which object each belongs to, and its position in that object's
+        frame; for all objects in a few kernels."""
+        g = self.gaussians
+        ids = torch.tensor(sorted(self.objects), device=self.device)
+        members = torch.isin(g.labels, ids)
+        slot = torch.searchsorted(ids, g.labels[members])
+        poses = torch.stack([self.objects[int(i)].pose for i in ids.tolist()])
+        offset = g.means[members] - poses[slot, :3, 3]
+        local = (offset[:, None, :] @ poses[slot, :3, :3])[:, 0]
+        return members, slot, local
+
     def _stray_object_gaussians(self, margin: float = 0.02) -> torch.Tensor:
         """Object Gaussians outside their object's robust box (plus margin): optimisation
         strays that would smear the object."""
-        g = self.gaussians
-        stray = torch.zeros(len(g), dtype=torch.bool, device=self.device)
-        for oid, record in self.objects.items():
-            members = g.labels == oid
-            if record.num_gaussians < 4 or not members.any():
-                continue
-            local = (g.means[members] - record.pose[:3, 3]) @ record.pose[:3, :3]
-            outside = (local.abs() > record.half_extent + margin).any(dim=1)
-            stray[members] = outside
+        stray = torch.zeros(len(self.gaussians), dtype=torch.bool, device=self.device)
+        if not self.objects:
+            return stray
+        members, slot, local = self._object_members()
+        records = [self.objects[i] for i in sorted(self.objects)]
+        half = torch.stack([r.half_extent for r in records])
+        boxed = torch.tensor([r.num_gaussians >= 4 for r in records], device=self.device)
+        stray[members] = (local.abs() > half[slot] + margin).any(dim=1) & boxed[slot]
         return stray
 
     def _update_keyframes(self, view: dict) -> None:
@@ -533,16 +608,26 @@ class SceneMemory:
 
         Robust bounds (2nd-98th percentile) keep a few stray Gaussians from inflating the box;
         moving the frame's origin (not its axes) is always consistent with the tracked motion.
+        All objects at once: coordinates sorted within each object by a value sort followed
+        by a stable sort on the object.
         """
-        g = self.gaussians
-        for oid, record in self.objects.items():
-            members = g.labels == oid
-            record.num_gaussians = int(members.sum())
-            if record.num_gaussians < 4:
+        if not self.objects:
+            return
+        members, slot, local = self._object_members()
+        counts = torch.bincount(slot, minlength=len(self.objects))
+        order = torch.sort(local, dim=0, stable=True).indices
+        regroup = torch.sort(slot[order], dim=0, stable=True).indices
+        ordered = local.gather(0, order.gather(0, regroup))
+        first = torch.cumsum(counts, 0) - counts
+        last = (counts - 1).clamp_min(0)
+        lo = ordered[(first + torch.round(0.02 * last).long()).clamp_max(len(local) - 1)] \
+            if len(local) else None
+        hi = ordered[(first + torch.round(0.98 * last).long()).clamp_max(len(local) - 1)] \
+            if len(local) else None
+        for k, (oid, count) in enumerate(zip(sorted(self.objects), counts.tolist())):
+            record = self.objects[oid]
+            record.num_gaussians = count
+            if count < 4:
                 continue
-            local = (g.means[members] - record.pose[:3, 3]) @ record.pose[:3, :3]
-            ordered = local.sort(dim=0).values  # one sort for both bounds
-            n = ordered.shape[0] - 1
-            lo, hi = ordered[round(0.02 * n)], ordered[round(0.98 * n)]
-            record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ ((lo + hi) / 2)
-            record.half_extent = (hi - lo) / 2
+            record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ ((lo[k] + hi[k]) / 2)
+            record.half_extent = (hi[k] - lo[k]) / 2

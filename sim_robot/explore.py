@@ -237,9 +237,14 @@ def grasp_succeeded(sim: PandaSim, object_name: str) -> bool:
     return bool(position[2] > resting_height + LIFTED_THRESHOLD)
 
 
-def run_plan_open_loop(sim: PandaSim, plan: EpisodePlan) -> None:
+def run_plan_open_loop(sim: PandaSim, plan: EpisodePlan, observe=None,
+                       observe_period: float = 0.1) -> None:
     """Execute ``plan`` from the current state with linear joint interpolation and velocity
-    feed-forward, one servo update per physics step. For tests and offline use."""
+    feed-forward, one servo update per physics step. For tests and offline use.
+
+    observe: called with the sim every observe_period seconds of plan time (a camera, say).
+    """
+    every = max(1, int(round(observe_period / sim.timestep)))
     times = np.array([t for t, _ in plan.arm_waypoints])
     positions = np.array([q for _, q in plan.arm_waypoints])
     events = sorted(plan.gripper_events, key=lambda event: event[0])
@@ -257,3 +262,5 @@ def run_plan_open_loop(sim: PandaSim, plan: EpisodePlan) -> None:
             velocity = (positions[i + 1] - positions[i]) / span
             sim.set_arm_targets(positions[i] + velocity * (t - times[i]), velocity)
         sim.step()
+        if observe is not None and k % every == 0:
+            observe(sim)

@@ -38,13 +38,18 @@ def held_out_errors(memory, views):
 def mapped():
     sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
     memory = SceneMemory(MappingConfig(iterations=8, max_gaussians=40_000))
-    for view in sweep(sim, 16):
-        memory.integrate(to_frame(view))
-    return sim, memory
+    motions = [memory.integrate(to_frame(view)).tracked for view in sweep(sim, 16)]
+    return sim, memory, motions
+
+
+def test_static_objects_stay_put_during_a_sweep(mapped):
+    # New sides of an object come into view all the time; none of it is a motion.
+    *_, motions = mapped
+    assert all(not moved for moved in motions), motions
 
 
 def test_map_explains_held_out_views(mapped):
-    sim, memory = mapped
+    sim, memory, _ = mapped
     psnr, depth_median = held_out_errors(memory, sweep(sim, 4, offset=0.5))
     assert psnr > 20.0, psnr
     assert depth_median < 0.02, depth_median
@@ -54,7 +59,7 @@ def test_map_explains_held_out_views(mapped):
 
 
 def test_objects_match_true_geometry(mapped):
-    sim, memory = mapped
+    sim, memory, _ = mapped
     truth = sim.object_poses()
     for name in ("cube", "can", "mug"):
         record = memory.objects[OBJECT_IDS[name]]
@@ -65,7 +70,7 @@ def test_objects_match_true_geometry(mapped):
 
 
 def test_moved_object_moves_in_memory(mapped):
-    sim, memory = mapped
+    sim, memory, _ = mapped
     cube = OBJECT_IDS["cube"]
     before = memory.objects[cube].pose.clone()
     old = sim.object_poses()["cube"][0].copy()

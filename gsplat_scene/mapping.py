@@ -8,7 +8,8 @@
    observed surface in front of the rendered one), back-projected from depth with a scale
    from the pixel spacing;
 3. optimise means, scales, rotations, opacities and colours against colour and depth over a
-   window of keyframes plus the current frame;
+   window of keyframes plus the current frame, then split or clone the Gaussians the loss
+   keeps pulling at;
 4. prune transparent or oversized Gaussians and enforce the caps on count and memory.
 
 Cameras use the ROS/OpenCV pinhole convention (pixel centres at integer coordinates, optical
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from gsplat_scene.gaussians import (PARAMETERS, SH_C0, Gaussians, quat_from_matrix,
                                     quat_multiply)
-from gsplat_scene.render import render_gaussians
+from gsplat_scene.render import quat_to_rotmat, render_gaussians
 from gsplat_scene.tracking import align_to_model, refine_pose
 
 BACKGROUND = 0
@@ -59,6 +60,12 @@ class MappingConfig:
     lr_quats: float = 1e-3
     lr_opacity: float = 5e-2
     lr_sh0: float = 1e-2
+    # Densification: Gaussians whose position gradient, averaged over a frame's steps, is
+    # above densify_grad times the median of the Gaussians in view (the scale of the gradient
+    # changes with the image size) are split (larger than densify_split_scale [m]) or cloned.
+    densify_grad: float = 5.0
+    densify_split_scale: float = 0.01
+    densify_fraction: float = 0.01    # of the map, per frame at most
     prune_opacity: float = 0.02
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
@@ -296,7 +303,8 @@ class SceneMemory:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
-        loss = self._optimise(view)
+        loss, mean_grad = self._optimise(view)
+        added += self._densify(mean_grad)
         pruned = self._prune()
         self._update_keyframes(view)
         self._refresh_objects()
@@ -497,11 +505,12 @@ class SceneMemory:
         cfg = self.config
         views = [v for v in [current] + self.keyframes if v["n_mapped"] > 0]
         if len(self) == 0 or cfg.iterations == 0 or not views:
-            return 0.0
+            return 0.0, None
         params = [getattr(self.gaussians, p).detach().clone().requires_grad_(True)
                   for p in PARAMETERS]
         adam = Adam(params, [cfg.lr_means, cfg.lr_quats, cfg.lr_log_scales, cfg.lr_opacity,
                              cfg.lr_sh0])
+        grad_sum = torch.zeros(len(self), device=self.device)
         for it in range(cfg.iterations):
             batch = self._step_views(views, it)
             g = Gaussians(*params, labels=self.gaussians.labels)
@@ -510,9 +519,44 @@ class SceneMemory:
                                    torch.stack([v["K"] for v in batch]), w, h)
             loss = self._batch_loss(out, batch)
             grads = torch.autograd.grad(loss, params)
+            grad_sum += grads[0].norm(dim=1)
             adam.step(grads)
         self.gaussians = Gaussians(*(t.detach() for t in params), labels=self.gaussians.labels)
-        return float(loss.detach())
+        return float(loss.detach()), grad_sum / cfg.iterations
+
+    def _densify(self, mean_grad: torch.Tensor | None) -> int:
+        """Split or clone the Gaussians the loss keeps pulling at (gsplat's default strategy,
+        on the 3D position gradient relative to the median): large ones are split in two along
+        their own axes,
+        small ones cloned; at most densify_fraction of the map per frame, within the caps."""
+        cfg = self.config
+        if mean_grad is None or cfg.densify_grad <= 0:
+            return 0
+        room = min(cfg.max_gaussians - len(self), int(cfg.densify_fraction * len(self)))
+        pulled = mean_grad[mean_grad > 0]
+        if pulled.numel() == 0:
+            return 0
+        hot = torch.nonzero(mean_grad > cfg.densify_grad * pulled.median())[:, 0]
+        if room <= 0 or hot.numel() == 0:
+            return 0
+        if hot.numel() > room:
+            hot = hot[torch.topk(mean_grad[hot], room).indices]
+        g = self.gaussians
+        parents = g.select(hot)
+        split = parents.scales.max(dim=1).values > cfg.densify_split_scale
+        generator = torch.Generator(device=self.device).manual_seed(self.frames_integrated)
+        noise = torch.randn(parents.means.shape, generator=generator, device=self.device)
+        offset = (quat_to_rotmat(parents.quats) @ (parents.scales * noise)[..., None])[..., 0]
+        offset = offset * split[:, None]
+        shrink = math.log(1.6) * split[:, None]
+        means, log_scales = g.means.clone(), g.log_scales.clone()
+        means[hot] += offset
+        log_scales[hot] -= shrink
+        children = Gaussians(parents.means - offset, parents.quats, parents.log_scales - shrink,
+                             parents.opacity_logits, parents.sh0, parents.labels)
+        self.gaussians = Gaussians(means, g.quats, log_scales, g.opacity_logits, g.sh0,
+                                   g.labels).cat(children)
+        return hot.numel()
 
     def _step_views(self, views: list, it: int) -> list:
         """Views of optimisation step it: the current frame on every other step (or always,

@@ -190,7 +190,7 @@ def _rasterize_gsplat(gsplat, means, quats, scales, opacities, colors, viewmats,
 
 # --- PyTorch backend: projection ----------------------------------------------------------------
 
-def _quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     """(N, 4) quaternions (w, x, y, z), any norm -> (N, 3, 3) rotation matrices."""
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
     return torch.stack([
@@ -205,7 +205,7 @@ def _to_camera(means, quats, scales, viewmats):
     rotations = viewmats[:, :3, :3]
     means_c = torch.einsum("cij,nj->cni", rotations, means) + viewmats[:, None, :3, 3]
     # Sigma_cam = M M^T with M = R_cam R_q S.
-    axes = _quat_to_rotmat(quats) * scales[:, None, :]
+    axes = quat_to_rotmat(quats) * scales[:, None, :]
     m = torch.einsum("cij,njk->cnik", rotations, axes)
     return means_c, m @ m.mT
 

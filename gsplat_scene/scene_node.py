@@ -134,10 +134,16 @@ class SceneNode(LifecycleNode):
                                            read_only=True))
         p("max_memory_mb", 1024.0, _range("Hard cap on map memory [MB]", 1.0, 1e6,
                                           read_only=True))
-        p("iterations", 6, _range("Optimisation steps per frame", 0, 1000, True))
+        p("iterations", 3, _range("Optimisation steps per frame", 0, 1000, True))
         p("keyframes", 8, _range("Keyframe window", 0, 1000, True))
         p("views_per_step", 1, _range("Views rendered together per optimisation step", 1, 64,
                                       True))
+        p("densify_grad", 5.0, _range("Split or clone Gaussians whose position gradient is "
+                                      "this many times the median (0 = off)", 0.0, 1000.0,
+                                      read_only=True))
+        p("track_agreement", 0.9, _range("Fraction of an object's pixels the map must render at "
+                                         "the measured depth for it to count as in place",
+                                         0.0, 1.0, read_only=True))
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
                         "[0.0] maps everything in range", read_only=True))
@@ -189,7 +195,9 @@ class SceneNode(LifecycleNode):
         config = MappingConfig(max_gaussians=prm("max_gaussians"),
                                max_memory_mb=prm("max_memory_mb"),
                                iterations=prm("iterations"), keyframes=prm("keyframes"),
-                               views_per_step=prm("views_per_step"), bounds=bounds)
+                               views_per_step=prm("views_per_step"), bounds=bounds,
+                               densify_grad=prm("densify_grad"),
+                               track_agreement=prm("track_agreement"))
         self.memory = SceneMemory(config, device=device)
         self.world = prm("world_frame")
         self.pose_source = prm("camera_pose_source")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from gsplat_scene.gaussians import Gaussians, quat_from_matrix, quat_multiply
-from gsplat_scene.render import _quat_to_rotmat, render_gaussians
+from gsplat_scene.render import quat_to_rotmat, render_gaussians
 
 
 def kabsch(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None):
@@ -149,7 +149,7 @@ def refine_pose(g: Gaussians, motion: torch.Tensor, depth: torch.Tensor, mask: t
 
     def render_moved():
         q = _axis_angle_quat(twist[3:] * 5.0)
-        R = _quat_to_rotmat(q[None])[0]
+        R = quat_to_rotmat(q[None])[0]
         moved = Gaussians((means - centre) @ R.T + centre + twist[:3],
                           quat_multiply(q.expand_as(quats), quats), g.log_scales,
                           g.opacity_logits, g.sh0, g.labels)

@@ -157,3 +157,28 @@ def test_surface_normals_of_a_tilted_plane():
     w_, x, y, z = q[0]
     rotated_z = torch.stack([2 * (x * z + w_ * y), 2 * (y * z - w_ * x), 1 - 2 * (x * x + y * y)])
     torch.testing.assert_close(rotated_z, truth, atol=1e-5, rtol=0)
+
+
+def test_densify_splits_large_and_clones_small_gaussians():
+    from gsplat_scene.gaussians import Gaussians
+    n = 100
+    means = torch.rand(n, 3, generator=torch.Generator().manual_seed(0))
+    log_scales = torch.full((n, 3), float(np.log(0.002)))
+    log_scales[0] = float(np.log(0.02))  # large: split
+    g = Gaussians(means, torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), log_scales,
+                  torch.zeros(n), torch.zeros(n, 3), torch.zeros(n, dtype=torch.int64))
+    memory = SceneMemory(MappingConfig(densify_fraction=0.05, max_gaussians=103))
+    memory.set_gaussians(g)
+    pull = torch.full((n,), 1e-3)
+    pull[:2] = 1.0  # the loss pulls hard at the first two
+    assert memory._densify(pull) == 2 and len(memory) == 102
+    out = memory.gaussians
+    # The split pair straddles the old centre with smaller scales; the clone is a copy.
+    torch.testing.assert_close((out.means[0] + out.means[100]) / 2, means[0])
+    assert (out.scales[0] < 0.02 / 1.5).all() and (out.scales[100] < 0.02 / 1.5).all()
+    torch.testing.assert_close(out.means[101], means[1])
+    torch.testing.assert_close(out.means[1], means[1])
+    # The cap on the count holds.
+    pull = torch.full((len(memory),), 1e-3)
+    pull[:5] = 1.0
+    assert memory._densify(pull) == 1 and len(memory) == 103

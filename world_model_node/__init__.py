@@ -1,0 +1,1 @@
+"""World model predictor: robot and object state, action-conditioned prediction, training."""

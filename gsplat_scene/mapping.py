@@ -70,7 +70,7 @@ class MappingConfig:
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
     min_object_pixels: int = 40       # fewer observed pixels: object pose not updated
-    max_track_rmse: float = 0.005     # m (or 1.5 pixel footprints); worse alignments are not applied
+    max_track_rmse: float = 0.005     # m (or 1.5 pixel footprints); worse fits are not applied
     min_track_inliers: float = 0.7    # fraction of observed points the moved model explains
     max_track_motion: float = 0.1     # m between integrated frames; more is a mismatch
     track_min_motion: float = 0.002   # m (or a pixel footprint); smaller motions are noise

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import torch
+from scipy.spatial.transform import Rotation
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,6 @@ class JointLimits:
     lower: torch.Tensor
     upper: torch.Tensor
     velocity: torch.Tensor
-
-
-def _rpy_matrix(r: float, p: float, y: float) -> torch.Tensor:
-    """URDF fixed-axis roll-pitch-yaw: R = Rz(y) Ry(p) Rx(r)."""
-    cr, sr, cp, sp, cy, sy = (math.cos(r), math.sin(r), math.cos(p), math.sin(p),
-                              math.cos(y), math.sin(y))
-    return torch.tensor([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                         [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                         [-sp, cp * sr, cp * cr]], dtype=torch.float64)
 
 
 def _floats(text: str | None, default: str) -> list:
@@ -69,7 +61,8 @@ class KinematicChain:
             xyz = _floats(origin.get("xyz") if origin is not None else None, "0 0 0")
             rpy = _floats(origin.get("rpy") if origin is not None else None, "0 0 0")
             frame = torch.eye(4, dtype=torch.float64)
-            frame[:3, :3] = _rpy_matrix(*rpy)
+            # URDF rpy: fixed axes, R = Rz(yaw) Ry(pitch) Rx(roll).
+            frame[:3, :3] = torch.from_numpy(Rotation.from_euler("xyz", rpy).as_matrix())
             frame[:3, 3] = torch.tensor(xyz, dtype=torch.float64)
             origins.append(frame)
             axis = joint.find("axis")

@@ -359,18 +359,18 @@ class SceneMemory:
         g = self.gaussians if gaussians is None else gaussians
         if len(g) == 0:
             return None
-        out = render_gaussians(g, torch.linalg.inv(c2w)[None], render_K(K)[None], width, height)
+        out = self.render(torch.linalg.inv(c2w)[None], K[None], width, height, gaussians=g)
         return out.alpha[0], out.depth[0]
 
-    def _agreement(self, ids, labels, interior, depth, fx, rendered) -> torch.Tensor:
-        """(L, 2) per object id: observed interior pixels, and how many of them the map
-        renders at the measured depth (one pass over the image for all objects)."""
+    def _agreement(self, masks, interior, depth, fx, rendered) -> torch.Tensor:
+        """(L, 2) per object mask (L, H, W): observed interior pixels, and how many of them
+        the map renders at the measured depth (one pass over the image for all objects)."""
         alpha, drawn = rendered
         # Plus two pixel footprints: curved and slanted surfaces change depth across a pixel.
         tolerance = self.config.track_depth_tolerance + 2 * depth / fx
         agree = (alpha > 0.5) & ((drawn - depth).abs() < tolerance)
-        masks = (labels[None] == ids[:, None, None]) & interior
-        return torch.stack([masks.sum((1, 2)), (masks & agree).sum((1, 2))], dim=1)
+        inner = masks & interior
+        return torch.stack([inner.sum((1, 2)), (inner & agree).sum((1, 2))], dim=1)
 
     def _track_objects(self, points, depth, valid, labels, rendered, K, c2w, stamp) -> dict:
         """Re-align each seen object that the map no longer renders where it is observed.
@@ -388,11 +388,12 @@ class SceneMemory:
         h, w = depth.shape
         ids = torch.tensor(list(self.objects), device=self.device)
         interior = _interior(labels) & valid
-        seen = ((labels[None] == ids[:, None, None]) & valid).sum((1, 2))
-        counts = torch.cat([seen[:, None], self._agreement(ids, labels, interior, depth,
-                                                           K[0, 0], rendered)], dim=1).tolist()
+        masks = labels[None] == ids[:, None, None]
+        seen = (masks & valid).sum((1, 2))
+        counts = torch.cat([seen[:, None], self._agreement(masks, interior, depth, K[0, 0],
+                                                           rendered)], dim=1).tolist()
         moved = {}
-        for oid, (n_seen, n_inner, n_agree) in zip(self.objects, counts):
+        for mask, oid, (n_seen, n_inner, n_agree) in zip(masks, self.objects, counts):
             record = self.objects[oid]
             if n_seen < cfg.min_object_pixels:
                 continue
@@ -401,7 +402,7 @@ class SceneMemory:
             in_place = min(cfg.track_agreement, record.agreement - 0.1)
             if n_inner == 0 or agreement >= in_place:
                 continue  # the map shows the object where it is
-            observed = points[(labels == oid) & valid]
+            observed = points[mask & valid]
             in_memory = self.gaussians.labels == oid
             if int(in_memory.sum()) < 10:
                 continue
@@ -419,7 +420,6 @@ class SceneMemory:
                                                    inlier_distance=tolerance)
             if rmse > tolerance or inliers < cfg.min_track_inliers:
                 motion = torch.eye(4, device=self.device)  # the silhouette alone decides
-            mask = labels == oid
             motion, _ = refine_pose(self.gaussians.select(in_memory), motion, depth, mask & valid,
                                     mask | (labels == BACKGROUND), render_K(K),
                                     torch.linalg.inv(c2w))
@@ -429,8 +429,8 @@ class SceneMemory:
             candidate = transform_gaussians(self.gaussians, in_memory, motion)
             if shift > cfg.max_track_motion or \
                     (shift < max(cfg.track_min_motion, footprint) and angle < 0.01) or \
-                    not self._agrees_better(oid, labels, interior, depth, K[0, 0], n_agree,
-                                            in_place, self._render_depth(K, c2w, w, h, candidate)):
+                    not self._agrees_better(mask, interior, depth, K[0, 0], n_agree, in_place,
+                                            self._render_depth(K, c2w, w, h, candidate)):
                 record.agreement = agreement  # in place, as well as the map can show it
                 continue
             self.gaussians = candidate
@@ -444,13 +444,12 @@ class SceneMemory:
             self.keyframes = [kf for kf in self.keyframes if oid not in kf["objects"]]
         return moved
 
-    def _agrees_better(self, oid, labels, interior, depth, fx, before: int, in_place: float,
+    def _agrees_better(self, mask, interior, depth, fx, before: int, in_place: float,
                        rendered) -> bool:
         """The moved map agrees clearly better than before (by more than a few pixels' worth:
         small objects have few interior pixels), and puts the object in place or gains a
         quarter of its pixels (a map seen from a new side may never agree fully)."""
-        ids = torch.tensor([oid], device=self.device)
-        n_inner, n_agree = self._agreement(ids, labels, interior, depth, fx,
+        n_inner, n_agree = self._agreement(mask[None], interior, depth, fx,
                                            rendered)[0].tolist()
         gain = n_agree - before
         return gain >= max(3, 0.05 * n_inner) and \
@@ -659,15 +658,17 @@ class SceneMemory:
             return
         members, slot, local = self._object_members()
         counts = torch.bincount(slot, minlength=len(self.objects))
+        if len(local) == 0:
+            for record in self.objects.values():
+                record.num_gaussians = 0
+            return
         order = torch.sort(local, dim=0, stable=True).indices
         regroup = torch.sort(slot[order], dim=0, stable=True).indices
         ordered = local.gather(0, order.gather(0, regroup))
         first = torch.cumsum(counts, 0) - counts
         last = (counts - 1).clamp_min(0)
-        lo = ordered[(first + torch.round(0.02 * last).long()).clamp_max(len(local) - 1)] \
-            if len(local) else None
-        hi = ordered[(first + torch.round(0.98 * last).long()).clamp_max(len(local) - 1)] \
-            if len(local) else None
+        lo = ordered[(first + torch.round(0.02 * last).long()).clamp_max(len(local) - 1)]
+        hi = ordered[(first + torch.round(0.98 * last).long()).clamp_max(len(local) - 1)]
         for k, (oid, count) in enumerate(zip(sorted(self.objects), counts.tolist())):
             record = self.objects[oid]
             record.num_gaussians = count

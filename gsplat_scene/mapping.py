@@ -285,6 +285,17 @@ class SceneMemory:
         return render_gaussians(g, viewmats.to(self.device), render_K(Ks.to(self.device)),
                                 width, height)
 
+    def object_colours(self) -> dict[int, torch.Tensor]:
+        """Mean colour (3,) in [0, 1] of each object's Gaussians (objects with none left out):
+        an appearance feature for the world model."""
+        g = self.gaussians
+        out = {}
+        for oid in self.objects:
+            members = g.labels == oid
+            if bool(members.any()):
+                out[oid] = g.colors[members].mean(0).detach()
+        return out
+
     # ---- integration -------------------------------------------------------------------------
     def integrate(self, frame: Frame) -> IntegrationStats:
         start = time.perf_counter()

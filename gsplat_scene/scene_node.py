@@ -25,9 +25,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.frame_sync import FrameSync
+from gsplat_scene.frames import frame_from_messages, pose_to_matrix
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
-from ros_io.images import image_to_numpy, numpy_to_image
+from ros_io.images import numpy_to_image
 from ros_io.params import report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
@@ -48,41 +49,11 @@ def _range(description, lo, hi, integer=False, read_only=False):
     return d
 
 
-def pose_to_matrix(position, quat_xyzw) -> np.ndarray:
-    m = np.eye(4)
-    m[:3, :3] = Rotation.from_quat(quat_xyzw).as_matrix()
-    m[:3, 3] = position
-    return m
-
-
 def matrix_to_pose(pose_msg, m) -> None:
     q = Rotation.from_matrix(np.asarray(m)[:3, :3]).as_quat()
     pose_msg.position.x, pose_msg.position.y, pose_msg.position.z = (float(v) for v in m[:3, 3])
     (pose_msg.orientation.x, pose_msg.orientation.y,
      pose_msg.orientation.z, pose_msg.orientation.w) = (float(v) for v in q)
-
-
-def depth_to_metres(msg: Image) -> np.ndarray:
-    """Depth image in metres: 32FC1 as is, 16UC1 millimetres scaled; else ValueError."""
-    if msg.encoding == "32FC1":
-        return image_to_numpy(msg).astype(np.float32)
-    if msg.encoding in ("16UC1", "mono16"):
-        return image_to_numpy(msg).astype(np.float32) * 1e-3
-    raise ValueError(f"depth encoding '{msg.encoding}' is not 32FC1 or 16UC1")
-
-
-def colour_to_rgb(msg: Image) -> np.ndarray:
-    """Colour image as (H, W, 3) uint8 RGB from rgb8/bgr8/rgba8/bgra8; else ValueError."""
-    if msg.encoding not in ("rgb8", "bgr8", "rgba8", "bgra8"):
-        raise ValueError(f"colour encoding '{msg.encoding}' is not rgb8/bgr8/rgba8/bgra8")
-    arr = image_to_numpy(msg)
-    if msg.encoding == "rgb8":
-        return arr
-    if msg.encoding == "bgr8":
-        return arr[..., ::-1].copy()
-    if msg.encoding == "rgba8":
-        return arr[..., :3].copy()
-    return arr[..., 2::-1].copy()  # bgra8
 
 
 def centres_cloud(means: np.ndarray, colors: np.ndarray, stamp, frame_id: str) -> PointCloud2:
@@ -341,35 +312,10 @@ class SceneNode(LifecycleNode):
         age = now - stamp
         if age > self.get_parameter("max_frame_age").value:
             raise ValueError(f"stale frame ({age:.2f} s old)")
-        rgb = colour_to_rgb(rgb_msg)
-        depth = depth_to_metres(matched["depth"][1])
-        info = matched["info"][1]
-        if rgb.shape[:2] != depth.shape or (info.height, info.width) != depth.shape:
-            raise ValueError(f"size mismatch: colour {rgb.shape[:2]}, depth {depth.shape}, "
-                             f"camera_info {(info.height, info.width)}")
-        K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-        if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError("camera_info K is not a valid pinhole matrix")
-        valid = np.isfinite(depth) & (depth > 0)
-        if valid.mean() < 0.01:
-            raise ValueError("depth has (almost) no valid pixels (NaN or zero)")
-        instances = None
-        if "instances" in matched:
-            instances = image_to_numpy(matched["instances"][1])
-            if instances.shape != depth.shape or instances.ndim != 2:
-                raise ValueError(f"instance mask {instances.shape} does not match depth")
         c2w = self._camera_pose(stamp, rgb_msg.header.frame_id, matched)
-        step = self.get_parameter("downscale").value
-        if step > 1:  # integer subsampling keeps depth values and ids exact
-            rgb, depth = rgb[::step, ::step], depth[::step, ::step]
-            instances = None if instances is None else instances[::step, ::step]
-            K = K.copy()
-            K[:2] /= step
-        return Frame(torch.from_numpy(np.ascontiguousarray(rgb)),
-                     torch.from_numpy(np.ascontiguousarray(depth)),
-                     torch.tensor(K, dtype=torch.float32), torch.tensor(c2w, dtype=torch.float32),
-                     None if instances is None else
-                     torch.from_numpy(np.ascontiguousarray(instances).astype(np.int64)), stamp)
+        return frame_from_messages(rgb_msg, matched["depth"][1], matched["info"][1], c2w, stamp,
+                                   matched["instances"][1] if "instances" in matched else None,
+                                   self.get_parameter("downscale").value)
 
     def _integrate_loop(self) -> None:
         while self._running:
@@ -392,9 +338,13 @@ class SceneNode(LifecycleNode):
     def _objects_msg(self, stamp) -> ObjectArray:
         msg = ObjectArray()
         msg.header.stamp, msg.header.frame_id = stamp, self.world
+        colours = self.memory.object_colours()
         for oid, record in sorted(self.memory.objects.items()):
             obj = ObjectState(id=oid, num_gaussians=record.num_gaussians,
                               last_seen=to_time_msg(max(record.last_seen, 0.0)))
+            if oid in colours:
+                obj.color.r, obj.color.g, obj.color.b = (float(v) for v in colours[oid])
+                obj.color.a = 1.0
             matrix_to_pose(obj.pose, record.pose.cpu().numpy())
             he = record.half_extent.cpu().numpy()
             obj.half_extent.x, obj.half_extent.y, obj.half_extent.z = (float(v) for v in he)

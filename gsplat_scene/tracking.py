@@ -74,7 +74,8 @@ def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int 
         trim: fraction of closest pairs used per ICP iteration (robust to mask bleeding).
         max_correspondence: pairs farther apart are not used once ICP is close [m].
         search: ICP also starts from horizontal offsets of this size [m], so a push of a few
-            centimetres between integrated frames does not trap it in a local minimum.
+            centimetres between integrated frames does not trap it in a local minimum, and
+            from the observed centroid moved onto the model's.
         inlier_distance: an observed point within this of the moved model is explained [m]
             (at least the pixel footprint on the object).
     Returns:
@@ -85,8 +86,10 @@ def align_to_model(observed: torch.Tensor, model: torch.Tensor, iterations: int 
     eye = torch.eye(4, dtype=observed.dtype, device=observed.device)
     offsets = torch.tensor([(dx * search, dy * search) for dx in (0, -1, 1) for dy in (0, -1, 1)],
                            dtype=observed.dtype, device=observed.device)
-    starts = eye.repeat(len(offsets), 1, 1)
-    starts[:, :2, 3] = offsets
+    starts = eye.repeat(len(offsets) + 1, 1, 1)
+    starts[:-1, :2, 3] = offsets
+    # And from the centroids matched: finds an object knocked farther than the search.
+    starts[-1, :3, 3] = model.mean(0) - observed.mean(0)
     poses = torch.cat([eye[None], _icp(observed, model, starts, iterations, trim,
                                        max_correspondence)])
     dist, _ = _nearest(_transform(observed, poses), model)

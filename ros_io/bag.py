@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -82,15 +83,17 @@ class BagWriter:
 def read_messages(path, topics=None):
     """Yield (topic, msgtype, timestamp_ns, message) from a bag, deserialised in file order.
 
+    Messages are decoded with the definitions stored in the bag, so bags recorded with an
+    older version of a message (or a robot's own types) stay readable.
+
     Raises:
         ValueError: if the bag cannot be opened or read (corrupt or truncated).
     """
-    store = typestore()
     try:
-        with Reader(path) as reader:
+        with AnyReader([Path(path)], default_typestore=typestore()) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
             for conn, stamp, raw in reader.messages(connections=conns):
-                yield conn.topic, conn.msgtype, stamp, store.deserialize_cdr(raw, conn.msgtype)
+                yield conn.topic, conn.msgtype, stamp, reader.deserialize(raw, conn.msgtype)
     except Exception as err:  # rosbags raises many kinds for damaged files
         raise ValueError(f"cannot read bag {path}: {err}") from err
 

@@ -57,3 +57,26 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp=None, frame_id: str =
     msg.step = msg.width * channels * array.dtype.itemsize
     msg.data = array.tobytes()
     return msg
+
+
+def depth_to_metres(msg) -> np.ndarray:
+    """Depth image in metres: 32FC1 as is, 16UC1 millimetres scaled; else ValueError."""
+    if msg.encoding == "32FC1":
+        return image_to_numpy(msg).astype(np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        return image_to_numpy(msg).astype(np.float32) * 1e-3
+    raise ValueError(f"depth encoding '{msg.encoding}' is not 32FC1 or 16UC1")
+
+
+def colour_to_rgb(msg) -> np.ndarray:
+    """Colour image as (H, W, 3) uint8 RGB from rgb8/bgr8/rgba8/bgra8; else ValueError."""
+    if msg.encoding not in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        raise ValueError(f"colour encoding '{msg.encoding}' is not rgb8/bgr8/rgba8/bgra8")
+    arr = image_to_numpy(msg)
+    if msg.encoding == "rgb8":
+        return arr
+    if msg.encoding == "bgr8":
+        return arr[..., ::-1].copy()
+    if msg.encoding == "rgba8":
+        return arr[..., :3].copy()
+    return arr[..., 2::-1].copy()  # bgra8

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 # Executable -> module whose node declares its parameters.
 NODE_MODULES = {"sim_robot": "sim_robot/sim_node.py", "recorder": "ros_io/recorder_node.py",
-                "gsplat_scene": "gsplat_scene/scene_node.py"}
+                "gsplat_scene": "gsplat_scene/scene_node.py",
+                "world_model_node": "world_model_node/predictor_node.py"}
 
 
 def _calls(tree, name):

@@ -1,0 +1,252 @@
+"""Benchmark the world model on held-out simulated episodes, beside the `static` baseline.
+
+Records fresh push and grasp episodes (seeds disjoint from the training data) through the
+simulated robot and the recorder, then predicts every window of 2 s from its start state and
+the recorded actions. Figures:
+  pos_err_1s_m, pos_err_2s_m          object position error of the learned model 1 s and 2 s
+                                       ahead (ground-truth poses in and out), mean over objects
+  static_pos_err_1s_m, static_pos_err_2s_m   the same for "objects never move"
+  ratio_1s, ratio_2s                   learned / static (the bar: at most 0.3)
+  rot_err_1s_deg, rot_err_2s_deg, static_rot_err_*   rotation errors
+  moving_*                             the same over objects that moved more than 1 cm
+  coverage_90                          share of errors inside the predicted 90 % region
+  perceived_*                          (full run) the model trained on perceived poses, fed
+                                       the scene memory's poses of the held-out bags, judged
+                                       on the true motion
+  predict_ms, steps_per_s, batch, horizon, objects   one prediction of `batch` sequences x
+                                       `horizon` steps with `objects` objects
+  static_predict_ms                    the baseline's call, same batch
+  service_ms, service_overhead_ratio   the same request through the node's ~/predict service
+                                       over DDS (serialisation included), and its ratio to the
+                                       in-process predict_ms
+  device
+
+    python benchmarks/world_model.py [--quick] [--json PATH] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.report import report  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from world_model_node.dataset import make_windows, motion_errors  # noqa: E402
+from world_model_node.episodes import BagLayout, read_episode  # noqa: E402
+from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState  # noqa: E402
+from world_model_node.train import CALIBRATION_QUANTILE_90, find_bags  # noqa: E402
+
+CHECKPOINT = REPO / "models" / "world_model"
+PERCEIVED_CHECKPOINT = REPO / "models" / "world_model_perceived"
+HELD_OUT_SEED = 900_000
+
+
+def collect(episodes: int, output: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "sim_robot.collect", "--episodes", str(episodes),
+           "--output", str(output), "--real-time-factor", "0", "--camera-rate", "10",
+           "--kinds", "push,grasp", "--perturb", "--seed", str(HELD_OUT_SEED)]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"recording held-out episodes failed:\n{run.stderr[-2000:]}")
+    return find_bags([output])
+
+
+def predict_windows(predictor, windows, batch: int = 256):
+    pos, rot, std = [], [], []
+    for i in range(0, len(windows), batch):
+        part = windows[i:i + batch]
+        f = predictor.predict(part.state(), part.target_q, part.target_w)
+        pos.append(f.object_positions)
+        rot.append(f.object_rotations)
+        if f.object_position_std is not None:
+            std.append(f.object_position_std)
+    return torch.cat(pos), torch.cat(rot), torch.cat(std) if std else None
+
+
+def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
+    """Errors at 1 s and 2 s, all objects and moving ones, with the static baseline's."""
+    pos, rot, std = predict_windows(predictor, windows)
+    out = {}
+    moved = (windows.ref_pos[:, -1] - windows.ref_pos[:, 0]).norm(dim=-1) > 0.01
+    for subset, keep in (("", torch.ones_like(moved)), ("moving_", moved)):
+        w = windows[keep.any(1)] if subset else windows
+        sel = keep.any(1) if subset else slice(None)
+        if subset:
+            w.ref_seen = w.ref_seen & keep[keep.any(1)][:, None]
+        for seconds in (1, 2):
+            e = motion_errors(w, pos[sel], rot[sel], round(seconds / step))
+            out[f"{prefix}{subset}pos_err_{seconds}s_m"] = e["position_m"]
+            out[f"{prefix}{subset}static_pos_err_{seconds}s_m"] = e["static_position_m"]
+            out[f"{prefix}{subset}rot_err_{seconds}s_deg"] = e["rotation_deg"]
+            out[f"{prefix}{subset}static_rot_err_{seconds}s_deg"] = e["static_rotation_deg"]
+            if not subset:
+                out[f"{prefix}ratio_{seconds}s"] = e["position_m"] / e["static_position_m"]
+                out[f"{prefix}pairs"] = e["pairs"]
+    if std is not None:
+        valid = windows.seen & windows.mask[:, None]
+        err2 = ((pos - windows.pos) ** 2).sum(-1)[valid]
+        out[f"{prefix}coverage_90"] = float(
+            (3 * err2 / std[valid] ** 2 <= CALIBRATION_QUANTILE_90).float().mean())
+    return out
+
+
+def synthetic_request(predictor, batch: int, horizon: int, objects: int, device):
+    g = torch.Generator().manual_seed(0)
+    j = predictor.joints
+    q0 = torch.tensor([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])[:j]
+    state = WorldState(q0, torch.zeros(j), torch.tensor(0.04), list(range(10, 10 + objects)),
+                       torch.rand(objects, 3, generator=g) * torch.tensor([0.4, 0.6, 0.0])
+                       + torch.tensor([0.35, -0.3, 0.03]),
+                       torch.eye(3).repeat(objects, 1, 1), torch.full((objects, 3), 0.03),
+                       torch.zeros(objects, 4))
+    noise = torch.randn(batch, horizon, j, generator=g).cumsum(1) * 0.02
+    targets = (q0 + noise).to(device)
+    widths = torch.full((batch, horizon), 0.04, device=device)
+    return state, targets, widths
+
+
+def time_call(fn, device, repeats: int) -> float:
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - tic) / repeats * 1e3
+
+
+def service_ms(checkpoint: Path, device: str, state: WorldState, targets, widths,
+               repeats: int) -> float:
+    """Round trip of the same request through the node's ~/predict over DDS."""
+    import rclpy
+    from sensor_msgs.msg import JointState
+
+    from ros_io.stamps import to_duration_msg
+    from world_model_planning.msg import ObjectArray, ObjectState
+    from world_model_planning.srv import Predict
+    from scipy.spatial.transform import Rotation
+
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "world_model_node.predictor_node", "--ros-args",
+         "-p", f"checkpoint:={checkpoint}", "-p", f"device:={device}",
+         "-p", "markers.futures:=0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node("world_model_benchmark")
+    try:
+        client = node.create_client(Predict, "/world_model_node/predict")
+        if not client.wait_for_service(timeout_sec=60.0):
+            raise RuntimeError("world_model_node did not come up")
+        req = Predict.Request()
+        names = [f"panda_joint{i}" for i in range(1, 8)]
+        req.robot_state = JointState(name=names, position=state.joint_positions.tolist(),
+                                     velocity=state.joint_velocities.tolist())
+        quats = Rotation.from_matrix(state.object_rotations.double().numpy()).as_quat()
+        objects = ObjectArray()
+        for k, oid in enumerate(state.object_ids):
+            o = ObjectState(id=oid)
+            o.pose.position.x, o.pose.position.y, o.pose.position.z = \
+                (float(v) for v in state.object_positions[k])
+            (o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z,
+             o.pose.orientation.w) = (float(v) for v in quats[k])
+            o.half_extent.x = o.half_extent.y = o.half_extent.z = 0.03
+            objects.objects.append(o)
+        req.objects = objects
+        a = req.actions
+        a.joint_names = names
+        a.num_sequences, a.horizon = targets.shape[0], targets.shape[1]
+        a.step_duration = to_duration_msg(0.1)
+        a.joint_targets = targets.cpu().numpy().ravel().tolist()
+        a.gripper_widths = widths.cpu().numpy().ravel().tolist()
+
+        def call():
+            future = client.call_async(req)
+            rclpy.spin_until_future_complete(node, future, timeout_sec=60.0)
+            if not future.done() or not future.result().success:
+                raise RuntimeError(f"predict failed: {future.result()}")
+
+        return time_call(call, torch.device("cpu"), repeats)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        node_proc.terminate()
+        node_proc.wait(timeout=10)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CPU run under a minute")
+    ap.add_argument("--json", type=Path, help="write the figures as one flat JSON object")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    ap.add_argument("--perceived-checkpoint", type=Path, default=PERCEIVED_CHECKPOINT)
+    ap.add_argument("--bags", type=Path, help="held-out bags to use instead of recording new")
+    ap.add_argument("--episodes", type=int, help="held-out episodes to record "
+                                                 "(default 4 quick, 30 full)")
+    ap.add_argument("--perceived-episodes", type=int, default=10,
+                    help="held-out episodes mapped by the scene memory for the perceived "
+                         "figures (full run; about 40 s each on a 2-core CPU)")
+    ap.add_argument("--no-service", action="store_true", help="skip the DDS round trip")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    learned = LearnedPredictor.from_checkpoint(args.checkpoint, device)
+    static = StaticPredictor(learned.chain, learned.step, device)
+    step = learned.step
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bags = find_bags([args.bags]) if args.bags else \
+            collect(args.episodes or (4 if args.quick else 30), Path(tmp) / "held_out")
+        truth = [read_episode(b, BagLayout(), step) for b in bags]
+        windows = make_windows(truth, round(2.0 / step), stride=2).to(device)
+        results.update(accuracy(learned, windows, step))
+        results["episodes"] = len(truth)
+        if not args.quick and args.perceived_checkpoint.exists():
+            from world_model_node.perception import perceive_objects
+
+            def perception(bag, layout, times):
+                return perceive_objects(bag, layout, times, downscale=1, device=device)
+            subset = bags[:args.perceived_episodes]
+            perceived = [read_episode(b, BagLayout(), step, "perceived", perception)
+                         for b in subset]
+            pw = make_windows(perceived, round(2.0 / step), stride=2,
+                              references=truth[:len(subset)]).to(device)
+            results["perceived_episodes"] = len(subset)
+            results.update(accuracy(LearnedPredictor.from_checkpoint(
+                args.perceived_checkpoint, device), pw, step, "perceived_"))
+            results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
+    batch = 1024 if device.type == "cuda" else 256
+    horizon, objects = 16, 8
+    state, targets, widths = synthetic_request(learned, batch, horizon, objects, device)
+    repeats = 3 if args.quick else 10
+    ms = time_call(lambda: learned.predict(state, targets, widths), device, repeats)
+    results.update({
+        "predict_ms": ms, "steps_per_s": batch * horizon / (ms * 1e-3),
+        "static_predict_ms": time_call(lambda: static.predict(state, targets, widths),
+                                       device, repeats),
+        "batch": batch, "horizon": horizon, "objects": objects,
+        "ensemble": learned.model.config.ensemble})
+    if not args.no_service:
+        results["service_ms"] = service_ms(args.checkpoint, str(device), state, targets.cpu(),
+                                           widths.cpu(), repeats)
+        results["service_overhead_ratio"] = results["service_ms"] / ms
+    results["device"] = str(device)
+    results["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" \
+        else "cpu"
+    report(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""World model core: bags -> episodes -> windows, training beats the static baseline on
+held-out episodes, checkpoints round-trip, batched == one-by-one, bad input is refused."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from world_model_node.checkpoint import load_checkpoint, save_checkpoint
+from world_model_node.dataset import make_windows, motion_errors
+from world_model_node.episodes import BagLayout, read_episode
+from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState
+from world_model_node.train import find_bags, load_episodes, main as train_main
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+PUSH_SEEDS = 7000
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    """Nine recorded push episodes (the simulated robot on a real graph)."""
+    out = tmp_path_factory.mktemp("episodes")
+    subprocess.run([sys.executable, "-m", "sim_robot.collect", "--episodes", "9", "--kinds",
+                    "push", "--output", str(out), "--real-time-factor", "0",
+                    "--camera-rate", "5", "--seed", str(PUSH_SEEDS)],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL, timeout=240)
+    return find_bags([out])
+
+
+@pytest.fixture(scope="module")
+def trained(bags, tmp_path_factory):
+    """A small model trained on seven episodes; two are held out."""
+    out = tmp_path_factory.mktemp("model")
+    train_main(["--bags", *map(str, bags[:7]), "--output", str(out), "--steps", "300",
+                "--eval-every", "150", "--batch", "32", "--horizon", "10", "--width", "32",
+                "--ensemble", "3", "--held-out", "0.2", "--lr", "3e-3"])
+    return out
+
+
+def test_episode_from_bag(bags):
+    ep = read_episode(bags[0])
+    t = len(ep)
+    assert t > 30 and np.allclose(np.diff(ep.times), 0.1)
+    assert ep.joint_positions.shape == (t, 7) and ep.target_positions.shape == (t, 7)
+    assert set(ep.object_ids.tolist()) >= {10, 11, 12}
+    assert ep.object_seen.all() and np.allclose(np.linalg.norm(ep.object_quats, axis=-1), 1)
+    # The arm follows its commanded targets (to within contact and tracking lag).
+    follow = np.abs(ep.target_positions[:-1] - ep.joint_positions[1:])
+    assert np.median(follow) < 0.01
+    assert (ep.object_appearance[:, 3] == 1).all()  # colour seen in the first frame
+    # A push moves its object.
+    moved = np.linalg.norm(ep.object_positions[-1] - ep.object_positions[0], axis=-1)
+    assert moved.max() > 0.02
+
+
+def test_truncated_and_corrupt_bags_are_reported_and_skipped(bags, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bags[0], broken)
+    mcap = next(broken.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "metadata.yaml").write_text("not: [a bag")
+    logs = []
+    episodes = load_episodes([broken, garbage, bags[1]], "ground_truth", 0.1, BagLayout(),
+                             None, logs.append)
+    names = [e.name for e in episodes]
+    assert bags[1].name in names and "garbage" not in names
+    assert any("garbage" in line and line.startswith("error") for line in logs)
+    if "broken" in names:  # a truncated bag gives what it holds up to the break
+        assert any("truncated" in line for line in logs)
+        assert len(episodes[names.index("broken")]) < len(read_episode(bags[0]))
+
+
+def test_training_beats_static_on_held_out_episodes(trained, bags):
+    predictor = LearnedPredictor.from_checkpoint(trained)
+    held_out = [read_episode(b) for b in bags[7:]]
+    windows = make_windows(held_out, 10, stride=2)
+    f = predictor.predict(windows.state(), windows.target_q, windows.target_w)
+    e = motion_errors(windows, f.object_positions, f.object_rotations, 10)
+    assert e["pairs"] > 50
+    assert e["position_m"] < 0.8 * e["static_position_m"], e
+    for name in ("metrics.csv", "curves.png", "model.safetensors", "config.yaml",
+                 "optimizer.safetensors"):
+        assert (trained / name).stat().st_size > 0
+    assert (predictor.std_scale, predictor.std_floor) != (1.0, 0.0)  # calibrated
+
+
+def test_resume_continues_the_run(trained, bags, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("cache"))
+    train_main(["--bags", *map(str, bags[:7]), "--output", str(run), "--steps", "320",
+                "--eval-every", "10", "--batch", "32", "--horizon", "10", "--resume",
+                "--held-out", "0.2", "--cache", str(trained / "cache")])
+    _, _, config = load_checkpoint(run)
+    assert config["training"]["step"] == 320
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 + 2  # header, the first run's two, two more
+
+
+def _state(k=3):
+    g = torch.Generator().manual_seed(1)
+    return WorldState(torch.tensor([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]),
+                      torch.zeros(7), torch.tensor(0.04), [10, 11, 12][:k],
+                      torch.rand(k, 3, generator=g) * 0.3 + torch.tensor([0.4, -0.15, 0.03]),
+                      torch.eye(3).repeat(k, 1, 1), torch.full((k, 3), 0.03),
+                      torch.rand(k, 4, generator=g))
+
+
+def _actions(n, h=6, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    q0 = _state().joint_positions
+    return q0 + torch.randn(n, h, 7, generator=g).cumsum(1) * 0.03, torch.full((n, h), 0.02)
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
+    a = LearnedPredictor.from_checkpoint(trained)
+    model, chain, config = load_checkpoint(trained)
+    copy = save_checkpoint(tmp_path / "copy", model, (trained / "robot.urdf").read_text(),
+                           config["robot"]["base_link"], config["robot"]["tip_link"],
+                           config["calibration"], config["training"])
+    b = LearnedPredictor.from_checkpoint(copy)
+    targets, widths = _actions(16)
+    fa, fb = a.predict(_state(), targets, widths), b.predict(_state(), targets, widths)
+    for x, y in ((fa.object_positions, fb.object_positions), (fa.joint_positions,
+                 fb.joint_positions), (fa.object_position_std, fb.object_position_std)):
+        assert torch.equal(x, y)
+
+
+def test_batched_prediction_equals_one_by_one(trained):
+    p = LearnedPredictor.from_checkpoint(trained)
+    targets, widths = _actions(5)
+    batch = p.predict(_state(), targets, widths)
+    for i in range(5):
+        one = p.predict(_state(), targets[i:i + 1], widths[i:i + 1])
+        torch.testing.assert_close(one.object_positions[0], batch.object_positions[i],
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(one.ee_poses[0], batch.ee_poses[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(one.object_position_std[0], batch.object_position_std[i],
+                                   atol=1e-5, rtol=0)
+
+
+def test_any_number_of_objects(trained):
+    p = LearnedPredictor.from_checkpoint(trained)
+    targets, widths = _actions(4)
+    for k in (0, 1, 3):
+        f = p.predict(_state(k), targets, widths)
+        assert f.object_positions.shape == (4, 6, k, 3)
+        assert f.object_position_std.shape == (4, 6, k)
+
+
+def test_static_baseline_keeps_objects_and_follows_targets(trained):
+    learned = LearnedPredictor.from_checkpoint(trained)
+    static = StaticPredictor(learned.chain, 0.1)
+    targets, widths = _actions(3)
+    f = static.predict(_state(), targets, widths)
+    assert torch.equal(f.object_positions[:, -1], _state().object_positions.expand(3, 3, 3))
+    torch.testing.assert_close(f.ee_poses, learned.chain.forward(targets))
+    assert f.object_position_std is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda t, w: (t[..., :6], w), "joint targets"),
+    (lambda t, w: (t.masked_fill(torch.rand(t.shape) < 0.1, float("nan")), w), "NaN"),
+    (lambda t, w: (t[:0], w[:0]), "empty"),
+    (lambda t, w: (t[:1].expand(9000, -1, -1), w[:1].expand(9000, -1)), "exceeds"),
+    (lambda t, w: (t, w[:, :3]), "gripper targets"),
+])
+def test_bad_requests_raise_clear_errors(trained, bad, message):
+    p = LearnedPredictor.from_checkpoint(trained)
+    t, w = bad(*_actions(2))
+    with pytest.raises(ValueError, match=message):
+        p.predict(_state(), t, w)
+
+
+def test_corrupt_checkpoints_are_refused(trained, tmp_path):
+    for damage, message in (
+            (lambda d: (d / "model.safetensors").write_bytes(
+                (d / "model.safetensors").read_bytes()[:1000]), "missing or corrupt"),
+            (lambda d: (d / "config.yaml").write_text("format: [1"), "cannot load"),
+            (lambda d: (d / "robot.urdf").unlink(), "cannot load"),
+            (lambda d: (d / "config.yaml").write_text(
+                (d / "config.yaml").read_text().replace("width: 32", "width: 48")),
+             "does not match")):
+        copy = tmp_path / f"ckpt{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("cache"))
+        damage(copy)
+        with pytest.raises(ValueError, match=message):
+            LearnedPredictor.from_checkpoint(copy)
+
+
+def test_shipped_checkpoint_loads_and_predicts():
+    p = LearnedPredictor.from_checkpoint(REPO / "models" / "world_model")
+    targets, widths = _actions(8, 16)
+    f = p.predict(_state(), targets, widths)
+    assert f.object_positions.shape == (8, 16, 3, 3)
+    assert torch.isfinite(f.object_positions).all() and (f.object_position_std > 0).all()
+
+
+def test_multi_process_training_under_torchrun(bags, tmp_path):
+    """Two CPU processes (gloo) train one model: gradients averaged, weights kept equal
+    (the trainer checks at every evaluation), one checkpoint written."""
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "-m", "world_model_node.train", "--bags", *map(str, bags[:4]), "--output",
+         str(tmp_path / "ddp"), "--steps", "10", "--eval-every", "5", "--batch", "8",
+         "--horizon", "5", "--width", "16", "--ensemble", "2", "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("step 10/10") == 1  # only rank 0 reports
+    assert LearnedPredictor.from_checkpoint(tmp_path / "ddp").model.config.ensemble == 2

@@ -1,0 +1,151 @@
+"""world_model_node over a real DDS graph: the simulated robot, the scene memory and the world
+model in separate processes. Predictions, markers, predicted images, bad requests refused
+while the node keeps serving, and a corrupt checkpoint reported without a crash."""
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from visualization_msgs.msg import MarkerArray
+
+from ros_io.stamps import to_duration_msg
+from support.graph import output_of, ros_process, spin_until
+from world_model_planning.msg import ObjectArray, ObjectState
+from world_model_planning.srv import Predict
+
+ARM = [f"panda_joint{i}" for i in range(1, 8)]
+HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2",
+              "-p", "iterations:=1", "-p", "publish_rate:=4.0", "-p", "render_rate:=0.0",
+              "-p", "use_sim_time:=true"]
+MODEL_ARGS = ["-m", "world_model_node.predictor_node", "--ros-args",
+              "-p", "render_service:=/gsplat_scene/render", "-p", "use_sim_time:=true",
+              "-p", "image.width:=64", "-p", "image.height:=48",
+              "-r", "objects:=/gsplat_scene/objects"]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    rclpy.init()
+    with ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
+                     timeout=120) as sim, \
+            ros_process(SCENE_ARGS, ready_line=": configured on", timeout=120) as scene, \
+            ros_process(MODEL_ARGS, ready_line="serving", timeout=120) as model:
+        node = rclpy.create_node("world_model_probe",
+                                 parameter_overrides=[Parameter("use_sim_time", value=True)])
+        node.latest = {}
+        for topic, cls in (("/world_model_node/futures", MarkerArray),
+                           ("/world_model_node/predicted_image", Image),
+                           ("/gsplat_scene/objects", ObjectArray)):
+            node.create_subscription(cls, topic,
+                                     lambda m, t=topic: node.latest.__setitem__(t, m), 10)
+        node.client = node.create_client(Predict, "/world_model_node/predict")
+        node.procs = (sim, scene, model)
+        assert node.client.wait_for_service(timeout_sec=30.0)
+        yield node
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def request(n=4, h=5, objects=True, seed=0):
+    rng = np.random.default_rng(seed)
+    req = Predict.Request()
+    req.robot_state = JointState(name=ARM + ["panda_finger_joint1", "panda_finger_joint2"],
+                                 position=HOME + [0.02, 0.02], velocity=[0.0] * 9)
+    if objects:
+        for oid, (x, y) in ((10, (0.45, -0.2)), (11, (0.5, 0.1))):
+            o = ObjectState(id=oid)
+            o.pose.position.x, o.pose.position.y, o.pose.position.z = x, y, 0.03
+            o.pose.orientation.w = 1.0
+            o.half_extent.x = o.half_extent.y = o.half_extent.z = 0.03
+            req.objects.objects.append(o)
+    a = req.actions
+    a.joint_names = list(reversed(ARM))  # any order
+    a.num_sequences, a.horizon = n, h
+    a.step_duration = to_duration_msg(0.1)
+    targets = np.asarray(HOME)[::-1] + rng.normal(0, 0.02, (n, h, 7)).cumsum(1)
+    a.joint_targets = targets.astype(np.float32).ravel().tolist()
+    a.gripper_widths = [0.04] * (n * h)
+    return req
+
+
+def call(node, req, timeout=30.0):
+    future = node.client.call_async(req)
+    assert spin_until(node, future.done, timeout), output_of(node.procs[2])
+    return future.result()
+
+
+def test_predicts_futures_with_uncertainty(graph):
+    res = call(graph, request(n=4, h=5))
+    assert res.success, res.message
+    f = res.futures
+    assert list(f.object_ids) == [10, 11]
+    assert len(f.ee_positions) == 4 * 5 * 3 and len(f.ee_orientations) == 4 * 5 * 4
+    assert len(f.joint_positions) == 4 * 5 * 7
+    assert len(f.object_positions) == 4 * 5 * 2 * 3
+    assert len(f.object_position_std) == 4 * 5 * 2
+    assert all(s > 0 for s in f.object_position_std)
+    assert f.model.startswith("learned:") and f.header.frame_id == "world"
+    q = np.asarray(f.ee_orientations).reshape(-1, 4)
+    assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-4)
+    assert spin_until(graph, lambda: "/world_model_node/futures" in graph.latest, 10.0)
+    markers = graph.latest["/world_model_node/futures"].markers
+    assert {m.ns for m in markers} >= {"ee_paths", "object_10", "object_11"}
+
+
+def test_objects_from_the_scene_memory_and_predicted_images(graph):
+    def mapped():
+        objs = graph.latest.get("/gsplat_scene/objects")
+        return objs is not None and {10, 11, 12} <= {o.id for o in objs.objects}
+    assert spin_until(graph, mapped, 120.0), output_of(graph.procs[1])
+    assert all(o.color.a == 1.0 for o in graph.latest["/gsplat_scene/objects"].objects)
+    res = call(graph, request(n=2, h=3, objects=False))
+    assert res.success, res.message
+    assert {10, 11, 12} <= set(res.futures.object_ids)
+    assert spin_until(graph, lambda: "/world_model_node/predicted_image" in graph.latest, 30.0)
+    image = graph.latest["/world_model_node/predicted_image"]
+    assert (image.width, image.height, image.encoding) == (64, 48, "rgb8")
+
+
+def _bad_requests():
+    def edit(fn):
+        req = request()
+        fn(req)
+        return req
+    yield "joint_targets has", edit(lambda r: setattr(r.actions, "joint_targets",
+                                                     r.actions.joint_targets[:-1]))
+    yield "NaN", edit(lambda r: r.actions.joint_targets.__setitem__(3, float("nan")))
+    yield "empty batch", edit(lambda r: setattr(r.actions, "num_sequences", 0))
+    yield "exceed max_batch", edit(lambda r: setattr(r.actions, "num_sequences", 100000))
+    yield "must be the arm joints", edit(lambda r: r.actions.joint_names.__setitem__(0, "elbow"))
+    yield "not objects", edit(lambda r: setattr(r.objects.objects[0], "id", 1))
+    yield "duplicate object ids", edit(lambda r: setattr(r.objects.objects[1], "id", 10))
+    yield "not finite", edit(lambda r: setattr(r.objects.objects[0].pose.position, "x",
+                                               float("inf")))
+    yield "step_duration", edit(lambda r: setattr(r.actions, "step_duration",
+                                                  to_duration_msg(0.05)))
+    yield "lacks joints", edit(lambda r: setattr(r.robot_state, "name", ["a"] * 9))
+
+
+@pytest.mark.parametrize("reason, req", list(_bad_requests()),
+                         ids=[r for r, _ in _bad_requests()])
+def test_bad_requests_are_refused_and_the_node_keeps_serving(graph, reason, req):
+    res = call(graph, req)
+    assert not res.success and reason in res.message, res.message
+    assert call(graph, request(n=1, h=2)).success
+    assert graph.procs[2].poll() is None
+
+
+def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("format: 1\nmodel: {width: [\n")
+    with ros_process(["-m", "world_model_node.predictor_node", "--ros-args",
+                      "-p", f"checkpoint:={broken}", "-p", "not_a_parameter:=3"],
+                     ready_line="cannot load the world model", timeout=60) as proc:
+        time.sleep(1.0)
+        assert proc.poll() is None
+        out = output_of(proc)
+        assert "config.yaml" in out and "unknown parameter 'not_a_parameter'" in out

@@ -1,0 +1,88 @@
+"""Object poses as the scene memory perceives them, from a bag's camera frames.
+
+Replays the bag's colour, depth, camera_info, instance mask and camera pose through
+`SceneMemory.integrate`, exactly as the `gsplat_scene` node would, and records every
+object's tracked pose after each frame. This is the input the world model sees on a robot,
+so training on it teaches the model the memory's noise.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from gsplat_scene.frame_sync import FrameSync
+from gsplat_scene.frames import frame_from_messages, pose_to_matrix
+from gsplat_scene.mapping import MappingConfig, SceneMemory
+from ros_io.bag import read_messages
+from ros_io.stamps import to_seconds
+from world_model_node.episodes import APPEARANCE_DIM
+
+log = logging.getLogger(__name__)
+
+
+def _frames(bag, layout, downscale: int):
+    """Yield matched, validated Frames of a bag in stamp order (bad ones are skipped)."""
+    streams = {layout.color: "rgb", layout.depth: "depth", layout.camera_info: "info",
+               layout.camera_pose: "pose"}
+    if layout.instances:
+        streams[layout.instances] = "instances"
+    sync = FrameSync(["rgb", "depth", "info", "pose"],
+                     ["instances"] if layout.instances else [], slop=0.02)
+    for topic, _, _, msg in read_messages(bag, set(streams)):
+        matched = sync.add(streams[topic], to_seconds(msg.header.stamp), msg)
+        if matched is None:
+            continue
+        stamp = matched["rgb"][0]
+        p, q = matched["pose"][1].pose.position, matched["pose"][1].pose.orientation
+        try:
+            yield frame_from_messages(
+                matched["rgb"][1], matched["depth"][1], matched["info"][1],
+                pose_to_matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w]), stamp,
+                matched["instances"][1] if "instances" in matched else None, downscale)
+        except ValueError as err:
+            log.warning("%s: frame at %.2f s skipped: %s", bag, stamp, err)
+
+
+def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
+                     config: MappingConfig | None = None, device="cpu") -> dict:
+    """Map the bag's frames and sample each object's tracked pose at `times`.
+
+    Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "seen" (T,),
+    "appearance" (APPEARANCE_DIM,)}}; an object is "seen" from its first observation on
+    (the memory keeps objects that leave the view where they were last seen).
+    Raises:
+        ValueError: the bag has no usable camera frames.
+    """
+    memory = SceneMemory(config or MappingConfig(iterations=3), device)
+    stamps, records = [], []
+    for frame in _frames(bag, layout, downscale):
+        memory.integrate(frame)
+        stamps.append(frame.stamp)
+        records.append({oid: (r.pose.cpu().numpy().copy(), r.half_extent.cpu().numpy().copy())
+                        for oid, r in memory.objects.items()})
+    if not stamps:
+        raise ValueError(f"bag {bag}: no camera frames to perceive objects from")
+    stamps = np.asarray(stamps)
+    index = np.clip(np.searchsorted(stamps, times + 1e-9, side="right") - 1, 0, None)
+    before = times < stamps[0] - 1e-9
+    colours = memory.object_colours()
+    tracks = {}
+    for oid in sorted({o for r in records for o in r}):
+        pos = np.zeros((len(times), 3))
+        quat = np.tile([0.0, 0.0, 0.0, 1.0], (len(times), 1))
+        seen = np.zeros(len(times), bool)
+        for k, i in enumerate(index):
+            if before[k] or oid not in records[i]:
+                continue
+            pose = records[i][oid][0]
+            pos[k], quat[k], seen[k] = pose[:3, 3], Rotation.from_matrix(pose[:3, :3]).as_quat(), True
+        appearance = np.zeros(APPEARANCE_DIM)
+        if oid in colours:
+            appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
+        tracks[oid] = {"pos": pos, "quat": quat, "seen": seen,
+                       "extent": records[-1].get(oid, next(r[oid] for r in records
+                                                           if oid in r))[1],
+                       "appearance": appearance}
+    return tracks

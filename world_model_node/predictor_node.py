@@ -1,0 +1,358 @@
+"""ROS 2 lifecycle node `world_model_node`: the world model as a service.
+
+Configure loads the predictor (a learned checkpoint, or the `static` baseline) on the device
+named by parameter; while active, ~/predict answers batches of candidate action sequences
+with their predicted futures and uncertainty, and ~/futures (MarkerArray) shows the
+end-effector and object paths of the first `markers.futures` futures. With
+`render_service` set, the final predicted object poses of the first future are rendered by
+the scene memory (its ~/render service) and published on ~/predicted_image.
+Objects left empty in a request are taken from the latest ObjectArray on `objects`.
+Malformed requests get success=false and the reason; the node keeps serving.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import rclpy
+import torch
+from geometry_msgs.msg import Point
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from scipy.spatial.transform import Rotation
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gsplat_scene.render import look_at_viewmat
+from ros_io.params import report_unknown_overrides
+from ros_io.paths import share_path
+from ros_io.stamps import to_seconds
+from world_model_node.predictor import Futures, WorldState, make_predictor
+from world_model_planning.msg import ObjectArray, ObjectState, PredictedFutures
+from world_model_planning.srv import Predict, RenderScene
+
+RESERVED_IDS = (0, 1)  # background, robot
+
+
+def _int_range(description, lo, hi, read_only=False):
+    return ParameterDescriptor(description=description, read_only=read_only,
+                               integer_range=[IntegerRange(from_value=lo, to_value=hi, step=1)])
+
+
+def objects_to_tensors(msg: ObjectArray) -> tuple:
+    """(ids, positions (K, 3), rotations (K, 3, 3), extents (K, 3), appearance (K, 4));
+    ValueError naming the object if one is malformed."""
+    ids = [int(o.id) for o in msg.objects]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate object ids {ids}")
+    reserved = [i for i in ids if i in RESERVED_IDS]
+    if reserved:
+        raise ValueError(f"object ids {reserved} are not objects (0 background, 1 robot)")
+    pos, quat, ext, look = [], [], [], []
+    for o in msg.objects:
+        p, q, e = o.pose.position, o.pose.orientation, o.half_extent
+        values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w, e.x, e.y, e.z]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"object {o.id}: pose or extent not finite")
+        if abs(math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) - 1.0) > 1e-3:
+            raise ValueError(f"object {o.id}: orientation is not a unit quaternion")
+        if min(e.x, e.y, e.z) <= 0.0:
+            raise ValueError(f"object {o.id}: half extent must be positive")
+        pos.append([p.x, p.y, p.z])
+        quat.append([q.x, q.y, q.z, q.w])
+        ext.append([e.x, e.y, e.z])
+        c = o.color
+        look.append([c.r, c.g, c.b, 1.0] if c.a > 0 else [0.0] * 4)
+    rot = Rotation.from_quat(quat).as_matrix() if quat else np.zeros((0, 3, 3))
+    return (ids, torch.tensor(pos, dtype=torch.float32).reshape(-1, 3),
+            torch.tensor(rot, dtype=torch.float32).reshape(-1, 3, 3),
+            torch.tensor(ext, dtype=torch.float32).reshape(-1, 3),
+            torch.tensor(look, dtype=torch.float32).reshape(-1, 4))
+
+
+def futures_to_msg(f: Futures, actions, header, model: str) -> PredictedFutures:
+    """Flatten Futures into a PredictedFutures message (quaternions x y z w)."""
+    def flat(x):
+        return x.detach().float().cpu().numpy().ravel().tolist()
+
+    def quats(R):
+        r = R.detach().double().cpu().numpy()
+        return Rotation.from_matrix(r.reshape(-1, 3, 3)).as_quat().astype(np.float32) \
+            .ravel().tolist() if r.size else []
+
+    return PredictedFutures(
+        header=header, model=model, actions=actions, object_ids=list(f.object_ids),
+        ee_positions=flat(f.ee_poses[..., :3, 3]), ee_orientations=quats(f.ee_poses[..., :3, :3]),
+        joint_positions=flat(f.joint_positions), object_positions=flat(f.object_positions),
+        object_orientations=quats(f.object_rotations),
+        object_position_std=[] if f.object_position_std is None else flat(f.object_position_std))
+
+
+class WorldModelNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("world_model_node", **kwargs)
+        p = self.declare_parameter
+        p("model", "learned", ParameterDescriptor(
+            description="learned (a checkpoint) or static (objects never move)", read_only=True))
+        p("checkpoint", str(share_path("models", "world_model")), ParameterDescriptor(
+            description="Checkpoint directory (model.safetensors, config.yaml, robot.urdf)",
+            read_only=True))
+        p("device", "cpu", ParameterDescriptor(description="Torch device (cpu, cuda, cuda:N)",
+                                               read_only=True))
+        p("max_batch", 4096, _int_range("Largest number of sequences per request", 1, 1 << 20))
+        p("max_horizon", 64, _int_range("Largest number of steps per request", 1, 10_000))
+        p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"], ParameterDescriptor(
+            description="Joints whose positions sum to the gripper width", read_only=True))
+        p("world_frame", "world", ParameterDescriptor(description="Frame of all poses",
+                                                      read_only=True))
+        p("markers.futures", 8, _int_range("Futures drawn on ~/futures (0 = none)", 0, 1024))
+        p("render_service", "", ParameterDescriptor(
+            description="Scene-memory render service for predicted images ('' = off), "
+                        "e.g. /gsplat_scene/render"))
+        p("image.position", [1.4, -0.7, 0.95], ParameterDescriptor(
+            description="Camera of the predicted images: position in the world [m]"))
+        p("image.look_at", [0.4, 0.0, 0.22], ParameterDescriptor(
+            description="Point the predicted-image camera looks at [m]"))
+        p("image.width", 320, _int_range("Predicted image width [px]", 16, 4096))
+        p("image.height", 240, _int_range("Predicted image height [px]", 16, 4096))
+        p("autostart", True, ParameterDescriptor(
+            description="Configure and activate at start-up (no lifecycle manager needed)",
+            read_only=True))
+        report_unknown_overrides(self)
+        self.predictor = None
+        self._active = False
+        self._objects: ObjectArray | None = None
+        self.requests_served = 0
+        self.requests_refused = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        device = prm("device")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().error(f"device '{device}' requested but CUDA is not available")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self.predictor = make_predictor(prm("model"), prm("checkpoint"), device=device)
+        except (ValueError, RuntimeError) as err:
+            self.get_logger().error(f"cannot load the world model: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.predictor.max_batch = prm("max_batch")
+        self.arm_joints = list(self.predictor.chain.limits.names)
+        group = ReentrantCallbackGroup()
+        self.srv = self.create_service(Predict, "~/predict", self._on_predict,
+                                       callback_group=MutuallyExclusiveCallbackGroup())
+        self.sub_objects = self.create_subscription(
+            ObjectArray, "objects", lambda m: setattr(self, "_objects", m), 1,
+            callback_group=group)
+        self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
+        self.pub_image = None
+        self.render_client = None
+        if prm("render_service"):
+            from sensor_msgs.msg import Image
+            self.pub_image = self.create_lifecycle_publisher(Image, "~/predicted_image", 1)
+            self.render_client = self.create_client(RenderScene, prm("render_service"),
+                                                    callback_group=group)
+        self.get_logger().info(f"serving {self.predictor.name} on {device}, "
+                               f"step {self.predictor.step} s, joints {self.arm_joints}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        self._active = False
+        for name in ("srv", "sub_objects"):
+            entity = getattr(self, name, None)
+            if entity is not None:
+                (self.destroy_service if name == "srv" else self.destroy_subscription)(entity)
+                setattr(self, name, None)
+        self.predictor = None
+
+    # ---- service -------------------------------------------------------------------------
+    def _refuse(self, response, text: str):
+        self.requests_refused += 1
+        self.get_logger().error(f"predict request refused: {text}")
+        response.success, response.message = False, text
+        return response
+
+    def _on_predict(self, request, response):
+        if not self._active or self.predictor is None:
+            return self._refuse(response, "node is not active")
+        try:
+            state, targets, widths = self._request_to_tensors(request)
+            tic = time.perf_counter()
+            futures = self.predictor.predict(state, targets, widths)
+        except ValueError as err:
+            return self._refuse(response, str(err))
+        except RuntimeError as err:  # e.g. out of device memory: refuse, keep serving
+            return self._refuse(response, f"prediction failed: {err}")
+        elapsed = time.perf_counter() - tic
+        header = request.robot_state.header
+        header.frame_id = self.get_parameter("world_frame").value
+        response.futures = futures_to_msg(futures, request.actions, header, self.predictor.name)
+        response.success = True
+        self.requests_served += 1
+        self.get_logger().debug(f"predicted {targets.shape[0]} x {targets.shape[1]} in "
+                                f"{elapsed * 1e3:.1f} ms")
+        try:  # visualisation must never cost the caller its answer
+            self._publish_markers(futures, header)
+            self._request_image(futures, header)
+        except (ValueError, RuntimeError) as err:
+            self.get_logger().error(f"visualising the futures failed: {err}")
+        return response
+
+    def _request_to_tensors(self, request):
+        a = request.actions
+        n, h = int(a.num_sequences), int(a.horizon)
+        if n == 0 or h == 0:
+            raise ValueError("empty batch: num_sequences and horizon must be positive")
+        if n > self.get_parameter("max_batch").value:
+            raise ValueError(f"{n} sequences exceed max_batch "
+                             f"{self.get_parameter('max_batch').value}")
+        if h > self.get_parameter("max_horizon").value:
+            raise ValueError(f"horizon {h} exceeds max_horizon "
+                             f"{self.get_parameter('max_horizon').value}")
+        step = to_seconds(a.step_duration)
+        if abs(step - self.predictor.step) > 1e-6:
+            raise ValueError(f"step_duration {step} s does not match the model's "
+                             f"{self.predictor.step} s")
+        names = list(a.joint_names)
+        if sorted(names) != sorted(self.arm_joints) or len(set(names)) != len(names):
+            raise ValueError(f"action joint_names {names} must be the arm joints "
+                             f"{self.arm_joints}")
+        j = len(names)
+        if len(a.joint_targets) != n * h * j:
+            raise ValueError(f"joint_targets has {len(a.joint_targets)} values, expected "
+                             f"{n} x {h} x {j} = {n * h * j}")
+        if len(a.gripper_widths) != n * h:
+            raise ValueError(f"gripper_widths has {len(a.gripper_widths)} values, expected "
+                             f"{n} x {h} = {n * h}")
+        order = [names.index(name) for name in self.arm_joints]
+        targets = torch.from_numpy(np.asarray(a.joint_targets, np.float32)
+                                   .reshape(n, h, j)[..., order].copy())
+        widths = torch.from_numpy(np.asarray(a.gripper_widths, np.float32).reshape(n, h).copy())
+        js = request.robot_state
+        index = {name: i for i, name in enumerate(js.name)}
+        missing = [name for name in self.arm_joints if name not in index]
+        if missing:
+            raise ValueError(f"robot_state lacks joints {missing}")
+        if len(js.position) != len(js.name):
+            raise ValueError("robot_state: position and name lengths differ")
+        q = torch.tensor([js.position[index[name]] for name in self.arm_joints])
+        qd = torch.tensor([js.velocity[index[name]] for name in self.arm_joints]) \
+            if len(js.velocity) == len(js.name) else torch.zeros(j)
+        grippers = [name for name in self.get_parameter("gripper_joints").value if name in index]
+        width = torch.tensor(sum(js.position[index[name]] for name in grippers)
+                             if grippers else 0.0)
+        objects = request.objects if request.objects.objects else self._objects
+        if objects is None:
+            objects = ObjectArray()
+        ids, pos, rot, ext, look = objects_to_tensors(objects)
+        state = WorldState(q.float(), qd.float(), width.float(), ids, pos, rot, ext, look)
+        return state, targets, widths
+
+    # ---- visualisation -------------------------------------------------------------------
+    def _publish_markers(self, f: Futures, header) -> None:
+        count = min(self.get_parameter("markers.futures").value, f.joint_positions.shape[0])
+        if count == 0 or self.pub_markers.get_subscription_count() == 0:
+            return
+        markers = MarkerArray(markers=[Marker(header=header, action=Marker.DELETEALL)])
+        ee = f.ee_poses[:count, :, :3, 3].cpu().numpy()
+        obj = f.object_positions[:count].cpu().numpy()
+        std = None if f.object_position_std is None else f.object_position_std[:count].cpu()
+
+        def strip(ns, i, points, colour, width):
+            m = Marker(header=header, ns=ns, id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
+            m.pose.orientation.w = 1.0
+            m.scale.x = width
+            m.color = colour
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
+            return m
+
+        for n in range(count):
+            markers.markers.append(strip("ee_paths", n, ee[n],
+                                         ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.8), 0.004))
+            for k in range(obj.shape[2]):
+                # Objects whose predicted spread is large are drawn red.
+                u = 0.0 if std is None else float(min(1.0, std[n, -1, k] / 0.05))
+                markers.markers.append(strip(
+                    f"object_{f.object_ids[k]}", n, obj[n, :, k],
+                    ColorRGBA(r=u, g=1.0 - u, b=0.2, a=0.9), 0.006))
+        self.pub_markers.publish(markers)
+
+    def _request_image(self, f: Futures, header) -> None:
+        if self.render_client is None or not f.object_ids or \
+                not self.render_client.service_is_ready():
+            return
+        prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        request = RenderScene.Request()
+        w, h = prm("image.width"), prm("image.height")
+        focal = 0.5 * h / math.tan(math.radians(58.0) / 2)
+        request.camera_info.width, request.camera_info.height = w, h
+        request.camera_info.k = [focal, 0.0, (w - 1) / 2, 0.0, focal, (h - 1) / 2, 0.0, 0.0, 1.0]
+        try:
+            c2w = torch.linalg.inv(look_at_viewmat(prm("image.position"), prm("image.look_at")))
+        except ValueError as err:
+            self.get_logger().error(f"predicted-image camera: {err}")
+            return
+        request.camera_pose.header = header
+        p = request.camera_pose.pose
+        p.position.x, p.position.y, p.position.z = (float(v) for v in c2w[:3, 3])
+        (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) = (
+            float(v) for v in Rotation.from_matrix(c2w[:3, :3].double().numpy()).as_quat())
+        final = ObjectArray(header=header)
+        quats = Rotation.from_matrix(f.object_rotations[0, -1].double().cpu().numpy()).as_quat()
+        for k, oid in enumerate(f.object_ids):
+            o = ObjectState(id=int(oid))
+            p = f.object_positions[0, -1, k].cpu().numpy()
+            o.pose.position.x, o.pose.position.y, o.pose.position.z = (float(v) for v in p)
+            (o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z,
+             o.pose.orientation.w) = (float(v) for v in quats[k])
+            final.objects.append(o)
+        request.object_overrides = final
+        future = self.render_client.call_async(request)
+        future.add_done_callback(self._on_rendered)
+
+    def _on_rendered(self, future) -> None:
+        result = future.result()
+        if result is not None and result.success and self.pub_image is not None:
+            self.pub_image.publish(result.rgb)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = WorldModelNode()
+    if node.get_parameter("autostart").value:
+        node.trigger_configure()
+        node.trigger_activate()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node._teardown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

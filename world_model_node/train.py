@@ -1,0 +1,408 @@
+"""Train the world model from recorded rosbag2 episodes.
+
+    python -m world_model_node.train --bags output/episodes --output models/my_model
+    torchrun --nproc_per_node 4 -m world_model_node.train --bags ... --device cuda
+
+Reads every bag (our recorder's, or a robot's with `--layout` naming its topics and joints),
+resamples it to the model's step, builds windows of `--horizon` steps and trains the ensemble
+with a multi-step rollout loss (each member unrolls its own predictions). Object poses are the
+bags' ground truth or, with `--poses perceived`, what the scene memory tracks over the bags'
+camera frames (computed once and cached). Every `--eval-every` steps: the held-out errors at
+1 s and 2 s beside the static baseline's, a row in <output>/metrics.csv, <output>/curves.png
+and a checkpoint (safetensors + config.yaml with the normalisation statistics and the
+uncertainty calibration). `--resume` continues from <output>. A bag that cannot be read is
+reported and skipped; the others are used.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from world_model_node.checkpoint import load_checkpoint, save_checkpoint
+from world_model_node.dataset import Windows, make_windows, motion_errors
+from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
+from world_model_node.kinematics import KinematicChain
+from world_model_node.model import ModelConfig, WorldModel, fingers, object_features, \
+    robot_features, StepState
+from world_model_node.predictor import LearnedPredictor
+
+# Error scales of the loss terms: what counts as "one unit" of error per step.
+POSITION_SCALE = 0.01   # m
+ROTATION_SCALE = 0.1    # rad (Frobenius distance of rotation matrices ~ sqrt(2) angle)
+JOINT_SCALE = 0.02      # rad
+GRIPPER_SCALE = 0.005   # m
+CALIBRATION_QUANTILE_90 = 6.25  # chi-square, 3 degrees of freedom
+APPEARANCE_DROPOUT = 0.2  # share of training windows whose objects' colour is hidden
+
+
+def find_bags(paths) -> list[Path]:
+    """Bag directories among `paths` (a bag, or a directory searched for bags)."""
+    bags = []
+    for p in map(Path, paths):
+        if (p / "metadata.yaml").exists() or list(p.glob("*.mcap")) or list(p.glob("*.db3")):
+            bags.append(p)
+        elif p.is_dir():
+            bags += sorted(d for d in p.iterdir() if d.is_dir() and (
+                (d / "metadata.yaml").exists() or list(d.glob("*.mcap"))))
+        else:
+            print(f"warning: {p} is not a bag or a directory of bags", file=sys.stderr)
+    return bags
+
+
+def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout) -> str:
+    stamp = max((f.stat().st_mtime_ns, f.stat().st_size) for f in bag.iterdir())
+    text = f"{bag.resolve()}|{stamp}|{poses}|{step}|{layout}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path | None,
+                  log=print, downscale: int = 2) -> list[Episode]:
+    """Read bags (through an .npz cache), reporting and skipping those that fail."""
+    perception = None
+    if poses == "perceived":
+        from world_model_node.perception import perceive_objects
+
+        def perception(bag, layout, times):
+            return perceive_objects(bag, layout, times, downscale=downscale)
+    episodes = []
+    for bag in bags:
+        path = cache / f"{bag.name}-{_cache_key(bag, poses, step, layout)}.npz" if cache else None
+        try:
+            if path is not None and path.exists():
+                data = dict(np.load(path))
+                episodes.append(Episode(name=bag.name, step=step, poses=poses, **data))
+                continue
+            ep = read_episode(bag, layout, step, poses, perception)
+        except (ValueError, OSError) as err:
+            log(f"error: skipped {bag}: {err}")
+            continue
+        for note in ep.notes:
+            log(f"warning: {bag.name}: {note}")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **ep.arrays())
+        episodes.append(ep)
+    return episodes
+
+
+def split(episodes: list[Episode], held_out: float) -> tuple[list, list]:
+    """Deterministic train / held-out split by a hash of the episode name."""
+    def score(e):
+        return int(hashlib.sha1(e.name.encode()).hexdigest()[:8], 16) / 16 ** 8
+    val = [e for e in episodes if score(e) < held_out]
+    train = [e for e in episodes if score(e) >= held_out]
+    if not train:
+        raise ValueError(f"no training episodes among {len(episodes)}")
+    return train, val or train[-1:]
+
+
+def fit_statistics(model: WorldModel, chain: KinematicChain, w: Windows) -> None:
+    """Input and output normalisation from teacher-forced first steps of the windows."""
+    s = StepState(w.q0[None], w.qd0[None], w.w0[None], w.pos0[None], w.rot0[None])
+    tcp, target_tcp = chain.forward(w.q0)[None], chain.forward(w.target_q[:, 0])[None]
+    rf = robot_features(s, tcp, w.target_q[None, :, 0], w.target_w[None, :, 0], target_tcp)[0]
+    of = object_features(s, w.extent, w.appearance, tcp, target_tcp, w.w0[None],
+                         w.target_w[None, :, 0], model.config.finger_offset)[0][w.mask]
+    robot_delta = torch.cat([w.q[:, 0] - w.target_q[:, 0], (w.w[:, 0] - w.w0)[:, None]], -1)
+    valid = w.seen[:, 0] & w.mask
+    from world_model_node.model import so3_log
+    turn = so3_log(w.rot[:, 0] @ w.rot0.transpose(-1, -2))
+    object_delta = torch.cat([w.pos[:, 0] - w.pos0, turn], -1)[valid]
+    with torch.no_grad():
+        for name, x in (("robot", rf), ("object", of), ("robot_delta", robot_delta),
+                        ("object_delta", object_delta)):
+            getattr(model, f"{name}_mean").copy_(x.mean(0) if "delta" not in name else 0 * x[0])
+            getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3 if "delta" in name
+                                                                  else 1e-2))
+
+
+def rollout_loss(predictor: LearnedPredictor, w: Windows, weights: torch.Tensor) -> torch.Tensor:
+    """Multi-step loss of every member's own rollout; weights (E, B) bootstrap weights."""
+    states = predictor.rollout(w.state(), w.target_q, w.target_w, w.mask)
+    pos = torch.stack([s.obj_pos for s in states], 2)
+    rot = torch.stack([s.obj_rot for s in states], 2)
+    q = torch.stack([s.q for s in states], 2)
+    grip = torch.stack([s.gripper for s in states], 2)
+    valid = (w.seen & w.mask[:, None]).float()                       # (B, H, K)
+    obj = ((pos - w.pos) ** 2).sum(-1) / POSITION_SCALE ** 2 \
+        + ((rot - w.rot) ** 2).sum((-1, -2)) / (2 * ROTATION_SCALE ** 2)
+    obj = (obj * valid).sum((-1, -2)) / valid.sum((-1, -2)).clamp_min(1)
+    robot = ((q - w.q) ** 2).mean((-1, -2)) / JOINT_SCALE ** 2 \
+        + ((grip - w.w) ** 2).mean(-1) / GRIPPER_SCALE ** 2
+    return ((obj + 0.1 * robot) * weights).sum() / weights.sum()
+
+
+@torch.no_grad()
+def evaluate(predictor, w: Windows, step: float, batch: int = 512) -> dict:
+    """Held-out errors at 1 s and 2 s (as far as the horizon reaches) and the calibration."""
+    outs = []
+    for i in range(0, len(w), batch):
+        part = w[i:i + batch]
+        f = predictor.predict(part.state(), part.target_q, part.target_w)
+        outs.append((f.object_positions, f.object_rotations, f.object_position_std))
+    pos = torch.cat([o[0] for o in outs])
+    rot = torch.cat([o[1] for o in outs])
+    out = {}
+    horizon = w.target_q.shape[1]
+    for seconds in (1, 2):
+        h = min(horizon, round(seconds / step))
+        e = motion_errors(w, pos, rot, h)
+        out.update({f"pos_err_{seconds}s_m": e["position_m"],
+                    f"rot_err_{seconds}s_deg": e["rotation_deg"],
+                    f"static_pos_err_{seconds}s_m": e["static_position_m"],
+                    f"static_rot_err_{seconds}s_deg": e["static_rotation_deg"]})
+    if outs[0][2] is not None:
+        std = torch.cat([o[2] for o in outs])
+        valid = w.seen & w.mask[:, None]
+        err2 = ((pos - w.pos) ** 2).sum(-1)[valid]
+        out["coverage_90"] = float((3 * err2 / std[valid] ** 2 <= CALIBRATION_QUANTILE_90)
+                                   .float().mean())
+    return out
+
+
+@torch.no_grad()
+def calibrate(predictor: LearnedPredictor, w: Windows, batch: int = 512) -> dict:
+    """Fit std = sqrt((scale * spread)^2 + floor^2) to held-out errors (Gaussian likelihood)."""
+    predictor.std_scale, predictor.std_floor = 1.0, 0.0
+    spreads, errs = [], []
+    for i in range(0, len(w), batch):
+        part = w[i:i + batch]
+        f = predictor.predict(part.state(), part.target_q, part.target_w)
+        valid = part.seen & part.mask[:, None]
+        spreads.append(f.object_position_std[valid])
+        errs.append(((f.object_positions - part.pos) ** 2).sum(-1)[valid])
+    s2, e2 = torch.cat(spreads) ** 2, torch.cat(errs)
+    params = torch.tensor([0.0, math.log(1e-3)], requires_grad=True)
+    opt = torch.optim.Adam([params], lr=0.05)
+    with torch.enable_grad():
+        for _ in range(300):
+            var = torch.exp(2 * params[0]) * s2 + torch.exp(2 * params[1])
+            nll = (1.5 * torch.log(var) + 1.5 * e2 / var).mean()
+            opt.zero_grad()
+            nll.backward()
+            opt.step()
+    scale, floor = (float(v) for v in params.exp())
+    predictor.std_scale, predictor.std_floor = scale, floor
+    return {"scale": scale, "floor": floor}
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.semilogy(steps, [r["train_loss"] for r in rows], label="train loss")
+    a.set_xlabel("step")
+    a.legend()
+    for key, style in (("pos_err_1s_m", "-"), ("pos_err_2s_m", "-"),
+                       ("static_pos_err_1s_m", "--"), ("static_pos_err_2s_m", "--")):
+        b.plot(steps, [r[key] for r in rows], style, label=key)
+    b.set_xlabel("step")
+    b.set_ylabel("held-out object position error [m]")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    tensors = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            tensors[f"{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous().reshape(-1) \
+                if k == "step" else v.detach().cpu().contiguous()
+    save_file(tensors, str(path))
+
+
+def _load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
+    tensors = load_file(str(path))
+    sd = opt.state_dict()
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        sd["state"].setdefault(int(i), {})[k] = v.reshape(()) if k == "step" else v
+    opt.load_state_dict(sd)
+
+
+def _parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--bags", nargs="+", required=True, type=Path,
+                    help="bags, or directories holding bags")
+    ap.add_argument("--output", type=Path, required=True, help="checkpoint directory")
+    ap.add_argument("--poses", choices=["ground_truth", "perceived"], default="ground_truth")
+    ap.add_argument("--layout", type=Path, help="YAML with bag topic and joint names "
+                    "(keys of world_model_node.episodes.BagLayout)")
+    ap.add_argument("--urdf", type=Path, help="robot URDF (default: the bags' robot_description)")
+    ap.add_argument("--base-link", default="panda_link0")
+    ap.add_argument("--tip-link", default="panda_hand_tcp")
+    ap.add_argument("--step", type=float, default=0.1, help="seconds per action")
+    ap.add_argument("--horizon", type=int, default=20, help="rollout steps in the loss")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps in all")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--ensemble", type=int, default=5)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--held-out", type=float, default=0.15, help="fraction of episodes")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    ap.add_argument("--cache", type=Path, help="episode cache (default <output>/cache)")
+    ap.add_argument("--downscale", type=int, default=2,
+                    help="image subsampling for perceived poses")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --output")
+    args = ap.parse_args(argv)
+    for name in ("steps", "batch", "horizon", "ensemble", "eval_every"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0.0 < args.held_out < 1.0:
+        ap.error("--held-out must be in (0, 1)")
+    return args
+
+
+def _robot_urdf(args, bags) -> str:
+    if args.urdf:
+        return args.urdf.read_text()
+    from ros_io.bag import read_messages
+    for bag in bags:
+        try:
+            for _, _, _, msg in read_messages(bag, {"/robot_description"}):
+                return msg.data
+        except ValueError:
+            continue
+    raise SystemExit("no /robot_description in the bags: pass --urdf")
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    if distributed:
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        world = dist.get_world_size()
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    else:
+        world = 1
+
+    def log(text):
+        if rank == 0:
+            print(text, flush=True)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    layout = BagLayout.from_dict(yaml.safe_load(args.layout.read_text()) or {}) \
+        if args.layout else BagLayout()
+    bags = find_bags(args.bags)
+    if not bags:
+        raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
+    episodes = load_episodes(bags, args.poses, args.step, layout,
+                             args.cache or args.output / "cache", log, args.downscale)
+    if len(episodes) < 2:
+        raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")
+    train_eps, val_eps = split(episodes, args.held_out)
+    train = make_windows(train_eps, args.horizon).to(args.device)
+    val = make_windows(val_eps, args.horizon, stride=2).to(args.device)
+    log(f"{len(episodes)} episodes ({len(train_eps)} train, {len(val_eps)} held out), "
+        f"{len(train)} / {len(val)} windows of {args.horizon} x {args.step} s, "
+        f"poses: {args.poses}")
+    urdf = _robot_urdf(args, bags)
+    chain = KinematicChain.from_urdf(urdf, args.base_link, args.tip_link).to(args.device)
+    rows, start = [], 0
+    if args.resume and (args.output / "config.yaml").exists():
+        model, _, config = load_checkpoint(args.output, args.device)
+        start = int(config["training"]["step"])
+        with open(args.output / "metrics.csv") as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        log(f"resuming at step {start}")
+    else:
+        model = WorldModel(ModelConfig(joints=chain.dof, appearance=APPEARANCE_DIM,
+                                       width=args.width, layers=args.layers,
+                                       ensemble=args.ensemble, step=args.step)).to(args.device)
+        fit_statistics(model, chain, train)
+    model.train()
+    torch.manual_seed(args.seed * 1000 + rank + start)  # each rank its own batches
+    predictor = LearnedPredictor(model, chain, {}, "training", args.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    if start and (args.output / "optimizer.safetensors").exists():
+        _load_optimizer(args.output / "optimizer.safetensors", opt)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(1.0, (i + start) / args.steps))))
+    e = model.config.ensemble
+    tic, losses = time.perf_counter(), []
+    for step in range(start + 1, args.steps + 1):
+        idx = torch.randint(len(train), (args.batch,), device=args.device)
+        weights = torch.poisson(torch.ones(e, args.batch, device=args.device))  # bootstrap
+        batch = train[idx]
+        # Appearance is not always known (objects given over the wire without colour).
+        unknown = torch.rand(args.batch, 1, 1, device=args.device) < APPEARANCE_DROPOUT
+        batch.appearance = batch.appearance.masked_fill(unknown, 0.0)
+        loss = rollout_loss(predictor, batch, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if distributed:
+            for p in model.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if step % args.eval_every and step != args.steps:
+            continue
+        if distributed:  # every rank must hold the same weights
+            total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+            sums = [torch.zeros_like(total) for _ in range(world)]
+            dist.all_gather(sums, total)
+            if len({float(x) for x in sums}) != 1:
+                raise RuntimeError(f"ranks diverged: parameter sums {sums}")
+        model.eval()
+        calibration = calibrate(predictor, val)
+        metrics = evaluate(predictor, val, args.step)
+        model.train()
+        rate = (step - start) / (time.perf_counter() - tic)
+        row = {"step": step, "train_loss": float(np.mean(losses[-args.eval_every:])), **metrics}
+        rows.append(row)
+        log(f"step {step}/{args.steps}  loss {row['train_loss']:.3f}  held-out position error "
+            f"1 s {metrics['pos_err_1s_m']:.4f} m (static {metrics['static_pos_err_1s_m']:.4f})"
+            f"  2 s {metrics['pos_err_2s_m']:.4f} m (static {metrics['static_pos_err_2s_m']:.4f})"
+            f"  {rate:.1f} steps/s, {(args.steps - step) / rate / 60:.1f} min left")
+        if rank == 0:
+            training = {"step": step, "poses": args.poses, "horizon": args.horizon,
+                        "episodes": [ep.name for ep in train_eps],
+                        "held_out": [ep.name for ep in val_eps], "bag_layout": vars(layout),
+                        "metrics": {k: float(v) for k, v in metrics.items()}}
+            training["bag_layout"] = {k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in training["bag_layout"].items()}
+            save_checkpoint(args.output, model, urdf, args.base_link, args.tip_link,
+                            calibration, training)
+            _save_optimizer(args.output / "optimizer.safetensors", opt)
+            with open(args.output / "metrics.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
+                writer.writeheader()
+                writer.writerows(rows)
+            _plot(rows, args.output / "curves.png")
+    if distributed:
+        dist.destroy_process_group()
+    log(f"checkpoint: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,7 +39,6 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.report import report  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from world_model_node.dataset import make_windows, motion_errors  # noqa: E402

@@ -19,7 +19,7 @@ import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
@@ -29,6 +29,7 @@ from gsplat_scene.frames import frame_from_messages, pose_to_matrix
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
 from ros_io.images import numpy_to_image
+from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
@@ -88,7 +89,7 @@ def bounds_param(values) -> tuple | None:
     return lo, hi
 
 
-class SceneNode(LifecycleNode):
+class SceneNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("gsplat_scene", **kwargs)
         p = self.declare_parameter
@@ -214,22 +215,6 @@ class SceneNode(LifecycleNode):
         self._worker = threading.Thread(target=self._integrate_loop, daemon=True)
         self._worker.start()
         self.get_logger().info(f"configured on {device}, camera pose from {self.pose_source}")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
@@ -479,19 +464,7 @@ class SceneNode(LifecycleNode):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = SceneNode()
-    if node.get_parameter("autostart").value:
-        node.trigger_configure()
-        node.trigger_activate()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node._teardown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(SceneNode, args)
 
 
 if __name__ == "__main__":

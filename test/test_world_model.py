@@ -55,6 +55,18 @@ def test_episode_from_bag(bags):
     assert moved.max() > 0.02
 
 
+def test_layout_names_a_robots_topics(bags):
+    """Bags without trajectory or gripper commands: the next measured state is the action."""
+    layout = BagLayout(trajectory="", gripper_command="")
+    ep = read_episode(bags[0], layout)
+    assert any("no trajectory commands" in note for note in ep.notes)
+    np.testing.assert_allclose(ep.target_positions[:-1], ep.joint_positions[1:], atol=1e-9)
+    with pytest.raises(ValueError, match="unknown bag layout keys"):
+        BagLayout.from_dict({"joint_state": "/joint_states"})
+    with pytest.raises(ValueError, match="no joint states"):
+        read_episode(bags[0], BagLayout(arm_joints=("shoulder", "elbow")))
+
+
 def test_truncated_and_corrupt_bags_are_reported_and_skipped(bags, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(bags[0], broken)

@@ -168,7 +168,7 @@ def _ground_truth_objects(messages, times) -> dict:
                 "extent": np.array([e.x, e.y, e.z]), "seen": np.zeros(len(times), bool)})
             track["pos"][k] = [p.x, p.y, p.z]
             track["quat"][k] = _quat_from_pose(obj.pose)
-            track["seen"][k] = stamps[idx] <= times[k] + 0.1
+            track["seen"][k] = abs(stamps[idx] - times[k]) <= 0.1  # not stale
     return tracks
 
 
@@ -239,9 +239,9 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
         if not truth:
             raise ValueError(f"bag {bag}: no ground-truth objects on "
                              f"'{layout.ground_truth_objects}'")
-        t0 = max(js_t[0], truth[0][0])
-    else:
-        t0 = js_t[0]
+    # The grid starts with the joint states whatever the pose source, so the ground-truth
+    # and the perceived reading of a bag line up step for step.
+    t0 = js_t[0]
     t_end = js_t[-1] - step
     if t_end - t0 < 2 * step:
         raise ValueError(f"bag {bag}: only {js_t[-1] - js_t[0]:.2f} s of joint states")

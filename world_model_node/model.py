@@ -63,16 +63,14 @@ class Block(nn.Module):
         self.mlp_in = EnsembleLinear(e, d, 2 * d)
         self.mlp_out = EnsembleLinear(e, 2 * d, d)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """x (E, B, T, d); key_mask (B, T) True where a token exists."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """x (E, B, T, d); key_mask (B, T) True where a token exists (None: all do)."""
         e, b, t, d = x.shape
         h = self.heads
         q, k, v = self.qkv(nn.functional.layer_norm(x, (d,))).chunk(3, dim=-1)
         q, k, v = (z.reshape(e * b, t, h, d // h).transpose(1, 2) for z in (q, k, v))
-        # Few tokens: plain softmax attention beats fused kernels here.
-        scores = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(d // h)
-        scores = scores.masked_fill(~key_mask.repeat(e, 1)[:, None, None, :], float("-inf"))
-        att = (scores.softmax(-1)[..., None] * v[..., None, :, :]).sum(-2)
+        mask = None if key_mask is None else key_mask.repeat(e, 1)[:, None, None, :]
+        att = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.proj(att.transpose(1, 2).reshape(e, b, t, d))
         y = nn.functional.gelu(self.mlp_in(nn.functional.layer_norm(x, (d,))))
         return x + self.mlp_out(y)
@@ -184,7 +182,8 @@ class WorldModel(nn.Module):
 
     def forward(self, s: StepState, extent, appearance, mask, tcp, target_q, target_w,
                 target_tcp) -> StepState:
-        """One step. extent (B, K, 3); appearance (B, K, A); mask (B, K) True = object exists;
+        """One step. extent (B, K, 3); appearance (B, K, A); mask (B, K) True = object exists
+        (None: all do);
         tcp, target_tcp (E, B, 4, 4) now and at the step's joint targets."""
         c = self.config
         rf = (robot_features(s, tcp, target_q, target_w, target_tcp) - self.robot_mean) \
@@ -193,7 +192,7 @@ class WorldModel(nn.Module):
                               c.finger_offset) - self.object_mean) / self.object_std
         tokens = torch.cat([self.robot_in(rf)[..., None, :] + self.kind[..., :1, :],
                             self.object_in(of) + self.kind[..., 1:, :]], -2)
-        key_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+        key_mask = None if mask is None else torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
         for block in self.blocks:
             tokens = block(tokens, key_mask)
         robot = self.robot_out(tokens[..., 0, :]) * self.robot_delta_std + self.robot_delta_mean

@@ -143,7 +143,7 @@ class LearnedPredictor(Predictor):
 
     def rollout(self, state: WorldState, joint_targets, gripper_targets, mask=None) -> list:
         """Per-step StepStates of every member, (E, N, ...); differentiable outside
-        `predict` (training). mask (N, K): False for padding objects."""
+        `predict` (training). mask (N, K): False for padding objects (None: no padding)."""
         n = joint_targets.shape[0]
         e = self.model.config.ensemble
         k = len(state.object_ids)
@@ -155,8 +155,6 @@ class LearnedPredictor(Predictor):
             obj_rot=_batched(state.object_rotations, n, 3)[None].expand(e, n, k, 3, 3))
         extent = _batched(state.object_extents, n, 2)
         appearance = _batched(state.object_appearance, n, 2)
-        if mask is None:
-            mask = torch.ones(n, k, dtype=torch.bool, device=self.device)
         return self.model.rollout(s, extent, appearance, mask, joint_targets, gripper_targets,
                                   self.chain.forward)
 
@@ -167,11 +165,11 @@ class LearnedPredictor(Predictor):
         rot = torch.stack([s.obj_rot for s in states], 2)
         grip = torch.stack([s.gripper for s in states], 2)
         q_mean = q.mean(0)
-        spread = pos.std(0, unbiased=False).norm(dim=-1) if pos.shape[0] > 1 \
-            else torch.zeros_like(pos[0, ..., 0])
+        pos_mean = pos.mean(0)
+        spread = ((pos - pos_mean) ** 2).mean(0).sum(-1).sqrt()   # 0 for a single member
         std = torch.sqrt((self.std_scale * spread) ** 2 + self.std_floor ** 2)
         return Futures(q_mean, grip.mean(0), self.chain.forward(q_mean), list(state.object_ids),
-                       pos.mean(0), _mean_rotation(rot), std)
+                       pos_mean, _mean_rotation(rot), std)
 
 
 def _mean_rotation(rot: torch.Tensor) -> torch.Tensor:

@@ -15,18 +15,17 @@ import math
 import time
 
 import numpy as np
-import rclpy
 import torch
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.lifecycle import State, TransitionCallbackReturn
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gsplat_scene.render import look_at_viewmat
+from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
@@ -91,7 +90,7 @@ def futures_to_msg(f: Futures, actions, header, model: str) -> PredictedFutures:
         object_position_std=[] if f.object_position_std is None else flat(f.object_position_std))
 
 
-class WorldModelNode(LifecycleNode):
+class WorldModelNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("world_model_node", **kwargs)
         p = self.declare_parameter
@@ -158,22 +157,6 @@ class WorldModelNode(LifecycleNode):
                                                     callback_group=group)
         self.get_logger().info(f"serving {self.predictor.name} on {device}, "
                                f"step {self.predictor.step} s, joints {self.arm_joints}")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
@@ -337,21 +320,7 @@ class WorldModelNode(LifecycleNode):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = WorldModelNode()
-    if node.get_parameter("autostart").value:
-        node.trigger_configure()
-        node.trigger_activate()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node._teardown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(WorldModelNode, args, threads=2)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import math
 import os
@@ -33,8 +34,8 @@ from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import Windows, make_windows, motion_errors
 from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
 from world_model_node.kinematics import KinematicChain
-from world_model_node.model import ModelConfig, WorldModel, fingers, object_features, \
-    robot_features, StepState
+from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
+    robot_features, so3_log
 from world_model_node.predictor import LearnedPredictor
 
 # Error scales of the loss terms: what counts as "one unit" of error per step.
@@ -72,9 +73,7 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
     perception = None
     if poses == "perceived":
         from world_model_node.perception import perceive_objects
-
-        def perception(bag, layout, times):
-            return perceive_objects(bag, layout, times, downscale=downscale)
+        perception = functools.partial(perceive_objects, downscale=downscale)
     episodes = []
     for bag in bags:
         path = cache / f"{bag.name}-{_cache_key(bag, poses, step, layout)}.npz" if cache else None
@@ -116,7 +115,6 @@ def fit_statistics(model: WorldModel, chain: KinematicChain, w: Windows) -> None
                          w.target_w[None, :, 0], model.config.finger_offset)[0][w.mask]
     robot_delta = torch.cat([w.q[:, 0] - w.target_q[:, 0], (w.w[:, 0] - w.w0)[:, None]], -1)
     valid = w.seen[:, 0] & w.mask
-    from world_model_node.model import so3_log
     turn = so3_log(w.rot[:, 0] @ w.rot0.transpose(-1, -2))
     object_delta = torch.cat([w.pos[:, 0] - w.pos0, turn], -1)[valid]
     with torch.no_grad():
@@ -236,6 +234,28 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
     opt.load_state_dict(sd)
 
 
+def perception_gap(perceived: list[Episode], bags, args, layout, log) -> dict:
+    """How far the perceived object motion is from the ground truth's over 1 s, where the
+    bags have ground truth: the noise the perceived-pose model learns from."""
+    by_name = {b.name: b for b in bags}
+    truth = load_episodes([by_name[e.name] for e in perceived], "ground_truth", args.step,
+                          layout, args.cache or args.output / "cache", lambda _: None)
+    truth = {e.name: e for e in truth}
+    pairs = [(e, truth[e.name]) for e in perceived if e.name in truth
+             and len(truth[e.name]) == len(e)]
+    if not pairs:
+        log("no ground truth in the bags: perceived poses not compared")
+        return {}
+    h = round(1.0 / args.step)
+    w = make_windows([p for p, _ in pairs], h, stride=2, references=[t for _, t in pairs])
+    e = motion_errors(w, w.pos, w.rot, h)
+    log(f"perceived vs ground-truth object motion over 1 s: {e['position_m']:.4f} m, "
+        f"{e['rotation_deg']:.2f} deg (true motion {e['static_position_m']:.4f} m) "
+        f"in {len(pairs)} episodes")
+    return {"motion_1s_m": e["position_m"], "motion_1s_deg": e["rotation_deg"],
+            "true_motion_1s_m": e["static_position_m"]}
+
+
 def _parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -316,6 +336,8 @@ def main(argv=None) -> int:
                              args.cache or args.output / "cache", log, args.downscale)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")
+    perception_error = perception_gap(episodes, bags, args, layout, log) \
+        if args.poses == "perceived" else {}
     train_eps, val_eps = split(episodes, args.held_out)
     train = make_windows(train_eps, args.horizon).to(args.device)
     val = make_windows(val_eps, args.horizon, stride=2).to(args.device)
@@ -387,6 +409,7 @@ def main(argv=None) -> int:
             training = {"step": step, "poses": args.poses, "horizon": args.horizon,
                         "episodes": [ep.name for ep in train_eps],
                         "held_out": [ep.name for ep in val_eps], "bag_layout": vars(layout),
+                        "perception_error": perception_error,
                         "metrics": {k: float(v) for k, v in metrics.items()}}
             training["bag_layout"] = {k: list(v) if isinstance(v, tuple) else v
                                       for k, v in training["bag_layout"].items()}

@@ -41,10 +41,11 @@ from benchmarks.report import report  # noqa: E402
 
 import torch  # noqa: E402
 
-from world_model_node.dataset import make_windows, motion_errors  # noqa: E402
+from world_model_node.dataset import coverage_90, make_windows, motion_errors, \
+    predict_windows  # noqa: E402
 from world_model_node.episodes import BagLayout, read_episode  # noqa: E402
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState  # noqa: E402
-from world_model_node.train import CALIBRATION_QUANTILE_90, find_bags  # noqa: E402
+from world_model_node.train import find_bags  # noqa: E402
 
 CHECKPOINT = REPO / "models" / "world_model"
 PERCEIVED_CHECKPOINT = REPO / "models" / "world_model_perceived"
@@ -61,30 +62,14 @@ def collect(episodes: int, output: Path) -> list[Path]:
     return find_bags([output])
 
 
-def predict_windows(predictor, windows, batch: int = 256):
-    pos, rot, std = [], [], []
-    for i in range(0, len(windows), batch):
-        part = windows[i:i + batch]
-        f = predictor.predict(part.state(), part.target_q, part.target_w)
-        pos.append(f.object_positions)
-        rot.append(f.object_rotations)
-        if f.object_position_std is not None:
-            std.append(f.object_position_std)
-    return torch.cat(pos), torch.cat(rot), torch.cat(std) if std else None
-
-
 def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
     """Errors at 1 s and 2 s, all objects and moving ones, with the static baseline's."""
     pos, rot, std = predict_windows(predictor, windows)
     out = {}
     moved = (windows.ref_pos[:, -1] - windows.ref_pos[:, 0]).norm(dim=-1) > 0.01
-    for subset, keep in (("", torch.ones_like(moved)), ("moving_", moved)):
-        w = windows[keep.any(1)] if subset else windows
-        sel = keep.any(1) if subset else slice(None)
-        if subset:
-            w.ref_seen = w.ref_seen & keep[keep.any(1)][:, None]
+    for subset, keep in (("", None), ("moving_", moved)):
         for seconds in (1, 2):
-            e = motion_errors(w, pos[sel], rot[sel], round(seconds / step))
+            e = motion_errors(windows, pos, rot, round(seconds / step), keep)
             out[f"{prefix}{subset}pos_err_{seconds}s_m"] = e["position_m"]
             out[f"{prefix}{subset}static_pos_err_{seconds}s_m"] = e["static_position_m"]
             out[f"{prefix}{subset}rot_err_{seconds}s_deg"] = e["rotation_deg"]
@@ -93,10 +78,7 @@ def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
                 out[f"{prefix}ratio_{seconds}s"] = e["position_m"] / e["static_position_m"]
                 out[f"{prefix}pairs"] = e["pairs"]
     if std is not None:
-        valid = windows.seen & windows.mask[:, None]
-        err2 = ((pos - windows.pos) ** 2).sum(-1)[valid]
-        out[f"{prefix}coverage_90"] = float(
-            (3 * err2 / std[valid] ** 2 <= CALIBRATION_QUANTILE_90).float().mean())
+        out[f"{prefix}coverage_90"] = coverage_90(windows, pos, std)
     return out
 
 
@@ -197,7 +179,7 @@ def main():
                                                  "(default 4 quick, 30 full)")
     ap.add_argument("--perceived-episodes", type=int, default=10,
                     help="held-out episodes mapped by the scene memory for the perceived "
-                         "figures (full run; about 40 s each on a 2-core CPU)")
+                         "figures (full run)")
     ap.add_argument("--no-service", action="store_true", help="skip the DDS round trip")
     args = ap.parse_args()
     device = torch.device(args.device)

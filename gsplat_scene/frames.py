@@ -11,6 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.mapping import Frame
+from gsplat_scene.render import look_at_viewmat
 from ros_io.images import colour_to_rgb, depth_to_metres, image_to_numpy
 
 
@@ -20,6 +21,18 @@ def pose_to_matrix(position, quat_xyzw) -> np.ndarray:
     m[:3, :3] = Rotation.from_quat(quat_xyzw).as_matrix()
     m[:3, 3] = position
     return m
+
+
+def look_at_camera(position, look_at, width: int, height: int,
+                   fovy_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """(K (3, 3), cam_to_world (4, 4)) of a pinhole camera at `position` looking at `look_at`
+    (optical frame, world z up). Raises ValueError if the two points coincide or the view is
+    vertical."""
+    f = 0.5 * height / np.tan(np.radians(fovy_deg) / 2)
+    K = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1.0]])
+    viewmat = look_at_viewmat(torch.tensor(position, dtype=torch.float64),
+                              torch.tensor(look_at, dtype=torch.float64))
+    return K, np.linalg.inv(viewmat.numpy())
 
 
 def frame_from_messages(rgb_msg, depth_msg, info_msg, cam_to_world, stamp: float,

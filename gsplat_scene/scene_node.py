@@ -18,19 +18,19 @@ import numpy as np
 import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.frame_sync import FrameSync
-from gsplat_scene.frames import frame_from_messages, pose_to_matrix
+from gsplat_scene.frames import frame_from_messages, look_at_camera, pose_to_matrix
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import report_unknown_overrides
+from ros_io.params import ranged, report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
@@ -39,15 +39,6 @@ try:  # tf2 is on every robot; not installable here
     import tf2_ros
 except ImportError:
     tf2_ros = None
-
-
-def _range(description, lo, hi, integer=False, read_only=False):
-    d = ParameterDescriptor(description=description, read_only=read_only)
-    if integer:
-        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
-    else:
-        d.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
-    return d
 
 
 def matrix_to_pose(pose_msg, m) -> None:
@@ -102,36 +93,36 @@ class SceneNode(ManagedNode):
         p("camera_pose", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], ParameterDescriptor(
             description="Static camera optical-frame pose in the world: x y z qx qy qz qw",
             read_only=True))
-        p("max_gaussians", 300_000, _range("Hard cap on Gaussians", 1000, 50_000_000, True,
+        p("max_gaussians", 300_000, ranged("Hard cap on Gaussians", 1000, 50_000_000, True,
                                            read_only=True))
-        p("max_memory_mb", 1024.0, _range("Hard cap on map memory [MB]", 1.0, 1e6,
+        p("max_memory_mb", 1024.0, ranged("Hard cap on map memory [MB]", 1.0, 1e6,
                                           read_only=True))
-        p("iterations", 3, _range("Optimisation steps per frame", 0, 1000, True))
-        p("keyframes", 8, _range("Keyframe window", 0, 1000, True))
-        p("views_per_step", 1, _range("Views rendered together per optimisation step", 1, 64,
+        p("iterations", 3, ranged("Optimisation steps per frame", 0, 1000, True))
+        p("keyframes", 8, ranged("Keyframe window", 0, 1000, True))
+        p("views_per_step", 1, ranged("Views rendered together per optimisation step", 1, 64,
                                       True))
-        p("densify_grad", 5.0, _range("Split or clone Gaussians whose position gradient is "
+        p("densify_grad", 5.0, ranged("Split or clone Gaussians whose position gradient is "
                                       "this many times the median (0 = off)", 0.0, 1000.0,
                                       read_only=True))
-        p("track_agreement", 0.9, _range("Fraction of an object's pixels the map must render at "
+        p("track_agreement", 0.9, ranged("Fraction of an object's pixels the map must render at "
                                          "the measured depth for it to count as in place",
                                          0.0, 1.0, read_only=True))
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
                         "[0.0] maps everything in range", read_only=True))
-        p("downscale", 1, _range("Integrate frames downscaled by this factor", 1, 16, True))
-        p("sync_slop", 0.02, _range("Largest stamp difference within a frame [s]", 0.0, 1.0))
-        p("max_frame_age", 1.0, _range("Frames older than this are stale [s]", 0.0, 3600.0))
-        p("publish_rate", 2.0, _range("Cloud, info and objects rate [Hz]", 0.1, 100.0))
-        p("render_rate", 1.0, _range("Virtual camera rate [Hz] (0 = off)", 0.0, 100.0))
+        p("downscale", 1, ranged("Integrate frames downscaled by this factor", 1, 16, True))
+        p("sync_slop", 0.02, ranged("Largest stamp difference within a frame [s]", 0.0, 1.0))
+        p("max_frame_age", 1.0, ranged("Frames older than this are stale [s]", 0.0, 3600.0))
+        p("publish_rate", 2.0, ranged("Cloud, info and objects rate [Hz]", 0.1, 100.0))
+        p("render_rate", 1.0, ranged("Virtual camera rate [Hz] (0 = off)", 0.0, 100.0))
         p("virtual_camera.position", [1.4, -0.7, 0.95], ParameterDescriptor(
             description="Virtual camera position in the world [m]"))
         p("virtual_camera.look_at", [0.4, 0.0, 0.22], ParameterDescriptor(
             description="Point the virtual camera looks at [m]"))
-        p("virtual_camera.width", 320, _range("Virtual camera width [px]", 16, 4096, True))
-        p("virtual_camera.height", 240, _range("Virtual camera height [px]", 16, 4096, True))
-        p("virtual_camera.fovy_deg", 58.0, _range("Virtual camera vertical FOV [deg]", 1.0, 170.0))
-        p("torch_threads", 0, _range("CPU threads for torch (0 = torch's default)", 0, 256,
+        p("virtual_camera.width", 320, ranged("Virtual camera width [px]", 16, 4096, True))
+        p("virtual_camera.height", 240, ranged("Virtual camera height [px]", 16, 4096, True))
+        p("virtual_camera.fovy_deg", 58.0, ranged("Virtual camera vertical FOV [deg]", 1.0, 170.0))
+        p("torch_threads", 0, ranged("CPU threads for torch (0 = torch's default)", 0, 256,
                                      True, read_only=True))
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
@@ -357,16 +348,8 @@ class SceneNode(ManagedNode):
     def _virtual_camera(self):
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
         w, h = prm("virtual_camera.width"), prm("virtual_camera.height")
-        f = 0.5 * h / math.tan(math.radians(prm("virtual_camera.fovy_deg")) / 2)
-        K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
-        eye, target = np.array(prm("virtual_camera.position")), \
-            np.array(prm("virtual_camera.look_at"))
-        z = (target - eye) / np.linalg.norm(target - eye)
-        x = np.cross(z, [0.0, 0.0, 1.0])
-        x /= np.linalg.norm(x)
-        c2w = np.eye(4)
-        c2w[:3, :3] = np.column_stack([x, np.cross(z, x), z])
-        c2w[:3, 3] = eye
+        K, c2w = look_at_camera(prm("virtual_camera.position"), prm("virtual_camera.look_at"),
+                                w, h, prm("virtual_camera.fovy_deg"))
         return K, c2w, w, h
 
     def _render(self, K, c2w, w, h, overrides=None):
@@ -383,7 +366,12 @@ class SceneNode(ManagedNode):
     def _publish_render(self) -> None:
         if not self._active or self.memory is None or len(self.memory) == 0:
             return
-        rgb, _, _ = self._render(*self._virtual_camera())
+        try:
+            camera = self._virtual_camera()
+        except ValueError as err:
+            self._warn("virtual_camera", f"virtual camera: {err}")
+            return
+        rgb, _, _ = self._render(*camera)
         self.pub_render.publish(numpy_to_image(rgb, "rgb8", self.get_clock().now().to_msg(),
                                                "virtual_camera_optical_frame"))
 

@@ -1,6 +1,19 @@
 """Parameter helpers shared by the nodes."""
 from __future__ import annotations
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+def ranged(description: str, lo, hi, integer: bool = False,
+           read_only: bool = False) -> ParameterDescriptor:
+    """A descriptor with an inclusive integer or floating-point range."""
+    d = ParameterDescriptor(description=description, read_only=read_only)
+    if integer:
+        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+    else:
+        d.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+    return d
+
 
 def report_unknown_overrides(node) -> list[str]:
     """Log an error for every parameter given to the node (command line, YAML) that it does

@@ -226,3 +226,26 @@ def test_multi_process_training_under_torchrun(bags, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count("step 10/10") == 1  # only rank 0 reports
     assert LearnedPredictor.from_checkpoint(tmp_path / "ddp").model.config.ensemble == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--downscale", "0"], "--downscale must be at least 1"),
+    (["--width", "30"], "multiple of 4"),
+    (["--device", "bogus"], "--device"),
+    (["--step", "0"], "must be positive"),
+    (["--held-out", "1.5"], "--held-out"),
+])
+def test_training_command_refuses_bad_flags(tmp_path, flags, message):
+    run = subprocess.run([sys.executable, "-m", "world_model_node.train", "--bags",
+                          str(tmp_path), "--output", str(tmp_path / "out"), *flags],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_training_command_reports_a_bad_layout_file(tmp_path):
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("joint_state: /joint_states\n")
+    run = subprocess.run([sys.executable, "-m", "world_model_node.train", "--bags",
+                          str(tmp_path), "--output", str(tmp_path / "out"), "--layout",
+                          str(layout)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "unknown bag layout keys" in run.stderr, run.stderr

@@ -130,17 +130,45 @@ def make_windows(episodes: list[Episode], horizon: int, stride: int = 1,
     return Windows(**out)
 
 
+CALIBRATION_QUANTILE_90 = 6.25  # chi-square, 3 degrees of freedom
+
+
+@torch.no_grad()
+def predict_windows(predictor, windows: Windows, batch: int = 512) -> tuple:
+    """Predict every window in batches: (positions (W, H, K, 3), rotations (W, H, K, 3, 3),
+    position std (W, H, K) or None)."""
+    pos, rot, std = [], [], []
+    for i in range(0, len(windows), batch):
+        part = windows[i:i + batch]
+        f = predictor.predict(part.state(), part.target_q, part.target_w)
+        pos.append(f.object_positions)
+        rot.append(f.object_rotations)
+        std.append(f.object_position_std)
+    return torch.cat(pos), torch.cat(rot), None if std[0] is None else torch.cat(std)
+
+
+def coverage_90(windows: Windows, positions: torch.Tensor, std: torch.Tensor) -> float:
+    """Share of known object positions inside the predicted 90 % region (a calibrated model
+    gives 0.9)."""
+    valid = windows.seen & windows.mask[:, None]
+    err2 = ((positions - windows.pos) ** 2).sum(-1)[valid]
+    return float((3 * err2 / std[valid] ** 2 <= CALIBRATION_QUANTILE_90).float().mean())
+
+
 def motion_errors(windows: Windows, positions: torch.Tensor, rotations: torch.Tensor,
-                  step: int) -> dict:
+                  step: int, keep: torch.Tensor | None = None) -> dict:
     """Errors of predicted object motion after `step` steps (1-based) against the reference.
 
     positions (W, H, K, 3), rotations (W, H, K, 3, 3): predicted poses; the motion is taken
-    relative to the windows' input poses. Returns {"position_m", "rotation_deg",
-    "static_position_m", "static_rotation_deg", "pairs"}: means over the (window, object)
-    pairs known at both ends, for the prediction and for "nothing moves".
+    relative to the windows' input poses. keep (W, K): only these pairs (default all).
+    Returns {"position_m", "rotation_deg", "static_position_m", "static_rotation_deg",
+    "pairs"}: means over the (window, object) pairs known at both ends, for the prediction
+    and for "nothing moves".
     """
     h = step
     valid = windows.ref_seen[:, h] & windows.mask
+    if keep is not None:
+        valid = valid & keep
     true_move = windows.ref_pos[:, h] - windows.ref_pos[:, 0]
     pred_move = positions[:, h - 1] - windows.pos0
     true_turn = windows.ref_rot[:, h] @ windows.ref_rot[:, 0].transpose(-1, -2)

@@ -182,12 +182,20 @@ def _fill_unseen(pos, quat, seen):
     return pos[idx], quat[idx]
 
 
-def _appearance(colour_msg, instances_msg, ids) -> dict:
-    """Mean colour of each object's pixels in one frame: {id: (APPEARANCE_DIM,)}."""
+def _appearance(bag, layout: BagLayout, ids) -> dict:
+    """Mean colour of each object's pixels in the bag's first colour and instance images:
+    {id: (APPEARANCE_DIM,)}. Stops reading at the first pair of images."""
     from ros_io.images import colour_to_rgb, image_to_numpy
 
-    rgb = colour_to_rgb(colour_msg).astype(np.float32) / 255.0
-    labels = image_to_numpy(instances_msg)
+    first = {}
+    for topic, _, _, msg in read_messages(bag, {layout.color, layout.instances}):
+        first.setdefault(topic, msg)
+        if len(first) == 2:
+            break
+    if len(first) < 2:
+        return {}
+    rgb = colour_to_rgb(first[layout.color]).astype(np.float32) / 255.0
+    labels = image_to_numpy(first[layout.instances])
     out = {}
     for oid in ids:
         mask = labels == oid
@@ -214,7 +222,7 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
     if poses not in ("ground_truth", "perceived"):
         raise ValueError(f"poses must be 'ground_truth' or 'perceived', not '{poses}'")
     wanted = {layout.joint_states, layout.trajectory, layout.gripper_command,
-              layout.ground_truth_objects, layout.color, layout.instances} - {""}
+              layout.ground_truth_objects} - {""}
     by_topic = {t: [] for t in wanted}
     notes = []
     try:
@@ -274,10 +282,9 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
         tracks = perception(bag, layout, times)
     ids = sorted(tracks)
     appearance = {}
-    if poses == "ground_truth" and by_topic.get(layout.color) and by_topic.get(layout.instances):
+    if poses == "ground_truth" and layout.color and layout.instances:
         try:
-            appearance = _appearance(by_topic[layout.color][0][1],
-                                     by_topic[layout.instances][0][1], ids)
+            appearance = _appearance(bag, layout, ids)
         except ValueError as err:
             notes.append(f"no appearance: {err}")
     elif poses == "perceived":

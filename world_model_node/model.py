@@ -216,12 +216,11 @@ class WorldModel(nn.Module):
         fingers are taken where the previous step's targets put them (the joint features
         still carry any deviation from the targets).
         """
-        e, b = s.q.shape[:2]
+        e = s.q.shape[0]
         horizon = target_q.shape[1]
-        tcps = tcp_of(torch.cat([s.q, target_q[None].expand(e, -1, -1, -1).reshape(
-            e, b * horizon, -1)], 1))                                    # (E, B + B H, 4, 4)
-        target_tcp = tcps[:, b:].reshape(e, b, horizon, 4, 4)
-        tcp = tcps[:, :b]
+        # The targets are the same for every member: their kinematics once, shared.
+        target_tcp = tcp_of(target_q)[None].expand(e, -1, -1, -1, -1)    # (E, B, H, 4, 4)
+        tcp = tcp_of(s.q)
         states = []
         for h in range(horizon):
             s = self(s, extent, appearance, mask, tcp, target_q[None, :, h].expand(e, -1, -1),

@@ -69,7 +69,8 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     before = times < stamps[0] - 1e-9
     colours = memory.object_colours()
     tracks = {}
-    for oid in sorted({o for r in records for o in r}):
+    extents = {oid: extent for r in records for oid, (_, extent) in r.items()}  # the latest
+    for oid in sorted(extents):
         pos = np.zeros((len(times), 3))
         quat = np.tile([0.0, 0.0, 0.0, 1.0], (len(times), 1))
         seen = np.zeros(len(times), bool)
@@ -81,8 +82,6 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
         appearance = np.zeros(APPEARANCE_DIM)
         if oid in colours:
             appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
-        tracks[oid] = {"pos": pos, "quat": quat, "seen": seen,
-                       "extent": records[-1].get(oid, next(r[oid] for r in records
-                                                           if oid in r))[1],
+        tracks[oid] = {"pos": pos, "quat": quat, "seen": seen, "extent": extents[oid],
                        "appearance": appearance}
     return tracks

@@ -158,6 +158,10 @@ class LearnedPredictor(Predictor):
         return self.model.rollout(s, extent, appearance, mask, joint_targets, gripper_targets,
                                   self.chain.forward)
 
+    def calibrated_std(self, spread: torch.Tensor) -> torch.Tensor:
+        """Position std from the members' spread (both m)."""
+        return torch.sqrt((self.std_scale * spread) ** 2 + self.std_floor ** 2)
+
     def _predict(self, state, joint_targets, gripper_targets) -> Futures:
         states = self.rollout(state, joint_targets, gripper_targets)
         q = torch.stack([s.q for s in states], 2)                 # (E, N, H, J)
@@ -167,7 +171,7 @@ class LearnedPredictor(Predictor):
         q_mean = q.mean(0)
         pos_mean = pos.mean(0)
         spread = ((pos - pos_mean) ** 2).mean(0).sum(-1).sqrt()   # 0 for a single member
-        std = torch.sqrt((self.std_scale * spread) ** 2 + self.std_floor ** 2)
+        std = self.calibrated_std(spread)
         return Futures(q_mean, grip.mean(0), self.chain.forward(q_mean), list(state.object_ids),
                        pos_mean, _mean_rotation(rot), std)
 

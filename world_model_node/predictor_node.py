@@ -17,16 +17,16 @@ import time
 import numpy as np
 import torch
 from geometry_msgs.msg import Point
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from gsplat_scene.render import look_at_viewmat
+from gsplat_scene.frames import look_at_camera
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import report_unknown_overrides
+from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
 from world_model_node.predictor import Futures, WorldState, make_predictor
@@ -34,11 +34,6 @@ from world_model_planning.msg import ObjectArray, ObjectState, PredictedFutures
 from world_model_planning.srv import Predict, RenderScene
 
 RESERVED_IDS = (0, 1)  # background, robot
-
-
-def _int_range(description, lo, hi, read_only=False):
-    return ParameterDescriptor(description=description, read_only=read_only,
-                               integer_range=[IntegerRange(from_value=lo, to_value=hi, step=1)])
 
 
 def objects_to_tensors(msg: ObjectArray) -> tuple:
@@ -101,13 +96,13 @@ class WorldModelNode(ManagedNode):
             read_only=True))
         p("device", "cpu", ParameterDescriptor(description="Torch device (cpu, cuda, cuda:N)",
                                                read_only=True))
-        p("max_batch", 4096, _int_range("Largest number of sequences per request", 1, 1 << 20))
-        p("max_horizon", 64, _int_range("Largest number of steps per request", 1, 10_000))
+        p("max_batch", 4096, ranged("Largest number of sequences per request", 1, 1 << 20, True))
+        p("max_horizon", 64, ranged("Largest number of steps per request", 1, 10_000, True))
         p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"], ParameterDescriptor(
             description="Joints whose positions sum to the gripper width", read_only=True))
         p("world_frame", "world", ParameterDescriptor(description="Frame of all poses",
                                                       read_only=True))
-        p("markers.futures", 8, _int_range("Futures drawn on ~/futures (0 = none)", 0, 1024))
+        p("markers.futures", 8, ranged("Futures drawn on ~/futures (0 = none)", 0, 1024, True))
         p("render_service", "", ParameterDescriptor(
             description="Scene-memory render service for predicted images ('' = off), "
                         "e.g. /gsplat_scene/render"))
@@ -115,8 +110,9 @@ class WorldModelNode(ManagedNode):
             description="Camera of the predicted images: position in the world [m]"))
         p("image.look_at", [0.4, 0.0, 0.22], ParameterDescriptor(
             description="Point the predicted-image camera looks at [m]"))
-        p("image.width", 320, _int_range("Predicted image width [px]", 16, 4096))
-        p("image.height", 240, _int_range("Predicted image height [px]", 16, 4096))
+        p("image.width", 320, ranged("Predicted image width [px]", 16, 4096, True))
+        p("image.height", 240, ranged("Predicted image height [px]", 16, 4096, True))
+        p("image.fovy_deg", 58.0, ranged("Predicted image vertical FOV [deg]", 1.0, 170.0))
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             read_only=True))
@@ -161,11 +157,10 @@ class WorldModelNode(ManagedNode):
 
     def _teardown(self) -> None:
         self._active = False
-        for name in ("srv", "sub_objects"):
-            entity = getattr(self, name, None)
-            if entity is not None:
-                (self.destroy_service if name == "srv" else self.destroy_subscription)(entity)
-                setattr(self, name, None)
+        if getattr(self, "srv", None) is not None:
+            self.destroy_service(self.srv)
+            self.destroy_subscription(self.sub_objects)
+            self.srv = self.sub_objects = None
         self.predictor = None
 
     # ---- service -------------------------------------------------------------------------
@@ -287,19 +282,19 @@ class WorldModelNode(ManagedNode):
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
         request = RenderScene.Request()
         w, h = prm("image.width"), prm("image.height")
-        focal = 0.5 * h / math.tan(math.radians(58.0) / 2)
-        request.camera_info.width, request.camera_info.height = w, h
-        request.camera_info.k = [focal, 0.0, (w - 1) / 2, 0.0, focal, (h - 1) / 2, 0.0, 0.0, 1.0]
         try:
-            c2w = torch.linalg.inv(look_at_viewmat(prm("image.position"), prm("image.look_at")))
+            K, c2w = look_at_camera(prm("image.position"), prm("image.look_at"), w, h,
+                                    prm("image.fovy_deg"))
         except ValueError as err:
             self.get_logger().error(f"predicted-image camera: {err}")
             return
+        request.camera_info.width, request.camera_info.height = w, h
+        request.camera_info.k = [float(v) for v in K.ravel()]
         request.camera_pose.header = header
         p = request.camera_pose.pose
         p.position.x, p.position.y, p.position.z = (float(v) for v in c2w[:3, 3])
         (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) = (
-            float(v) for v in Rotation.from_matrix(c2w[:3, :3].double().numpy()).as_quat())
+            float(v) for v in Rotation.from_matrix(c2w[:3, :3]).as_quat())
         final = ObjectArray(header=header)
         quats = Rotation.from_matrix(f.object_rotations[0, -1].double().cpu().numpy()).as_quat()
         for k, oid in enumerate(f.object_ids):

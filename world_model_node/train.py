@@ -31,7 +31,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
-from world_model_node.dataset import Windows, make_windows, motion_errors
+from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
+    predict_windows
 from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
@@ -43,7 +44,6 @@ POSITION_SCALE = 0.01   # m
 ROTATION_SCALE = 0.1    # rad (Frobenius distance of rotation matrices ~ sqrt(2) angle)
 JOINT_SCALE = 0.02      # rad
 GRIPPER_SCALE = 0.005   # m
-CALIBRATION_QUANTILE_90 = 6.25  # chi-square, 3 degrees of freedom
 APPEARANCE_DROPOUT = 0.2  # share of training windows whose objects' colour is hidden
 
 
@@ -117,12 +117,13 @@ def fit_statistics(model: WorldModel, chain: KinematicChain, w: Windows) -> None
     valid = w.seen[:, 0] & w.mask
     turn = so3_log(w.rot[:, 0] @ w.rot0.transpose(-1, -2))
     object_delta = torch.cat([w.pos[:, 0] - w.pos0, turn], -1)[valid]
+    # Inputs are centred; outputs (increments) keep zero as "nothing happens", only scaled.
     with torch.no_grad():
-        for name, x in (("robot", rf), ("object", of), ("robot_delta", robot_delta),
-                        ("object_delta", object_delta)):
-            getattr(model, f"{name}_mean").copy_(x.mean(0) if "delta" not in name else 0 * x[0])
-            getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3 if "delta" in name
-                                                                  else 1e-2))
+        for name, x in (("robot", rf), ("object", of)):
+            getattr(model, f"{name}_mean").copy_(x.mean(0))
+            getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-2))
+        for name, x in (("robot_delta", robot_delta), ("object_delta", object_delta)):
+            getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3))
 
 
 def rollout_loss(predictor: LearnedPredictor, w: Windows, weights: torch.Tensor) -> torch.Tensor:
@@ -141,56 +142,35 @@ def rollout_loss(predictor: LearnedPredictor, w: Windows, weights: torch.Tensor)
     return ((obj + 0.1 * robot) * weights).sum() / weights.sum()
 
 
-@torch.no_grad()
-def evaluate(predictor, w: Windows, step: float, batch: int = 512) -> dict:
+def evaluate(w: Windows, positions, rotations, std, step: float) -> dict:
     """Held-out errors at 1 s and 2 s (as far as the horizon reaches) and the calibration."""
-    outs = []
-    for i in range(0, len(w), batch):
-        part = w[i:i + batch]
-        f = predictor.predict(part.state(), part.target_q, part.target_w)
-        outs.append((f.object_positions, f.object_rotations, f.object_position_std))
-    pos = torch.cat([o[0] for o in outs])
-    rot = torch.cat([o[1] for o in outs])
     out = {}
     horizon = w.target_q.shape[1]
     for seconds in (1, 2):
-        h = min(horizon, round(seconds / step))
-        e = motion_errors(w, pos, rot, h)
+        e = motion_errors(w, positions, rotations, min(horizon, round(seconds / step)))
         out.update({f"pos_err_{seconds}s_m": e["position_m"],
                     f"rot_err_{seconds}s_deg": e["rotation_deg"],
                     f"static_pos_err_{seconds}s_m": e["static_position_m"],
                     f"static_rot_err_{seconds}s_deg": e["static_rotation_deg"]})
-    if outs[0][2] is not None:
-        std = torch.cat([o[2] for o in outs])
-        valid = w.seen & w.mask[:, None]
-        err2 = ((pos - w.pos) ** 2).sum(-1)[valid]
-        out["coverage_90"] = float((3 * err2 / std[valid] ** 2 <= CALIBRATION_QUANTILE_90)
-                                   .float().mean())
+    if std is not None:
+        out["coverage_90"] = coverage_90(w, positions, std)
     return out
 
 
-@torch.no_grad()
-def calibrate(predictor: LearnedPredictor, w: Windows, batch: int = 512) -> dict:
-    """Fit std = sqrt((scale * spread)^2 + floor^2) to held-out errors (Gaussian likelihood)."""
-    predictor.std_scale, predictor.std_floor = 1.0, 0.0
-    spreads, errs = [], []
-    for i in range(0, len(w), batch):
-        part = w[i:i + batch]
-        f = predictor.predict(part.state(), part.target_q, part.target_w)
-        valid = part.seen & part.mask[:, None]
-        spreads.append(f.object_position_std[valid])
-        errs.append(((f.object_positions - part.pos) ** 2).sum(-1)[valid])
-    s2, e2 = torch.cat(spreads) ** 2, torch.cat(errs)
-    params = torch.tensor([0.0, math.log(1e-3)], requires_grad=True)
+def calibrate(predictor: LearnedPredictor, w: Windows, positions, spread) -> dict:
+    """Fit std = sqrt((scale * spread)^2 + floor^2) to held-out errors (Gaussian likelihood);
+    positions and spread (W, H, K) come from the uncalibrated predictor."""
+    valid = w.seen & w.mask[:, None]
+    s2, e2 = spread[valid] ** 2, ((positions - w.pos) ** 2).sum(-1)[valid]
+    params = torch.tensor([0.0, math.log(1e-3)], device=s2.device, requires_grad=True)
     opt = torch.optim.Adam([params], lr=0.05)
-    with torch.enable_grad():
-        for _ in range(300):
-            var = torch.exp(2 * params[0]) * s2 + torch.exp(2 * params[1])
-            nll = (1.5 * torch.log(var) + 1.5 * e2 / var).mean()
-            opt.zero_grad()
-            nll.backward()
-            opt.step()
-    scale, floor = (float(v) for v in params.exp())
+    for _ in range(300):
+        var = torch.exp(2 * params[0]) * s2 + torch.exp(2 * params[1])
+        nll = (1.5 * torch.log(var) + 1.5 * e2 / var).mean()
+        opt.zero_grad()
+        nll.backward()
+        opt.step()
+    scale, floor = (float(v) for v in params.detach().exp())
     predictor.std_scale, predictor.std_floor = scale, floor
     return {"scale": scale, "floor": floor}
 
@@ -286,25 +266,43 @@ def _parse_args(argv=None):
                     help="image subsampling for perceived poses")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output")
     args = ap.parse_args(argv)
-    for name in ("steps", "batch", "horizon", "ensemble", "eval_every"):
+    for name in ("steps", "batch", "horizon", "ensemble", "eval_every", "layers", "downscale"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.width < 4 or args.width % 4:
+        ap.error("--width must be a positive multiple of 4 (attention heads)")
+    if not (args.step > 0 and args.lr > 0):
+        ap.error("--step and --lr must be positive")
     if not 0.0 < args.held_out < 1.0:
         ap.error("--held-out must be in (0, 1)")
+    try:
+        torch.device(args.device)
+    except RuntimeError as err:
+        ap.error(f"--device: {err}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available")
+    if args.urdf and not args.urdf.is_file():
+        ap.error(f"--urdf: no such file {args.urdf}")
+    args.bag_layout = BagLayout()
+    if args.layout:
+        try:
+            args.bag_layout = BagLayout.from_dict(yaml.safe_load(args.layout.read_text()) or {})
+        except (OSError, yaml.YAMLError, ValueError, TypeError) as err:
+            ap.error(f"--layout {args.layout}: {err}")
     return args
 
 
-def _robot_urdf(args, bags) -> str:
+def _robot_urdf(args, bags, layout: BagLayout) -> str:
     if args.urdf:
         return args.urdf.read_text()
     from ros_io.bag import read_messages
     for bag in bags:
         try:
-            for _, _, _, msg in read_messages(bag, {"/robot_description"}):
+            for _, _, _, msg in read_messages(bag, {layout.robot_description}):
                 return msg.data
         except ValueError:
             continue
-    raise SystemExit("no /robot_description in the bags: pass --urdf")
+    raise SystemExit(f"no {layout.robot_description} in the bags: pass --urdf")
 
 
 def main(argv=None) -> int:
@@ -327,8 +325,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    layout = BagLayout.from_dict(yaml.safe_load(args.layout.read_text()) or {}) \
-        if args.layout else BagLayout()
+    layout = args.bag_layout
     bags = find_bags(args.bags)
     if not bags:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
@@ -344,7 +341,7 @@ def main(argv=None) -> int:
     log(f"{len(episodes)} episodes ({len(train_eps)} train, {len(val_eps)} held out), "
         f"{len(train)} / {len(val)} windows of {args.horizon} x {args.step} s, "
         f"poses: {args.poses}")
-    urdf = _robot_urdf(args, bags)
+    urdf = _robot_urdf(args, bags, layout)
     chain = KinematicChain.from_urdf(urdf, args.base_link, args.tip_link).to(args.device)
     rows, start = [], 0
     if args.resume and (args.output / "config.yaml").exists():
@@ -395,8 +392,10 @@ def main(argv=None) -> int:
             if len({float(x) for x in sums}) != 1:
                 raise RuntimeError(f"ranks diverged: parameter sums {sums}")
         model.eval()
-        calibration = calibrate(predictor, val)
-        metrics = evaluate(predictor, val, args.step)
+        predictor.std_scale, predictor.std_floor = 1.0, 0.0
+        positions, rotations, spread = predict_windows(predictor, val)
+        calibration = calibrate(predictor, val, positions, spread)
+        metrics = evaluate(val, positions, rotations, predictor.calibrated_std(spread), args.step)
         model.train()
         rate = (step - start) / (time.perf_counter() - tic)
         row = {"step": step, "train_loss": float(np.mean(losses[-args.eval_every:])), **metrics}
@@ -408,11 +407,11 @@ def main(argv=None) -> int:
         if rank == 0:
             training = {"step": step, "poses": args.poses, "horizon": args.horizon,
                         "episodes": [ep.name for ep in train_eps],
-                        "held_out": [ep.name for ep in val_eps], "bag_layout": vars(layout),
+                        "held_out": [ep.name for ep in val_eps],
+                        "bag_layout": {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in vars(layout).items()},
                         "perception_error": perception_error,
                         "metrics": {k: float(v) for k, v in metrics.items()}}
-            training["bag_layout"] = {k: list(v) if isinstance(v, tuple) else v
-                                      for k, v in training["bag_layout"].items()}
             save_checkpoint(args.output, model, urdf, args.base_link, args.tip_link,
                             calibration, training)
             _save_optimizer(args.output / "optimizer.safetensors", opt)

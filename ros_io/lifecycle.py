@@ -36,9 +36,9 @@ def run(node_class, args=None, threads: int = 1) -> None:
     """Spin one ManagedNode (autostarted if its `autostart` parameter says so) until Ctrl-C."""
     rclpy.init(args=args)
     node = node_class()
-    if node.get_parameter("autostart").value:
-        node.trigger_configure()
-        node.trigger_activate()
+    if node.get_parameter("autostart").value \
+            and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()  # a failed configure was logged; stay unconfigured, serving
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=threads) if threads > 1 \
         else rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)

@@ -9,4 +9,5 @@ sys.path.insert(0, str(REPO / "test"))
 os.environ.setdefault("MUJOCO_GL", "egl")
 # Keep DDS discovery on this machine and away from other test runs.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+# Domains 0-101 keep Fast DDS ports below Linux's ephemeral range; tests use up to +2.
+os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 80))

@@ -8,17 +8,15 @@ import world_model_planning.msg as msgs
 import world_model_planning.srv as srvs
 from support.echo_node import interface_classes
 from support.fill import fill
-from support.graph import ros_process, spin_until
+from support.graph import ros_context, ros_process, spin_until
 
 
 @pytest.fixture(scope="module")
 def node():
-    rclpy.init()
-    n = rclpy.create_node("interface_test")
-    with ros_process(["-m", "support.echo_node"], ready_line="ready"):
+    with ros_context(), ros_process(["-m", "support.echo_node"], ready_line="ready"):
+        n = rclpy.create_node("interface_test")
         yield n
-    n.destroy_node()
-    rclpy.shutdown()
+        n.destroy_node()
 
 
 @pytest.mark.parametrize("name", sorted(interface_classes(msgs)))

@@ -8,26 +8,25 @@ import rclpy
 from ros_io.bag import read_messages, topic_summary
 from ros_io.images import image_to_numpy
 from ros_io.recorder import Recorder
-from support.graph import output_of, ros_process, spin_until, wait_for_output
+from support.graph import output_of, ros_context, ros_process, spin_until, wait_for_output
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_records_every_message_with_types(tmp_path, storage):
-    rclpy.init()
-    node = rclpy.create_node("recorder_test")
-    bag = tmp_path / "bag"
-    recorder = Recorder(node, bag, ["/camera/color/image_raw", "/ground_truth/objects",
-                                    "/robot_description", "/never_published"], storage)
-    count = 60
-    try:
-        with ros_process(["-m", "support.camera_publisher", str(count), "30", "320", "240"],
-                         ready_line="ready") as proc:
-            assert spin_until(node, lambda: proc.poll() is not None, 30.0), output_of(proc)
-        spin_until(node, lambda: recorder.counts.get("/ground_truth/objects", 0) >= count, 5.0)
-    finally:
-        counts = recorder.close()
-        node.destroy_node()
-        rclpy.shutdown()
+    count, bag = 60, tmp_path / "bag"
+    with ros_context():
+        node = rclpy.create_node("recorder_test")
+        recorder = Recorder(node, bag, ["/camera/color/image_raw", "/ground_truth/objects",
+                                        "/robot_description", "/never_published"], storage)
+        try:
+            with ros_process(["-m", "support.camera_publisher", str(count), "30", "320",
+                              "240"], ready_line="ready") as proc:
+                assert spin_until(node, lambda: proc.poll() is not None, 30.0), output_of(proc)
+            spin_until(node, lambda: recorder.counts.get("/ground_truth/objects", 0) >= count,
+                       5.0)
+        finally:
+            counts = recorder.close()
+            node.destroy_node()
     assert counts == {"/camera/color/image_raw": count, "/ground_truth/objects": count,
                       "/robot_description": 1}
     summary = topic_summary(bag)

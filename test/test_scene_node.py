@@ -1,6 +1,7 @@
 """The gsplat_scene node over a real DDS graph: mapping the simulated robot's camera, its
 services, and bad frames dropped without a crash."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from gsplat_scene.ply import load_ply
 from gsplat_scene.scene_node import bounds_param
 from ros_io.images import image_to_numpy
 from sim_robot.scene import OBJECT_IDS
-from support.graph import output_of, ros_process, spin_until
+from support.graph import output_of, ros_context, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
@@ -30,9 +31,9 @@ def call(node, client, request, timeout=60.0):
 
 @pytest.fixture(scope="module")
 def graph():
-    rclpy.init()
-    with ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
-                     timeout=120) as sim, \
+    with ros_context(), \
+            ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
+                        timeout=120) as sim, \
             ros_process(SCENE_ARGS, ready_line=": configured on", timeout=120) as scene:
         node = rclpy.create_node("scene_probe",
                                  parameter_overrides=[Parameter("use_sim_time", value=True)])
@@ -46,7 +47,6 @@ def graph():
         node.procs = (sim, scene)
         yield node
         node.destroy_node()
-    rclpy.shutdown()
 
 
 def test_builds_a_map_with_objects(graph):
@@ -148,5 +148,6 @@ def test_bad_bounds_fail_configuration_and_the_node_stays_up():
     args = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p",
             "bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"]
     with ros_process(args, ready_line="bounds: min", timeout=60) as scene:
+        time.sleep(1.5)  # a crash after the error would show by now
         assert scene.poll() is None, output_of(scene)
         assert ": configured on" not in output_of(scene)

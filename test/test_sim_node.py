@@ -18,7 +18,8 @@ from ros_io.recorder import Recorder
 from ros_io.stamps import to_duration_msg, to_seconds, to_time_msg
 from sim_robot import panda
 from sim_robot.scene import OBJECT_IDS
-from support.graph import output_of, ros_process, spin_until, wait_for_output
+from support.graph import (output_of, ros_context, ros_process, spare_domain, spin_until,
+                           wait_for_output)
 from world_model_planning.msg import ObjectArray
 from world_model_planning.srv import ResetSim
 
@@ -83,17 +84,16 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def sim():
-    rclpy.init()
-    with ros_process(["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=1.0",
-                      "--log-level", "sim_robot:=info"],
-                     ready_line="simulated robot up", timeout=120) as proc:
+    with ros_context(), \
+            ros_process(["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=1.0",
+                         "--log-level", "sim_robot:=info"],
+                        ready_line="simulated robot up", timeout=120) as proc:
         probe = Probe()
         assert spin_until(probe.node, lambda: "/joint_states" in probe.latest
                           and "/camera/color/image_raw" in probe.latest, 60.0), output_of(proc)
         probe.proc = proc
         yield probe
         probe.node.destroy_node()
-    rclpy.shutdown()
 
 
 def _log_lines(probe, text, timeout=5.0):
@@ -267,9 +267,7 @@ def test_recorded_bag_holds_every_topic(sim, tmp_path):
 def test_bad_startup_parameters_are_reported_and_sim_runs():
     """A missing scenario file and a misspelt parameter give clear errors; the robot comes up
     with the built-in scene. (Own DDS domain: the module's simulator keeps running.)"""
-    import os
-
-    domain = str((int(os.environ["ROS_DOMAIN_ID"]) + 1) % 200)
+    domain = spare_domain(1)
     args = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "scenario:=/no/such/scene.yaml",
             "-p", "camera_ratte:=5.0"]
     with ros_process(args, ready_line="simulated robot up", timeout=120,

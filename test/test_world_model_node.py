@@ -11,7 +11,7 @@ from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from ros_io.stamps import to_duration_msg
-from support.graph import output_of, ros_process, spin_until
+from support.graph import output_of, ros_context, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState
 from world_model_planning.srv import Predict
 
@@ -28,9 +28,9 @@ MODEL_ARGS = ["-m", "world_model_node.predictor_node", "--ros-args",
 
 @pytest.fixture(scope="module")
 def graph():
-    rclpy.init()
-    with ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
-                     timeout=120) as sim, \
+    with ros_context(), \
+            ros_process(["-m", "sim_robot.sim_node"], ready_line="simulated robot up",
+                        timeout=120) as sim, \
             ros_process(SCENE_ARGS, ready_line=": configured on", timeout=120) as scene, \
             ros_process(MODEL_ARGS, ready_line="serving", timeout=120) as model:
         node = rclpy.create_node("world_model_probe",
@@ -46,7 +46,6 @@ def graph():
         assert node.client.wait_for_service(timeout_sec=30.0)
         yield node
         node.destroy_node()
-    rclpy.shutdown()
 
 
 def request(n=4, h=5, objects=True, seed=0):

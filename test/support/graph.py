@@ -42,6 +42,29 @@ def ros_process(args, ready_line=None, timeout=60.0, env=None):
         reader.join(timeout=5)
 
 
+@contextmanager
+def ros_context(domain=None):
+    """rclpy initialised for the block (on DDS domain `domain` if given) and shut down after
+    it, even when the block fails, so one failing test cannot break the next one's init."""
+    import rclpy
+
+    old = os.environ.get("ROS_DOMAIN_ID")
+    if domain is not None:
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+    try:
+        rclpy.init()
+        yield
+    finally:
+        rclpy.try_shutdown()
+        if old is not None:
+            os.environ["ROS_DOMAIN_ID"] = old
+
+
+def spare_domain(offset: int) -> str:
+    """A DDS domain beside this run's own, for a node that must not see the shared graph."""
+    return str(int(os.environ["ROS_DOMAIN_ID"]) + offset)
+
+
 def output_of(proc) -> str:
     return "".join(proc.output_lines)
 

@@ -11,7 +11,6 @@ Malformed requests get success=false and the reason; the node keeps serving.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -29,61 +28,10 @@ from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
+from world_model_node.messages import futures_to_msg, joint_state_to_tensors, objects_to_tensors
 from world_model_node.predictor import Futures, WorldState, make_predictor
-from world_model_planning.msg import ObjectArray, ObjectState, PredictedFutures
+from world_model_planning.msg import ObjectArray, ObjectState
 from world_model_planning.srv import Predict, RenderScene
-
-RESERVED_IDS = (0, 1)  # background, robot
-
-
-def objects_to_tensors(msg: ObjectArray) -> tuple:
-    """(ids, positions (K, 3), rotations (K, 3, 3), extents (K, 3), appearance (K, 4));
-    ValueError naming the object if one is malformed."""
-    ids = [int(o.id) for o in msg.objects]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate object ids {ids}")
-    reserved = [i for i in ids if i in RESERVED_IDS]
-    if reserved:
-        raise ValueError(f"object ids {reserved} are not objects (0 background, 1 robot)")
-    pos, quat, ext, look = [], [], [], []
-    for o in msg.objects:
-        p, q, e = o.pose.position, o.pose.orientation, o.half_extent
-        values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w, e.x, e.y, e.z]
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"object {o.id}: pose or extent not finite")
-        if abs(math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) - 1.0) > 1e-3:
-            raise ValueError(f"object {o.id}: orientation is not a unit quaternion")
-        if min(e.x, e.y, e.z) <= 0.0:
-            raise ValueError(f"object {o.id}: half extent must be positive")
-        pos.append([p.x, p.y, p.z])
-        quat.append([q.x, q.y, q.z, q.w])
-        ext.append([e.x, e.y, e.z])
-        c = o.color
-        look.append([c.r, c.g, c.b, 1.0] if c.a > 0 else [0.0] * 4)
-    rot = Rotation.from_quat(quat).as_matrix() if quat else np.zeros((0, 3, 3))
-    return (ids, torch.tensor(pos, dtype=torch.float32).reshape(-1, 3),
-            torch.tensor(rot, dtype=torch.float32).reshape(-1, 3, 3),
-            torch.tensor(ext, dtype=torch.float32).reshape(-1, 3),
-            torch.tensor(look, dtype=torch.float32).reshape(-1, 4))
-
-
-def futures_to_msg(f: Futures, actions, header, model: str) -> PredictedFutures:
-    """Flatten Futures into a PredictedFutures message (quaternions x y z w)."""
-    def flat(x):
-        return x.detach().float().cpu().numpy().ravel().tolist()
-
-    def quats(R):
-        r = R.detach().double().cpu().numpy()
-        return Rotation.from_matrix(r.reshape(-1, 3, 3)).as_quat().astype(np.float32) \
-            .ravel().tolist() if r.size else []
-
-    return PredictedFutures(
-        header=header, model=model, actions=actions, object_ids=list(f.object_ids),
-        ee_positions=flat(f.ee_poses[..., :3, 3]), ee_orientations=quats(f.ee_poses[..., :3, :3]),
-        joint_positions=flat(f.joint_positions), object_positions=flat(f.object_positions),
-        object_orientations=quats(f.object_rotations),
-        object_position_std=[] if f.object_position_std is None else flat(f.object_position_std))
-
 
 class WorldModelNode(ManagedNode):
     def __init__(self, **kwargs):
@@ -226,19 +174,8 @@ class WorldModelNode(ManagedNode):
         targets = torch.from_numpy(np.asarray(a.joint_targets, np.float32)
                                    .reshape(n, h, j)[..., order].copy())
         widths = torch.from_numpy(np.asarray(a.gripper_widths, np.float32).reshape(n, h).copy())
-        js = request.robot_state
-        index = {name: i for i, name in enumerate(js.name)}
-        missing = [name for name in self.arm_joints if name not in index]
-        if missing:
-            raise ValueError(f"robot_state lacks joints {missing}")
-        if len(js.position) != len(js.name):
-            raise ValueError("robot_state: position and name lengths differ")
-        q = torch.tensor([js.position[index[name]] for name in self.arm_joints])
-        qd = torch.tensor([js.velocity[index[name]] for name in self.arm_joints]) \
-            if len(js.velocity) == len(js.name) else torch.zeros(j)
-        grippers = [name for name in self.get_parameter("gripper_joints").value if name in index]
-        width = torch.tensor(sum(js.position[index[name]] for name in grippers)
-                             if grippers else 0.0)
+        q, qd, width = joint_state_to_tensors(request.robot_state, self.arm_joints,
+                                              self.get_parameter("gripper_joints").value)
         objects = request.objects if request.objects.objects else self._objects
         if objects is None:
             objects = ObjectArray()

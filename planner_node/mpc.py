@@ -1,0 +1,169 @@
+"""Model-predictive control over imagined futures: sample, imagine, score, keep the best.
+
+`MPCPlanner.plan()` is one planning cycle. Its decision variables per step are joint
+velocities (turned into joint targets within the limits by `actions.integrate`, from the
+position and velocity the controller is commanding when the plan starts) and a gripper
+width. The world model predicts every candidate's future, `costs.evaluate` scores it, and
+the sampler refits its distribution. The distribution's mean is kept, shifted by the steps
+executed, as the next cycle's warm start.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
+from planner_node.collision import ArmSpheres
+from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_object_index,
+                                success_probability)
+from planner_node.samplers import SamplerConfig, make_sampler, shift
+from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
+
+
+@dataclass
+class PlannerConfig:
+    sampler: str = "icem"
+    horizon: int = 16
+    sampling: SamplerConfig = field(default_factory=SamplerConfig)
+    init_std: float = 0.3          # of the velocity limit
+    gripper_std: float = 0.0       # m; 0 keeps the gripper at its current command
+    weights: CostWeights = field(default_factory=CostWeights)
+    top_futures: int = 16          # futures returned for display
+    seed: int = 0
+
+
+@dataclass
+class Plan:
+    targets: torch.Tensor          # (H, J) joint targets, one per step (knot positions)
+    velocities: torch.Tensor       # (H, J) at the knots
+    accelerations: torch.Tensor    # (H, J) at the knots
+    gripper: torch.Tensor          # (H,) widths [m]
+    cost: float
+    terms: dict                    # weighted cost terms of the plan
+    success_probability: float
+    iterations: int
+    elapsed_s: float
+    futures: Futures               # of the plan (index 0) and the best other samples
+    costs: torch.Tensor            # (M,) of those futures
+    cost_history: list
+
+
+class MPCPlanner:
+    def __init__(self, predictor: Predictor, limits: ArmLimits, spheres: ArmSpheres,
+                 config: PlannerConfig | None = None):
+        self.predictor = predictor
+        self.config = config or PlannerConfig()
+        self.device = predictor.device
+        self.limits = limits.to(self.device)
+        self.spheres = spheres.to(self.device)
+        self.chain = predictor.chain
+        self.sampler = make_sampler(self.config.sampler, self.config.sampling)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.config.seed)
+        self.dt = predictor.step
+        self._warm: torch.Tensor | None = None
+
+    @property
+    def joints(self) -> int:
+        return self.chain.dof
+
+    def reset(self) -> None:
+        """Forget the warm start (new goal, or the robot was moved by someone else)."""
+        self._warm = None
+
+    def advance(self, steps: int) -> None:
+        """The first `steps` steps of the last plan were executed: shift the warm start."""
+        if self._warm is not None:
+            fill = self._warm[-1].clone()
+            fill[:self.joints] = 0.0      # at rest beyond the horizon
+            self._warm = shift(self._warm, steps, fill)
+
+    def _rollout(self, world: WorldState, anchor, actions):
+        knots = integrate(*anchor, actions[..., :self.joints], self.limits, self.dt)
+        gripper = actions[..., self.joints]
+        futures = self.predictor.predict(world, knots[0], gripper)
+        return knots, gripper, futures
+
+    def plan(self, world: WorldState, anchor: tuple, goal: Goal, scene: Scene,
+             gripper_command: float, budget_s: float | None = None) -> Plan:
+        """One cycle. world: the measured state (objects included); anchor: the position,
+        velocity and acceleration (each (J,)) the controller commands when the plan starts.
+        Raises ValueError for a goal the state cannot serve (its object is not in the
+        scene)."""
+        start = time.perf_counter()
+        c, dev = self.config, self.device
+        world = world.to(dev)
+        anchor = tuple(torch.as_tensor(x, dtype=torch.float32, device=dev) for x in anchor)
+        goal = Goal(goal.kind, goal.position.to(dev).float(),
+                    None if goal.rotation is None else goal.rotation.to(dev).float(),
+                    goal.object_id, goal.position_tolerance, goal.orientation_tolerance)
+        if goal.kind == OBJECT:
+            goal_object_index(goal, world.object_ids)
+        j, h = self.joints, c.horizon
+        vmax = self.limits.velocity
+        if self._warm is None or self._warm.shape != (h, j + 1):
+            mean = torch.zeros(h, j + 1, device=dev)
+            mean[:, j] = gripper_command
+        else:
+            mean = self._warm.clone()
+        std = torch.cat([vmax * c.init_std,
+                         torch.tensor([max(c.gripper_std, 1e-6)], device=dev)])
+        std = std.expand(h, -1).clone()
+        lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
+        upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
+        extents = world.object_extents.float()
+
+        def cost_fn(actions):
+            knots, _, futures = self._rollout(world, anchor, actions)
+            links = self.chain.link_poses(futures.joint_positions)
+            total, _ = evaluate(futures, knots[0], links, goal, c.weights, self.spheres, scene,
+                                self.limits, self.dt, extents)
+            return total
+
+        if c.gripper_std <= 0:
+            mean[:, j] = gripper_command
+        hold = torch.zeros(1, h, j + 1, device=dev)    # brake and stay: always a candidate
+        hold[..., j] = gripper_command
+        result = self.sampler.optimize(cost_fn, mean, std, lower, upper, self.generator,
+                                       budget_s, hold)
+        self._warm = result.mean.clone()
+
+        # The plan and the best other samples, imagined once more for display and scoring.
+        m = min(c.top_futures, result.samples.shape[0])
+        others = result.samples[torch.topk(result.costs, m, largest=False).indices]
+        shown = torch.cat([result.best[None], others[:m - 1]], 0)
+        (targets, vel, acc), gripper, futures = self._rollout(world, anchor, shown)
+        links = self.chain.link_poses(futures.joint_positions)
+        total, terms = evaluate(futures, targets, links, goal, c.weights, self.spheres, scene,
+                                self.limits, self.dt, extents)
+        prob = self._success_probability(futures, goal)
+        return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),
+                    {k: float(v[0]) for k, v in terms.items()}, float(prob[0]),
+                    result.iterations, time.perf_counter() - start, futures, total,
+                    result.cost_history)
+
+    def _success_probability(self, futures: Futures, goal: Goal) -> torch.Tensor:
+        """(M,) predicted probability that each future ends within the goal's tolerance."""
+        if goal.kind == OBJECT:
+            k = goal_object_index(goal, futures.object_ids)
+            error = (futures.object_positions[:, -1, k, :2] - goal.position[:2]).norm(dim=-1)
+            std = None if futures.object_position_std is None \
+                else futures.object_position_std[:, -1, k]
+        else:
+            error = (futures.ee_poses[:, -1, :3, 3] - goal.position).norm(dim=-1)
+            std = None
+        return success_probability(error, std, goal.position_tolerance)
+
+
+def build_planner(model: str, checkpoint, config: PlannerConfig | None = None,
+                  acceleration=PANDA_ACCELERATION, jerk=PANDA_JERK, limit_scale: float = 0.5,
+                  device="cpu") -> MPCPlanner:
+    """A planner on the `learned` or `static` world model of a checkpoint directory (its
+    robot.urdf gives the limits and the collision spheres)."""
+    predictor = make_predictor(model, checkpoint, device=device)
+    urdf = (Path(checkpoint) / "robot.urdf").read_text()
+    limits = ArmLimits.from_chain(predictor.chain, acceleration, jerk, limit_scale)
+    return MPCPlanner(predictor, limits, ArmSpheres.from_urdf(urdf, predictor.chain), config)

@@ -1,0 +1,170 @@
+"""Closed-loop episodes of the MPC planner on the simulated robot, in one process.
+
+The simulation pauses while the planner thinks, so an episode measures what the plans do,
+not how fast the machine is (the DDS demo, scripts/demo.py, runs the same loop in real
+time). Objects come from the simulator's ground truth. Each cycle: read the state, plan
+from what the controller commands at that moment, queue the plan's first steps plus a
+braking tail with joint_trajectory_controller semantics, simulate one cycle.
+
+Seeded tasks:
+  reach  the tool centre point to a random pose (top-down, random yaw) above the table
+  push   the cube to a random point 6-14 cm away on the table
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from planner_node.actions import braking
+from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
+from planner_node.mpc import MPCPlanner
+from sim_robot import panda
+from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
+from sim_robot.scene import OBJECT_IDS
+from sim_robot.sim import PandaSim
+from sim_robot.trajectory_follower import JointTrajectoryFollower
+from world_model_node.predictor import WorldState
+
+TASKS = ("reach", "push")
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    seed: int
+    success: bool
+    position_error: float          # m at the end
+    orientation_error: float       # rad (nan when free)
+    time_s: float                  # sim time until success (or the timeout)
+    cycles: int
+    plan_ms: list = field(default_factory=list)
+    peak_acceleration: np.ndarray | None = None    # (J,) rad/s^2 commanded
+    peak_jerk: np.ndarray | None = None            # (J,) rad/s^3 commanded
+    frames: list = field(default_factory=list)     # (rgb, plan) per cycle when recording
+
+
+def sample_goal(task: str, sim: PandaSim, rng: np.random.Generator) -> Goal:
+    if task == "reach":
+        position = rng.uniform([0.35, -0.3, 0.15], [0.6, 0.3, 0.4])
+        rotation = Rotation.from_quat(top_down_quat(rng.uniform(-math.pi / 2, math.pi / 2)))
+        return Goal(END_EFFECTOR, torch.tensor(position, dtype=torch.float32),
+                    torch.tensor(rotation.as_matrix(), dtype=torch.float32),
+                    position_tolerance=0.02, orientation_tolerance=0.15)
+    if task == "push":
+        cube, _ = sim.object_poses()["cube"]
+        for _ in range(100):
+            angle = rng.uniform(-math.pi, math.pi)
+            target = cube[:2] + rng.uniform(0.06, 0.14) * np.array([math.cos(angle),
+                                                                     math.sin(angle)])
+            others = [p[:2] for n, (p, _) in sim.object_poses().items() if n != "cube"]
+            if PUSH_REGION_X[0] <= target[0] <= PUSH_REGION_X[1] and \
+                    PUSH_REGION_Y[0] <= target[1] <= PUSH_REGION_Y[1] and \
+                    all(np.linalg.norm(target - o) > 0.12 for o in others):
+                return Goal(OBJECT, torch.tensor([*target, cube[2]], dtype=torch.float32),
+                            object_id=OBJECT_IDS["cube"], position_tolerance=0.02)
+        raise RuntimeError("no push target inside the push region")
+    raise ValueError(f"unknown task '{task}' (expected one of {TASKS})")
+
+
+def world_state(sim: PandaSim) -> WorldState:
+    poses, extents = sim.object_poses(), sim.object_extents()
+    names = sorted(poses)
+    return WorldState(
+        torch.tensor(sim.arm_positions(), dtype=torch.float32),
+        torch.tensor(sim.arm_velocities(), dtype=torch.float32),
+        torch.tensor(sim.gripper_width(), dtype=torch.float32),
+        [OBJECT_IDS[n] for n in names],
+        torch.tensor(np.array([poses[n][0] for n in names]), dtype=torch.float32),
+        torch.tensor(Rotation.from_quat([poses[n][1] for n in names]).as_matrix(),
+                     dtype=torch.float32),
+        torch.tensor(np.array([extents[n] for n in names]), dtype=torch.float32),
+        torch.zeros(len(names), 4))
+
+
+def tcp_pose_matrix(sim: PandaSim) -> torch.Tensor:
+    position, quat = sim.tcp_pose()
+    pose = torch.eye(4)
+    pose[:3, :3] = torch.tensor(Rotation.from_quat(quat).as_matrix())
+    pose[:3, 3] = torch.tensor(position)
+    return pose
+
+
+def current_error(goal: Goal, sim: PandaSim) -> tuple:
+    state = world_state(sim)
+    return goal_error(goal, tcp_pose_matrix(sim), state.object_ids, state.object_positions,
+                      state.object_rotations)
+
+
+def within_tolerance(goal: Goal, error: tuple) -> bool:
+    position, angle = error
+    return position <= goal.position_tolerance and (
+        goal.orientation_tolerance < 0 or goal.rotation is None
+        or angle <= goal.orientation_tolerance)
+
+
+def plan_knots(plan, limits, dt: float, execute_steps: int) -> tuple:
+    """Positions, velocities, accelerations (each (P, J)) to send: the plan's first
+    execute_steps knots and a braking tail, so that the arm stops if no new plan comes."""
+    pos, vel, acc = (x[:execute_steps] for x in (plan.targets, plan.velocities,
+                                                   plan.accelerations))
+    tail = braking(pos[-1], vel[-1], acc[-1], limits, dt)
+    return tuple(torch.cat([a, b]) for a, b in zip((pos, vel, acc), tail))
+
+
+def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float, plan,
+              execute_steps: int) -> None:
+    """Queue the plan's first knots and a braking tail, starting at `now`."""
+    pos, vel, acc = plan_knots(plan, planner.limits, planner.dt, execute_steps)
+    times = (np.arange(len(pos)) + 1) * planner.dt
+    follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(),
+                            vel.numpy(), acc.numpy())
+
+
+def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
+                scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
+                settle_cycles: int = 2, record: bool = False) -> EpisodeResult:
+    """Plan and execute until the goal holds for settle_cycles cycles or timeout_s passes."""
+    scene = scene or Scene()
+    limits = panda.ARM_LIMITS
+    follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
+                                       limits.velocity, sim.arm_positions())
+    gripper = 0.0 if task == "push" else sim.gripper_width()
+    sim.set_gripper_width(gripper)
+    planner.reset()
+    cycle = execute_steps * planner.dt
+    t0 = sim.time
+    result = EpisodeResult(task, seed, False, math.nan, math.nan, 0.0, 0)
+    peak_acc = np.zeros(planner.joints)
+    peak_jerk = np.zeros(planner.joints)
+    held = 0
+    last_acc = None
+    while sim.time - t0 < timeout_s:
+        error = current_error(goal, sim)
+        held = held + 1 if within_tolerance(goal, error) else 0
+        if held >= settle_cycles:
+            result.success = True
+            break
+        now = sim.time
+        plan = planner.plan(world_state(sim), follower.sample(now), goal, scene, gripper)
+        result.plan_ms.append(plan.elapsed_s * 1e3)
+        send_plan(follower, planner, now, plan, execute_steps)
+        if record:
+            result.frames.append((sim.render()[0], plan))
+        planner.advance(execute_steps)
+        result.cycles += 1
+        while sim.time < now + cycle - 0.5 * sim.timestep:
+            q, qd, acc = follower.sample(sim.time)
+            if last_acc is not None:
+                peak_jerk = np.maximum(peak_jerk, np.abs(acc - last_acc) / sim.timestep)
+            peak_acc = np.maximum(peak_acc, np.abs(acc))
+            last_acc = acc
+            sim.set_arm_targets(q, qd)
+            sim.step()
+    result.position_error, result.orientation_error = current_error(goal, sim)
+    result.time_s = sim.time - t0
+    result.peak_acceleration, result.peak_jerk = peak_acc, peak_jerk
+    return result

@@ -1,0 +1,172 @@
+"""The planner's ROS-free core: samplers, limits, collision geometry, costs and the MPC loop
+on the simulated robot (in one process)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking, integrate
+from planner_node.collision import ArmSpheres, DistanceField, box_distance
+from planner_node.costs import END_EFFECTOR, CostWeights, Goal, Scene, evaluate
+from planner_node.mpc import PlannerConfig, build_planner
+from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
+from sim_robot import closed_loop, panda
+from sim_robot.scenario import Scenario
+from sim_robot.sim import PandaSim
+from sim_robot.trajectory_follower import JointTrajectoryFollower
+from world_model_node.checkpoint import load_checkpoint
+from ros_io.paths import share_path
+
+DT = 0.1
+DEFAULT_CHECKPOINT = share_path("models", "world_model")
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return load_checkpoint(DEFAULT_CHECKPOINT)[1]
+
+
+@pytest.fixture(scope="module")
+def limits(chain):
+    return ArmLimits.from_chain(chain, PANDA_ACCELERATION, PANDA_JERK, scale=0.5)
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi", "icem"])
+def test_sampler_finds_the_optimum_of_a_quadratic(name):
+    """A smooth target sequence (H, D) with known optimum; each sampler gets close."""
+    h, d = 12, 3
+    t = torch.linspace(0, 1, h)[:, None]
+    optimum = torch.cat([torch.sin(3 * t), t - 0.5, 0.3 * torch.ones(h, 1)], 1)
+
+    def cost(x):
+        return ((x - optimum) ** 2).sum((1, 2))
+
+    sampler = make_sampler(name, SamplerConfig(samples=256, iterations=12, elites=24))
+    gen = torch.Generator().manual_seed(0)
+    mean, std = torch.zeros(h, d), torch.full((h, d), 0.5)
+    start = float(cost(mean[None]))
+    result = sampler.optimize(cost, mean, std, generator=gen)
+    assert result.best_cost < 0.05 * start, (name, result.best_cost, start)
+    assert result.cost_history == sorted(result.cost_history, reverse=True)
+    assert (result.best - optimum).abs().max() < 0.3
+
+
+def test_coloured_noise_is_unit_variance_and_smoother_than_white():
+    gen = torch.Generator().manual_seed(1)
+    white = coloured_noise(2000, 16, 2, 0.0, gen)
+    pink = coloured_noise(2000, 16, 2, 2.0, gen)
+    for x in (white, pink):
+        assert abs(float(x.std()) - 1.0) < 0.05
+
+    def lag1(x):
+        return float((x[:, 1:] * x[:, :-1]).mean() / (x * x).mean())
+    assert lag1(white) < 0.1 < 0.5 < lag1(pink)
+
+
+def test_shift_moves_the_plan_forward():
+    seq = torch.arange(10.0).reshape(5, 2)
+    out = shift(seq, 2, torch.tensor([-1.0, -1.0]))
+    assert torch.equal(out[:3], seq[2:]) and torch.equal(out[3:], -torch.ones(2, 2))
+
+
+def test_integrated_knots_keep_every_limit(limits):
+    """Wild desired velocities from a state near the upper limits: every knot keeps the
+    position, velocity, acceleration and jerk limits, and zeros brake to rest."""
+    gen = torch.Generator().manual_seed(2)
+    q0 = limits.upper - 0.05
+    v0 = limits.velocity * 0.3     # towards the limits, still able to stop before them
+    u = torch.randn(500, 20, 7, generator=gen) * limits.velocity * 3
+    q, v, a = integrate(q0, v0, torch.zeros(7), u, limits, DT)
+    tol = 1e-5
+    assert (q <= limits.upper + 0.02 + tol).all() and (q >= limits.lower - 0.02 - tol).all()
+    assert (v.abs() <= limits.velocity + tol).all()
+    assert (a.abs() <= limits.acceleration + tol).all()
+    jerk = torch.diff(torch.cat([torch.zeros(500, 1, 7), a], 1), dim=1).abs() / DT
+    assert (jerk <= limits.jerk + 1e-3).all()
+    pos, vel, acc = braking(q[0, -1], v[0, -1], a[0, -1], limits, DT)
+    assert torch.all(vel[-1] == 0) and (acc.abs() <= limits.acceleration + tol).all()
+
+
+def test_sent_trajectories_keep_the_limits_between_knots(limits):
+    """The controller's interpolation (quintic through our knots) of a chain of replanned
+    trajectories: commanded acceleration never exceeds the limit, also across replacements."""
+    a_lim = panda.ARM_LIMITS
+    follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, a_lim.lower, a_lim.upper,
+                                       a_lim.velocity, panda.HOME_POSITION)
+    gen = torch.Generator().manual_seed(3)
+    peak, now = np.zeros(7), 0.0
+    for _ in range(15):
+        anchor = [torch.tensor(x, dtype=torch.float32) for x in follower.sample(now)]
+        u = torch.randn(1, 10, 7, generator=gen) * limits.velocity
+        q, v, a = (x[0] for x in integrate(*anchor, u, limits, DT))
+        plan = type("Plan", (), {"targets": q, "velocities": v, "accelerations": a})
+        pos, vel, acc = closed_loop.plan_knots(plan, limits, DT, 2)
+        follower.set_trajectory(now, now, follower.joint_names,
+                                (np.arange(len(pos)) + 1) * DT, pos.numpy(), vel.numpy(),
+                                acc.numpy())
+        for t in np.arange(now, now + 0.2, 0.002):
+            peak = np.maximum(peak, np.abs(follower.sample(t)[2]))
+        now += 0.2
+    assert np.all(peak <= limits.acceleration.numpy() * 1.01), peak
+
+
+def test_arm_spheres_cover_the_links_and_collide_with_the_table(chain, limits):
+    urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
+    spheres = ArmSpheres.from_urdf(urdf, chain)
+    assert len(spheres.radii) > 15
+    home = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    centres = spheres.centres(chain.link_poses(home))
+    tcp = chain.forward(home)[:3, 3]
+    assert torch.allclose(centres[-1], tcp)
+    assert float((centres[:, 2] - spheres.radii).min()) > -0.01   # base on the table top
+    # Lower the arm until the TCP is below the table: the collision term must see it.
+    low = home.clone()
+    low[1] = 1.2      # shoulder pitched forward: the tool ends below the table top
+    q = torch.stack([home, low])[:, None].expand(2, 4, 7)
+    from world_model_node.predictor import StaticPredictor, WorldState
+    predictor = StaticPredictor(chain, DT)
+    state = WorldState(home, torch.zeros(7), torch.tensor(0.0), [], torch.zeros(0, 3),
+                       torch.zeros(0, 3, 3), torch.zeros(0, 3), torch.zeros(0, 4))
+    futures = predictor.predict(state, q, torch.zeros(2, 4))
+    assert float(futures.ee_poses[1, -1, 2, 3]) < 0.0
+    goal = Goal(END_EFFECTOR, tcp)
+    _, terms = evaluate(futures, q, chain.link_poses(q), goal, CostWeights(), spheres,
+                        Scene(), limits, DT, torch.zeros(0, 3))
+    assert float(terms["collision"][0]) == 0.0 < float(terms["collision"][1])
+
+
+def test_distance_field_and_box_distance():
+    field = DistanceField.from_points(np.array([[0.5, 0.0, 0.3]]), [0, -0.5, 0], [1, 0.5, 1],
+                                      0.01)
+    x = torch.tensor([[0.5, 0.0, 0.3], [0.5, 0.2, 0.3], [0.8, 0.0, 0.7], [2.0, 0.0, 0.3]])
+    expected = torch.tensor([0.0, 0.2, 0.5, 1.5])
+    assert torch.allclose(field.distance(x), expected, atol=0.015)
+    rot = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 deg yaw
+    d = box_distance(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.25, 0.0, 0.0]]),
+                     torch.zeros(1, 3), rot[None], torch.tensor([[0.2, 0.1, 0.1]]))
+    assert torch.allclose(d[:, 0], torch.tensor([0.0, 0.1, 0.15]), atol=1e-6)
+
+
+def test_limits_parameters_are_checked(chain):
+    with pytest.raises(ValueError, match="max_acceleration"):
+        ArmLimits.from_chain(chain, [1.0] * 6, PANDA_JERK)
+    with pytest.raises(ValueError, match="max_jerk"):
+        ArmLimits.from_chain(chain, PANDA_ACCELERATION, [-1.0] * 7)
+    with pytest.raises(ValueError, match="scale"):
+        ArmLimits.from_chain(chain, PANDA_ACCELERATION, PANDA_JERK, scale=0.0)
+
+
+def test_mpc_reaches_a_pose_on_the_simulated_robot():
+    """Closed loop in one process, static world model (reach needs only the arm)."""
+    config = PlannerConfig(horizon=16, sampling=SamplerConfig(samples=96, iterations=3,
+                                                              elites=12))
+    planner = build_planner("static", DEFAULT_CHECKPOINT, config)
+    sim = PandaSim(Scenario(), 64, 48)
+    goal = closed_loop.sample_goal("reach", sim, np.random.default_rng(1))
+    start_error = closed_loop.current_error(goal, sim)[0]
+    result = closed_loop.run_episode(sim, planner, goal, "reach", 1, timeout_s=6.0)
+    assert result.success, (start_error, result.position_error, result.orientation_error)
+    assert result.position_error < 0.02 < start_error
+    assert np.all(result.peak_acceleration <= planner.limits.acceleration.numpy() * 1.01)
+    assert math.isfinite(result.orientation_error)

@@ -16,7 +16,8 @@ LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 # Executable -> module whose node declares its parameters.
 NODE_MODULES = {"sim_robot": "sim_robot/sim_node.py", "recorder": "ros_io/recorder_node.py",
                 "gsplat_scene": "gsplat_scene/scene_node.py",
-                "world_model_node": "world_model_node/predictor_node.py"}
+                "world_model_node": "world_model_node/predictor_node.py",
+                "planner_node": "planner_node/planner_node.py"}
 
 
 def _calls(tree, name):
@@ -35,6 +36,9 @@ def declared_parameters(module_path):
     tree = ast.parse((REPO / module_path).read_text())
     names = {c.args[0].value for c in _calls(tree, "p") + _calls(tree, "declare_parameter")
              if c.args and isinstance(c.args[0], ast.Constant)}
+    if module_path.startswith("planner_node"):   # weights.<term>, declared in a loop
+        from planner_node.costs import CostWeights
+        names |= {f"weights.{n}" for n in CostWeights.names()}
     return names | {"use_sim_time"}
 
 
@@ -56,7 +60,10 @@ def test_launch_file_references_exist(path):
 
     ours = [c for c in _calls(tree, "Node") + _calls(tree, "LifecycleNode")
             if getattr(_kw(c, "package"), "value", None) == "world_model_planning"]
-    assert ours
+    included = re.findall(r'"launch", "([^"]+)"', source)
+    assert ours or included, "starts none of our nodes"
+    for name in included:
+        assert (REPO / "launch" / name).is_file(), f"includes missing launch/{name}"
     for call in ours:
         exe = _kw(call, "executable").value
         assert (REPO / "nodes" / exe).is_file(), f"no executable nodes/{exe}"

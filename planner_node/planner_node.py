@@ -1,0 +1,531 @@
+"""ROS 2 lifecycle node `planner_node`: model-predictive control over imagined futures.
+
+~/plan_to_goal (PlanToGoal action): every 1 / `rate` seconds (node clock; sim time with
+use_sim_time) it reads the latest joint state and objects, plans one MPC cycle from what the
+controller is commanding at the new trajectory's start, sends the first `execute_steps`
+steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
+markers, until the goal holds for `settle_cycles` cycles, its time budget ends, or it is
+canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
+(std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
+~/plan (Plan service) plans once without executing, for evaluation.
+The world model runs in-process (no serialisation); the scene memory's ObjectArray (`objects`)
+and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import torch
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import Bool
+from visualization_msgs.msg import MarkerArray
+
+from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking
+from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
+from planner_node.collision import DistanceField
+from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error
+from planner_node.markers import plan_markers
+from planner_node.mpc import PlannerConfig, build_planner
+from planner_node.samplers import SAMPLERS, SamplerConfig
+from ros_io.lifecycle import ManagedNode, run
+from ros_io.params import ranged, report_unknown_overrides
+from ros_io.paths import share_path
+from ros_io.stamps import to_duration_msg, to_seconds, to_time_msg
+from sim_robot.trajectory_follower import JointTrajectoryFollower, TrajectoryRejected
+from world_model_node.messages import futures_to_msg, joint_state_to_tensors, objects_to_tensors
+from world_model_node.predictor import WorldState
+from world_model_planning.action import PlanToGoal
+from world_model_planning.msg import CandidateActions, GoalSpec, ObjectArray
+from world_model_planning.srv import Plan
+
+R = PlanToGoal.Result
+SHOULDER_HEIGHT = 0.333   # m, Panda joint 2 above the base (reach is measured from there)
+
+
+def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach: float,
+                   table_height: float) -> Goal:
+    """A core Goal from a GoalSpec; ValueError with the reason for a goal to reject."""
+    pose = spec.target_pose
+    if pose.header.frame_id not in ("", world_frame):
+        raise ValueError(f"unknown frame '{pose.header.frame_id}' (goals are in "
+                         f"'{world_frame}')")
+    p, q = pose.pose.position, pose.pose.orientation
+    values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w, spec.position_tolerance,
+              spec.orientation_tolerance]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("goal contains NaN or infinity")
+    if spec.position_tolerance <= 0:
+        raise ValueError(f"position_tolerance must be positive, got {spec.position_tolerance}")
+    position = torch.tensor([p.x, p.y, p.z], dtype=torch.float32)
+    rotation = None
+    if spec.orientation_tolerance >= 0:
+        norm = math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2)
+        if abs(norm - 1.0) > 1e-3:
+            raise ValueError(f"target orientation is not a unit quaternion (norm {norm:.4f})")
+        rotation = torch.tensor(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(),
+                                dtype=torch.float32)
+    reach = math.dist((p.x, p.y, p.z), (0.0, 0.0, SHOULDER_HEIGHT))
+    if reach > max_reach:
+        raise ValueError(f"target is unreachable: {reach:.3f} m from the shoulder "
+                         f"(max_reach {max_reach} m)")
+    if p.z < table_height:
+        raise ValueError(f"target is below the table (z {p.z:.3f} m)")
+    if spec.target_type == GoalSpec.TARGET_END_EFFECTOR:
+        return Goal(END_EFFECTOR, position, rotation, None, spec.position_tolerance,
+                    spec.orientation_tolerance)
+    if spec.target_type == GoalSpec.TARGET_OBJECT:
+        if int(spec.object_id) not in object_ids:
+            raise ValueError(f"unknown object id {spec.object_id} (scene has {object_ids})")
+        return Goal(OBJECT, position, rotation, int(spec.object_id), spec.position_tolerance,
+                    spec.orientation_tolerance)
+    raise ValueError(f"unknown target_type {spec.target_type}")
+
+
+class PlannerNode(ManagedNode):
+    def __init__(self, **kwargs):
+        super().__init__("planner_node", **kwargs)
+        p = self.declare_parameter
+        ro = dict(read_only=True)
+        p("model", "learned", ParameterDescriptor(
+            description="World model: learned (checkpoint) or static (objects never move)",
+            **ro))
+        p("checkpoint", str(share_path("models", "world_model")), ParameterDescriptor(
+            description="World-model checkpoint directory (with robot.urdf)", **ro))
+        p("device", "cpu", ParameterDescriptor(description="Torch device", **ro))
+        p("sampler", "icem", ParameterDescriptor(
+            description=f"Sampler: one of {sorted(SAMPLERS)}", **ro))
+        p("samples", 128, ranged("Sampled sequences per iteration", 8, 1 << 16, True, **ro))
+        p("horizon", 16, ranged("Steps per sequence (one step = the model's step)", 2, 128,
+                                True, **ro))
+        p("iterations", 3, ranged("Sampler iterations per cycle", 1, 100, True, **ro))
+        p("elites", 16, ranged("Elite sequences (CEM, iCEM)", 2, 4096, True, **ro))
+        p("init_std", 0.2, ranged("Initial sampling std, share of the velocity limit",
+                                  0.01, 2.0, **ro))
+        p("seed", 0, ranged("Sampler seed", 0, 2 ** 31 - 1, True, **ro))
+        p("rate", 5.0, ranged("MPC cycles per second [Hz]", 0.5, 100.0, **ro))
+        p("plan_budget", 0.5, ranged("Wall-clock budget of one cycle's optimisation [s]",
+                                     0.001, 10.0))
+        p("execute_steps", 2, ranged("Plan steps sent per cycle (then a braking tail)", 1, 64,
+                                     True, **ro))
+        p("limit_scale", 0.5, ranged("Share of the velocity, acceleration and jerk limits "
+                                     "the planner may use", 0.05, 1.0, **ro))
+        p("max_acceleration", list(PANDA_ACCELERATION), ParameterDescriptor(
+            description="Per-joint acceleration limits [rad/s^2] (a URDF has none)", **ro))
+        p("max_jerk", list(PANDA_JERK), ParameterDescriptor(
+            description="Per-joint jerk limits [rad/s^3]", **ro))
+        for name in CostWeights.names():
+            p(f"weights.{name}", float(getattr(CostWeights(), name)),
+              ranged(f"Weight of the {name} cost", 0.0, 1e6))
+        p("collision_margin", 0.01, ranged("Clearance kept from obstacles [m]", 0.0, 0.5))
+        p("table_height", 0.0, ranged("Height of the table top in the world frame [m]",
+                                      -2.0, 2.0))
+        p("push_height", 0.025, ranged("Height of the tool centre point when pushing [m]",
+                                       0.0, 0.3))
+        p("max_reach", 0.85, ranged("Farthest goal from the shoulder [m]", 0.1, 3.0))
+        p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **ro))
+        p("controller_topic", "/joint_trajectory_controller/joint_trajectory",
+          ParameterDescriptor(description="JointTrajectory topic (backend topic)", **ro))
+        p("controller_action", "/joint_trajectory_controller/follow_joint_trajectory",
+          ParameterDescriptor(description="FollowJointTrajectory action", **ro))
+        p("moveit_action", "/execute_trajectory",
+          ParameterDescriptor(description="move_group's ExecuteTrajectory action", **ro))
+        p("gripper_topic", "/gripper_controller/commands", ParameterDescriptor(
+            description="Float64MultiArray gripper width command ('' = none)", **ro))
+        p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"],
+          ParameterDescriptor(description="Joints whose positions sum to the width", **ro))
+        p("state_timeout", 0.5, ranged("Joint states older than this are stale [s]",
+                                       0.01, 10.0))
+        p("default_time_budget", 20.0, ranged("Time budget of goals that set none [s]",
+                                              0.1, 3600.0))
+        p("settle_cycles", 2, ranged("Cycles the goal must hold to succeed", 1, 100, True))
+        p("world_frame", "world", ParameterDescriptor(description="Frame of goals", **ro))
+        p("markers.futures", 16, ranged("Futures drawn on ~/futures", 0, 1024, True))
+        p("obstacle_resolution", 0.02, ranged("Voxel size of the obstacle field [m]",
+                                              0.005, 0.2, **ro))
+        p("torch_threads", 0, ranged("CPU threads for torch (0 = torch's default)", 0, 256,
+                                     True, **ro))
+        p("autostart", True, ParameterDescriptor(
+            description="Configure and activate at start-up (no lifecycle manager needed)",
+            **ro))
+        report_unknown_overrides(self)
+        self.planner = None
+        self._lock = threading.Lock()
+        self._joint_state: JointState | None = None
+        self._objects: ObjectArray | None = None
+        self._obstacles: DistanceField | None = None
+        self._estop = False
+        self._goal_generation = 0
+
+    def prm(self, name):
+        return self.get_parameter(name).value
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        device = self.prm("device")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().error(f"device '{device}' requested but CUDA is not available")
+            return TransitionCallbackReturn.FAILURE
+        if self.prm("torch_threads") > 0:
+            torch.set_num_threads(self.prm("torch_threads"))
+        weights = CostWeights(**{n: self.prm(f"weights.{n}") for n in CostWeights.names()})
+        config = PlannerConfig(
+            sampler=self.prm("sampler"), horizon=self.prm("horizon"),
+            sampling=SamplerConfig(samples=self.prm("samples"),
+                                   iterations=self.prm("iterations"),
+                                   elites=min(self.prm("elites"), self.prm("samples"))),
+            init_std=self.prm("init_std"), weights=weights, seed=self.prm("seed"),
+            top_futures=max(2, self.prm("markers.futures")))
+        try:
+            self.planner = build_planner(self.prm("model"), self.prm("checkpoint"), config,
+                                         self.prm("max_acceleration"), self.prm("max_jerk"),
+                                         self.prm("limit_scale"), device)
+            self.backend = make_backend(self.prm("backend"), self, self.prm("controller_topic"),
+                                        self.prm("controller_action"),
+                                        self.prm("moveit_action"), self.prm("gripper_topic"))
+        except (ValueError, RuntimeError, OSError) as err:
+            self.get_logger().error(f"cannot configure the planner: {err}")
+            self.planner = None
+            return TransitionCallbackReturn.FAILURE
+        self.arm_joints = list(self.planner.chain.limits.names)
+        lim = self.planner.limits
+        # What the controller commands, mirrored with the same replacement semantics.
+        self.mirror = None
+        self.mirror_limits = (lim.lower - 0.02, lim.upper + 0.02, lim.velocity * 2)
+        group = ReentrantCallbackGroup()
+        self.subs = [
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, 10,
+                                     callback_group=group),
+            self.create_subscription(ObjectArray, "objects",
+                                     lambda m: setattr(self, "_objects", m), 1,
+                                     callback_group=group),
+            self.create_subscription(PointCloud2, "scene_cloud", self._on_cloud,
+                                     qos_profile_sensor_data, callback_group=group),
+            self.create_subscription(Bool, "estop", self._on_estop, 10, callback_group=group)]
+        self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
+        self.action = ActionServer(self, PlanToGoal, "~/plan_to_goal", self._execute,
+                                   goal_callback=self._on_goal,
+                                   cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                   callback_group=ReentrantCallbackGroup())
+        self.srv = self.create_service(Plan, "~/plan", self._on_plan,
+                                       callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f"planning with {self.planner.predictor.name} on {device}: {config.sampler}, "
+            f"{config.sampling.samples} samples x {config.horizon} steps x "
+            f"{config.sampling.iterations} iterations, backend {self.prm('backend')}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        self._active = False
+        self._goal_generation += 1       # a running goal stops at its next cycle
+        if getattr(self, "action", None) is not None:
+            self.action.destroy()
+            self.destroy_service(self.srv)
+            for sub in self.subs:
+                self.destroy_subscription(sub)
+            self.backend.close()
+            self.action = self.srv = None
+        self.planner = None
+
+    # ---- inputs --------------------------------------------------------------------------
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            joint_state_to_tensors(msg, self.arm_joints, self.prm("gripper_joints"))
+        except ValueError as err:
+            self.get_logger().error(f"joint state ignored: {err}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            previous = self._joint_state
+            if previous is not None and to_seconds(msg.header.stamp) < \
+                    to_seconds(previous.header.stamp):
+                self.get_logger().warn("joint state older than the last one ignored",
+                                       throttle_duration_sec=5.0)
+                return
+            self._joint_state = msg
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        """Static obstacles: Gaussian centres away from the table, the objects (the world
+        model moves those) and the robot's own body."""
+        try:
+            points = np.frombuffer(bytes(msg.data), np.float32).reshape(
+                -1, msg.point_step // 4)[:, :3].astype(np.float64)
+        except ValueError as err:
+            self.get_logger().error(f"scene cloud ignored: {err}")
+            return
+        points = points[np.isfinite(points).all(1)]
+        points = points[points[:, 2] > self.prm("table_height") + 0.02]
+        if self._objects is not None and self._objects.objects:
+            try:
+                _, pos, rot, ext, _ = objects_to_tensors(self._objects)
+                local = np.einsum("kji,nkj->nki", rot.numpy(),
+                                  points[:, None] - pos.numpy()[None])
+                inside = (np.abs(local) <= ext.numpy()[None] + 0.03).all(-1).any(-1)
+                points = points[~inside]
+            except ValueError:
+                pass
+        with self._lock:
+            js = self._joint_state
+        if js is not None and len(points):
+            q, _, _ = joint_state_to_tensors(js, self.arm_joints, self.prm("gripper_joints"))
+            spheres = self.planner.spheres
+            centres = spheres.centres(self.planner.chain.link_poses(q)).numpy()
+            d = np.linalg.norm(points[:, None] - centres[None], axis=-1)
+            points = points[~(d <= spheres.radii.numpy()[None] + 0.03).any(-1)]
+        self._obstacles = DistanceField.from_points(
+            points, [-1.2, -1.2, -0.1], [1.2, 1.2, 1.4],
+            self.prm("obstacle_resolution")).to(self.planner.device) if len(points) else None
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self._estop:
+            self.get_logger().error("e-stop: holding the arm")
+            self._hold()
+        self._estop = bool(msg.data)
+
+    def _state(self):
+        """(WorldState, stamp of the joint state) from the latest messages; ValueError."""
+        with self._lock:
+            js, objects = self._joint_state, self._objects
+        if js is None:
+            raise ValueError("no joint state received yet")
+        q, qd, width = joint_state_to_tensors(js, self.arm_joints, self.prm("gripper_joints"))
+        ids, pos, rot, ext, look = objects_to_tensors(objects or ObjectArray())
+        return WorldState(q, qd, width, ids, pos, rot, ext, look), to_seconds(js.header.stamp)
+
+    def _scene(self) -> Scene:
+        return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
+                     collision_margin=self.prm("collision_margin"),
+                     push_height=self.prm("push_height"))
+
+    # ---- execution -----------------------------------------------------------------------
+    def _commanded(self, t: float, q_measured):
+        """(position, velocity, acceleration) the controller commands at time t: the mirror
+        of what we sent, reset to the measured position when we have sent nothing yet."""
+        if self.mirror is None:
+            lower, upper, velocity = self.mirror_limits
+            self.mirror = JointTrajectoryFollower(self.arm_joints, lower.numpy(),
+                                                  upper.numpy(), velocity.numpy(),
+                                                  q_measured.numpy())
+        return tuple(torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(t))
+
+    def _send(self, start: float, positions, velocities, accelerations) -> None:
+        dt = self.planner.dt
+        try:
+            self.mirror.set_trajectory(self.now_s(), start, self.arm_joints,
+                                       (np.arange(len(positions)) + 1) * dt,
+                                       positions.numpy(), velocities.numpy(),
+                                       accelerations.numpy())
+        except TrajectoryRejected as err:
+            self.get_logger().error(f"trajectory not sent: {err}")
+            return
+        self.backend.send(knots_to_trajectory(self.arm_joints, to_time_msg(start),
+                                              self.prm("world_frame"), dt, positions,
+                                              velocities, accelerations))
+
+    def _hold(self) -> None:
+        """Bring the command to rest from where it is now, within the limits."""
+        if self.planner is None or self.mirror is None:
+            return
+        now = self.now_s()
+        q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
+        self._send(now, *braking(q, v, a, self.planner.limits, self.planner.dt))
+
+    def _on_goal(self, request) -> GoalResponse:
+        if not self._active or self.planner is None:
+            self.get_logger().error("goal rejected: the planner is not active")
+            return GoalResponse.REJECT
+        try:
+            ids = objects_to_tensors(self._objects or ObjectArray())[0]
+            goal_from_spec(request.goal, self.prm("world_frame"), ids, self.prm("max_reach"),
+                           self.prm("table_height"))
+        except ValueError as err:
+            self.get_logger().error(f"goal rejected: {err}")
+            return GoalResponse.REJECT
+        if self._estop:
+            self.get_logger().error("goal rejected: e-stop is active")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute(self, handle):
+        self._goal_generation += 1
+        generation = self._goal_generation
+        result = R()
+        started, wall0 = self.now_s(), time.perf_counter()
+        spec = handle.request.goal
+        budget = to_seconds(spec.time_budget) or self.prm("default_time_budget")
+        period = 1.0 / self.prm("rate")
+        steps = max(1, round(period / self.planner.dt))
+        execute = max(self.prm("execute_steps"), steps)
+        settled, stale_since, iteration = 0, None, 0
+        self.planner.reset()
+        self.mirror = None
+
+        def finish(code, reason, success=False):
+            self._hold()
+            result.success, result.failure_code, result.failure_reason = success, code, reason
+            result.iterations = iteration
+            result.elapsed = to_duration_msg(self.now_s() - started)
+            if reason:
+                self.get_logger().error(f"goal ended: {reason}")
+            return result
+
+        try:
+            world, stamp = self._state()
+            goal = goal_from_spec(spec, self.prm("world_frame"), world.object_ids,
+                                  self.prm("max_reach"), self.prm("table_height"))
+        except ValueError as err:
+            handle.abort()
+            return finish(R.REASON_INVALID_GOAL, str(err))
+        gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)
+        self.backend.gripper(gripper)
+        next_tick = self.now_s()
+        while True:
+            if handle.is_cancel_requested:
+                handle.canceled()
+                return finish(R.REASON_CANCELED, "canceled")
+            if generation != self._goal_generation or not self._active:
+                handle.abort()
+                return finish(R.REASON_CANCELED, "preempted by a new goal or deactivated")
+            if self._estop:
+                handle.abort()
+                return finish(R.REASON_ESTOP, "e-stop")
+            now = self.now_s()
+            try:
+                world, stamp = self._state()
+            except ValueError as err:
+                handle.abort()
+                return finish(R.REASON_STALE_STATE, f"no usable state: {err}")
+            if now - stamp > self.prm("state_timeout"):
+                if stale_since is None:
+                    self.get_logger().warn(f"joint state is {now - stamp:.2f} s old: holding")
+                    self._hold()
+                    stale_since = now
+                if now - stale_since > self.prm("state_timeout"):
+                    handle.abort()
+                    return finish(R.REASON_STALE_STATE,
+                                  f"joint state stale for {now - stamp:.2f} s")
+                next_tick = self._wait(next_tick, period)
+                continue
+            stale_since = None
+            ee = self.planner.chain.forward(world.joint_positions)
+            try:
+                position_error, angle = goal_error(goal, ee, world.object_ids,
+                                                   world.object_positions,
+                                                   world.object_rotations)
+            except ValueError as err:     # the goal object left the scene memory
+                handle.abort()
+                return finish(R.REASON_WORLD_MODEL_FAILURE, str(err))
+            result.final_position_error = position_error
+            result.final_orientation_error = angle if math.isfinite(angle) else 0.0
+            oriented = goal.rotation is None or angle <= goal.orientation_tolerance
+            settled = settled + 1 if position_error <= goal.position_tolerance and oriented \
+                else 0
+            if settled >= self.prm("settle_cycles"):
+                handle.succeed()
+                return finish(R.REASON_NONE, "", success=True)
+            if now - started > budget:
+                handle.abort()
+                return finish(R.REASON_TIMEOUT, f"time budget of {budget:.1f} s used up "
+                              f"(error {position_error:.3f} m)")
+            start = now + period   # the new trajectory takes over one cycle from now
+            try:
+                plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
+                                         goal, self._scene(), gripper,
+                                         self.prm("plan_budget"))
+            except (ValueError, RuntimeError) as err:
+                handle.abort()
+                return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")
+            pos, vel, acc = (x[:execute] for x in (plan.targets, plan.velocities,
+                                                     plan.accelerations))
+            tail = braking(pos[-1], vel[-1], acc[-1], self.planner.limits, self.planner.dt)
+            self._send(start, *(torch.cat([a, b]) for a, b in zip((pos, vel, acc), tail)))
+            self.planner.advance(steps)
+            iteration += 1
+            feedback = PlanToGoal.Feedback(
+                iteration=iteration, best_cost=plan.cost,
+                predicted_success_probability=plan.success_probability,
+                position_error=position_error,
+                orientation_error=angle if math.isfinite(angle) else 0.0)
+            handle.publish_feedback(feedback)
+            self._publish_markers(plan, goal, world)
+            self.get_logger().debug(f"cycle {iteration}: cost {plan.cost:.3f}, "
+                                    f"{plan.elapsed_s * 1e3:.0f} ms, wall "
+                                    f"{time.perf_counter() - wall0:.1f} s")
+            next_tick = self._wait(next_tick, period)
+
+    def _wait(self, next_tick: float, period: float) -> float:
+        """Sleep until the next cycle on the node's clock (sim time honoured)."""
+        next_tick += period
+        while self.now_s() < next_tick and self.context.ok() and self._active:
+            time.sleep(0.002)
+        return max(next_tick, self.now_s() - period)
+
+    def _publish_markers(self, plan, goal, world) -> None:
+        count = self.prm("markers.futures")
+        if count == 0 or self.pub_markers.get_subscription_count() == 0:
+            return
+        from std_msgs.msg import Header
+        header = Header(stamp=self.get_clock().now().to_msg(),
+                        frame_id=self.prm("world_frame"))
+        self.pub_markers.publish(plan_markers(plan, goal, header, world.object_extents, count))
+
+    # ---- plan-only service ---------------------------------------------------------------
+    def _on_plan(self, request, response):
+        if not self._active or self.planner is None:
+            response.success, response.message = False, "planner is not active"
+            return response
+        try:
+            if request.start_state.name:
+                q, qd, width = joint_state_to_tensors(request.start_state, self.arm_joints,
+                                                      self.prm("gripper_joints"))
+                objects = objects_to_tensors(self._objects or ObjectArray())
+                world = WorldState(q, qd, width, *objects)
+            else:
+                world, _ = self._state()
+            goal = goal_from_spec(request.goal, self.prm("world_frame"), world.object_ids,
+                                  self.prm("max_reach"), self.prm("table_height"))
+            anchor = (world.joint_positions, world.joint_velocities,
+                      torch.zeros_like(world.joint_positions))
+            gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)
+            self.planner.reset()
+            plan = self.planner.plan(world, anchor, goal, self._scene(), gripper,
+                                     self.prm("plan_budget"))
+        except (ValueError, RuntimeError) as err:
+            self.get_logger().error(f"plan request refused: {err}")
+            response.success, response.message = False, str(err)
+            return response
+        stamp = self.get_clock().now().to_msg()
+        dt = self.planner.dt
+        response.trajectory = knots_to_trajectory(self.arm_joints, stamp,
+                                                  self.prm("world_frame"), dt, plan.targets,
+                                                  plan.velocities, plan.accelerations)
+        n = plan.futures.joint_positions.shape[0]
+        actions = CandidateActions(joint_names=self.arm_joints, num_sequences=n,
+                                   horizon=plan.targets.shape[0],
+                                   step_duration=to_duration_msg(dt))
+        response.futures = futures_to_msg(plan.futures, actions, response.trajectory.header,
+                                          self.planner.predictor.name)
+        response.futures.costs = plan.costs.float().cpu().tolist()
+        response.best_cost = plan.cost
+        response.predicted_success_probability = plan.success_probability
+        response.success, response.message = True, (
+            f"{plan.iterations} iterations in {plan.elapsed_s * 1e3:.0f} ms")
+        return response
+
+
+def main(args=None):
+    run(PlannerNode, args, threads=2)
+
+
+if __name__ == "__main__":
+    main()

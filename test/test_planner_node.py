@@ -1,0 +1,212 @@
+"""planner_node over a real DDS graph with the simulated robot (separate processes): reach
+goals through the PlanToGoal action, cancel, e-stop and stale state stop the arm, bad goals
+are rejected, the plan-only service answers. Objects come from the simulator's ground truth;
+the world model is the static one (reaching needs only the arm; it keeps the test fast)."""
+import math
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory
+
+from planner_node.actions import PANDA_ACCELERATION
+from sim_robot import panda
+from sim_robot.explore import top_down_quat
+from support.graph import output_of, ros_context, ros_process, spin_until
+from world_model_planning.action import PlanToGoal
+from world_model_planning.msg import GoalSpec
+from world_model_planning.srv import Plan
+
+PLANNER_ARGS = ["-m", "planner_node.planner_node", "--ros-args",
+                "-p", "model:=static", "-p", "samples:=48", "-p", "iterations:=2",
+                "-p", "horizon:=12", "-p", "use_sim_time:=true", "-p", "state_timeout:=0.5",
+                "-p", "torch_threads:=1",
+                "-r", "objects:=/ground_truth/objects",
+                "-r", "joint_states:=/relayed_joint_states"]
+SIM_ARGS = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=0.5",
+            "-p", "clock_rate:=50.0", "-p", "joint_state_rate:=50.0",
+            "-p", "camera_rate:=2.0"]
+R = PlanToGoal.Result
+
+
+class Probe:
+    """Relays joint states (so a test can starve the planner), records what is sent to the
+    controller, and talks to the planner."""
+
+    def __init__(self):
+        self.node = rclpy.create_node(
+            "planner_probe", parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self.relay = True
+        self.joint_states = []
+        self.trajectories = []
+        pub = self.node.create_publisher(JointState, "/relayed_joint_states", 10)
+
+        def on_joints(msg):
+            self.joint_states.append(msg)
+            if self.relay:
+                pub.publish(msg)
+        self.node.create_subscription(JointState, "/joint_states", on_joints, 10)
+        self.node.create_subscription(JointTrajectory,
+                                      "/joint_trajectory_controller/joint_trajectory",
+                                      self.trajectories.append, 10)
+        self.estop = self.node.create_publisher(Bool, "/estop", 10)
+        self.action = ActionClient(self.node, PlanToGoal, "/planner_node/plan_to_goal")
+        self.plan = self.node.create_client(Plan, "/planner_node/plan")
+
+    def spin_until(self, condition, timeout):
+        return spin_until(self.node, condition, timeout)
+
+    def send(self, spec, feedback=None):
+        future = self.action.send_goal_async(PlanToGoal.Goal(goal=spec),
+                                             feedback_callback=feedback)
+        assert self.spin_until(future.done, 10.0)
+        return future.result()
+
+    def result(self, handle, timeout):
+        future = handle.get_result_async()
+        assert self.spin_until(future.done, timeout), "no result in time"
+        return future.result()
+
+    def arm_speed(self) -> float:
+        return float(np.abs(self.joint_states[-1].velocity[:7]).max())
+
+    def wait_at_rest(self, timeout=8.0) -> bool:
+        return self.spin_until(lambda: self.arm_speed() < 0.02, timeout)
+
+
+def reach_spec(position, yaw=0.3, tolerance=0.02, frame="world", angle_tolerance=0.15):
+    spec = GoalSpec(target_type=GoalSpec.TARGET_END_EFFECTOR, position_tolerance=tolerance,
+                    orientation_tolerance=angle_tolerance)
+    spec.target_pose.header.frame_id = frame
+    p = spec.target_pose.pose
+    p.position.x, p.position.y, p.position.z = (float(v) for v in position)
+    (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) = (
+        float(v) for v in top_down_quat(yaw))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def graph():
+    with ros_context(), \
+            ros_process(SIM_ARGS, ready_line="simulated robot up", timeout=120) as sim, \
+            ros_process(PLANNER_ARGS, ready_line="planning with", timeout=120) as planner:
+        probe = Probe()
+        probe.procs = (sim, planner)
+        assert probe.action.wait_for_server(timeout_sec=30.0), output_of(planner)
+        assert probe.spin_until(lambda: len(probe.joint_states) > 5, 30.0)
+        yield probe
+        probe.node.destroy_node()
+
+
+def test_reaches_a_pose_with_feedback_and_limits(graph):
+    feedback = []
+    start = len(graph.trajectories)
+    handle = graph.send(reach_spec([0.45, 0.15, 0.3]), lambda m: feedback.append(m.feedback))
+    assert handle.accepted
+    result = graph.result(handle, 120.0).result
+    assert result.success, (result.failure_reason, output_of(graph.procs[1])[-3000:].replace("[planner_node]", "\n"))
+    assert result.final_position_error < 0.02 and result.iterations == len(feedback) > 0
+    assert feedback[-1].iteration == result.iterations
+    assert 0.0 <= feedback[-1].predicted_success_probability <= 1.0
+    sent = graph.trajectories[start:]
+    assert sent, "nothing reached the controller topic"
+    vmax, amax = panda.ARM_LIMITS.velocity, np.array(PANDA_ACCELERATION)
+    for msg in sent:
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        assert np.all(np.diff(times) > 0) and msg.joint_names == list(panda.ARM_JOINT_NAMES)
+        v = np.array([p.velocities for p in msg.points])
+        a = np.array([p.accelerations for p in msg.points])
+        assert np.all(np.abs(v) <= vmax + 1e-6) and np.all(np.abs(a) <= amax + 1e-6)
+        assert np.allclose(msg.points[-1].velocities, 0.0)   # every trajectory ends at rest
+    assert graph.wait_at_rest()
+
+
+def test_cancel_stops_the_arm(graph):
+    feedback = []
+    handle = graph.send(reach_spec([0.35, -0.3, 0.2], yaw=-0.5),
+                        lambda m: feedback.append(m))
+    assert handle.accepted
+    assert graph.spin_until(lambda: len(feedback) >= 2, 30.0)
+    cancel = handle.cancel_goal_async()
+    assert graph.spin_until(cancel.done, 10.0)
+    result = graph.result(handle, 20.0)
+    assert result.result.failure_code == R.REASON_CANCELED and not result.result.success
+    assert graph.wait_at_rest(), graph.arm_speed()
+
+
+def test_estop_stops_the_arm_and_refuses_goals(graph):
+    feedback = []
+    handle = graph.send(reach_spec([0.5, 0.2, 0.35]), lambda m: feedback.append(m))
+    assert graph.spin_until(lambda: len(feedback) >= 2, 30.0)
+    graph.estop.publish(Bool(data=True))
+    result = graph.result(handle, 20.0).result
+    assert result.failure_code == R.REASON_ESTOP
+    assert graph.wait_at_rest()
+    assert not graph.send(reach_spec([0.5, 0.0, 0.3])).accepted
+    graph.estop.publish(Bool(data=False))
+    graph.spin_until(lambda: False, 0.5)
+
+
+def test_stale_joint_states_stop_the_arm(graph):
+    feedback = []
+    handle = graph.send(reach_spec([0.4, -0.2, 0.25]), lambda m: feedback.append(m))
+    assert graph.spin_until(lambda: len(feedback) >= 2, 30.0)
+    graph.relay = False
+    try:
+        result = graph.result(handle, 20.0).result
+        assert result.failure_code == R.REASON_STALE_STATE, result.failure_reason
+        assert graph.wait_at_rest()
+    finally:
+        graph.relay = True
+    assert "stale" in output_of(graph.procs[1])
+
+
+@pytest.mark.parametrize("reason, spec", [
+    ("NaN", reach_spec([math.nan, 0.0, 0.3])),
+    ("unknown frame", reach_spec([0.4, 0.0, 0.3], frame="camera_link")),
+    ("unreachable", reach_spec([1.5, 0.0, 0.3])),
+    ("unknown object id", GoalSpec(target_type=GoalSpec.TARGET_OBJECT, object_id=77,
+                                   position_tolerance=0.02, orientation_tolerance=-1.0)),
+])
+def test_bad_goals_are_rejected(graph, reason, spec):
+    if spec.target_type == GoalSpec.TARGET_OBJECT:
+        spec.target_pose.header.frame_id = "world"
+        spec.target_pose.pose.position.x, spec.target_pose.pose.position.z = 0.5, 0.025
+        spec.target_pose.pose.orientation.w = 1.0
+    assert not graph.send(spec).accepted
+    assert graph.spin_until(lambda: reason.split()[-1] in output_of(graph.procs[1]), 5.0)
+    assert graph.procs[1].poll() is None
+
+
+def test_plan_service_returns_a_trajectory_and_scored_futures(graph):
+    assert graph.plan.wait_for_service(timeout_sec=10.0)
+    request = Plan.Request(goal=reach_spec([0.45, 0.0, 0.3]))
+    future = graph.plan.call_async(request)
+    assert graph.spin_until(future.done, 30.0)
+    response = future.result()
+    assert response.success, response.message
+    points = response.trajectory.points
+    assert len(points) == 12 and len(points[0].positions) == 7
+    f = response.futures
+    n = f.actions.num_sequences
+    assert len(f.ee_positions) == n * 12 * 3 and len(f.costs) == n
+    assert f.costs[0] == pytest.approx(response.best_cost, rel=1e-4)
+    request.goal.position_tolerance = -1.0
+    future = graph.plan.call_async(request)
+    assert graph.spin_until(future.done, 10.0)
+    assert not future.result().success and "tolerance" in future.result().message
+
+
+def test_misspelt_parameter_and_missing_backend_are_reported():
+    args = ["-m", "planner_node.planner_node", "--ros-args", "-p", "model:=static",
+            "-p", "backend:=moveit", "-p", "sampels:=3"]
+    with ros_process(args, ready_line="cannot configure the planner", timeout=60) as proc:
+        time.sleep(1.0)
+        assert proc.poll() is None
+        out = output_of(proc)
+        assert "unknown parameter 'sampels'" in out and "moveit_msgs" in out

@@ -96,27 +96,23 @@ def integrate(q0: torch.Tensor, v0: torch.Tensor, a0: torch.Tensor, u: torch.Ten
     return torch.stack(out_q, 1), torch.stack(out_v, 1), torch.stack(out_a, 1)
 
 
-def _stopping_point(q, v, a, s, amax, dt):
-    """Farthest position reached (upwards) if the next knot's acceleration is s and the
-    one after brakes at -amax, then constant -amax until rest."""
-    q1 = q + v * dt + (2 * a + s) * dt * dt / 6
-    v1 = v + (a + s) * dt / 2
-    q2 = q1 + v1 * dt + (2 * s - amax) * dt * dt / 6
-    v2 = v1 + (s - amax) * dt / 2
-    return torch.maximum(torch.maximum(q1, q2), q2 + v2.clamp(min=0) ** 2 / (2 * amax))
-
-
-def _stoppable(q, v, a, upper, amax, dt, iterations: int = 10):
-    """Largest knot acceleration in [-amax, amax] after which the joint stops at or below
-    `upper` (-amax when none does): bisection, the stopping point rising with it."""
-    lo, hi = -amax.expand_as(q).clone(), amax.expand_as(q).clone()
-    ok_hi = _stopping_point(q, v, a, hi, amax, dt) <= upper
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        ok = _stopping_point(q, v, a, mid, amax, dt) <= upper
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    return torch.where(ok_hi, amax.expand_as(q), lo)
+def _stoppable(q, v, a, upper, amax, dt):
+    """Largest knot acceleration s in [-amax, amax] after which the joint stops at or below
+    `upper` (-amax when none does), if the knot after brakes at -amax and the braking then
+    stays at -amax. With the acceleration linear between knots the positions after one and
+    two steps are q1 = A1 + s dt^2 / 6 and q2 = A2 + s dt^2, the velocity after two steps
+    v2 = C2 + s dt, and the stopping point q2 + max(v2, 0)^2 / (2 amax) rises with s: the
+    bound is where it meets `upper` (linear while v2 <= 0, a quadratic root after)."""
+    a1 = q + v * dt + a * dt * dt / 3
+    a2 = a1 + (v + a * dt / 2) * dt - amax * dt * dt / 6
+    c2 = v + (a - amax) * dt / 2
+    s_linear = (upper - a2) / (dt * dt)
+    disc = (amax * dt) ** 2 - 2 * amax * (a2 - upper - dt * c2)
+    s_quadratic = torch.where(disc >= 0, (torch.sqrt(disc.clamp(min=0)) - amax * dt - c2) / dt,
+                              -amax.expand_as(q))
+    s = torch.where(s_linear <= -c2 / dt, s_linear, s_quadratic)
+    s = torch.minimum(s, (upper - a1) * 6 / (dt * dt))    # q1 itself below the limit
+    return torch.maximum(torch.minimum(s, amax), -amax)
 
 
 def braking(position: torch.Tensor, velocity: torch.Tensor, acceleration: torch.Tensor,

@@ -8,8 +8,8 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
                   (object goals: brings the pusher into place before the object can move)
   ee_position     end effector to the target position (end-effector goals)
   ee_orientation  rotation angle between end effector and target (when constrained)
-  tool_down       tilt of the tool axis away from straight down (object goals: pushes were
-                  learned top-down)
+  tool_pose       tilt of the tool axis away from straight down, and its x axis away from
+                  the push direction (object goals: pushes were learned that way)
   collision       arm spheres penetrating the table, obstacles of the scene memory, or
                   objects other than the goal object (within a safety margin)
   joint_limits    joints within `limit_margin` of a position limit
@@ -49,7 +49,7 @@ class CostWeights:
     approach: float = 4.0
     ee_position: float = 10.0
     ee_orientation: float = 1.0
-    tool_down: float = 2.0
+    tool_pose: float = 2.0
     collision: float = 200.0
     joint_limits: float = 10.0
     smoothness: float = 1e-3
@@ -137,7 +137,9 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         # Once the object is at its target the pusher has nothing left to do.
         done = (to_target.norm(dim=-1) < goal.position_tolerance / 2).float()
         terms["approach"] = over_horizon((tcp - contact).norm(dim=-1) * (1 - done))
-        terms["tool_down"] = over_horizon(1 + ee[..., 2, 2])   # tool z axis . world z = -1
+        # Tool z axis down (its world z component -1), x axis along the push (either sign).
+        along = (ee[..., :2, 0] * direction).sum(-1)
+        terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
         if futures.object_position_std is not None:
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:

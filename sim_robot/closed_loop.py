@@ -47,7 +47,9 @@ class EpisodeResult:
     frames: list = field(default_factory=list)     # (rgb, plan) per cycle when recording
 
 
-def sample_goal(task: str, sim: PandaSim, rng: np.random.Generator) -> Goal:
+def sample_goal(task: str, poses: dict, rng: np.random.Generator) -> Goal:
+    """A seeded goal; poses: object name -> (position (3,), quat) as PandaSim.object_poses()
+    gives them."""
     if task == "reach":
         position = rng.uniform([0.35, -0.3, 0.15], [0.6, 0.3, 0.4])
         rotation = Rotation.from_quat(top_down_quat(rng.uniform(-math.pi / 2, math.pi / 2)))
@@ -55,12 +57,12 @@ def sample_goal(task: str, sim: PandaSim, rng: np.random.Generator) -> Goal:
                     torch.tensor(rotation.as_matrix(), dtype=torch.float32),
                     position_tolerance=0.02, orientation_tolerance=0.15)
     if task == "push":
-        cube, _ = sim.object_poses()["cube"]
+        cube = np.asarray(poses["cube"][0], float)
         for _ in range(100):
             angle = rng.uniform(-math.pi, math.pi)
             target = cube[:2] + rng.uniform(0.06, 0.14) * np.array([math.cos(angle),
                                                                      math.sin(angle)])
-            others = [p[:2] for n, (p, _) in sim.object_poses().items() if n != "cube"]
+            others = [np.asarray(p[:2]) for n, (p, _) in poses.items() if n != "cube"]
             if PUSH_REGION_X[0] <= target[0] <= PUSH_REGION_X[1] and \
                     PUSH_REGION_Y[0] <= target[1] <= PUSH_REGION_Y[1] and \
                     all(np.linalg.norm(target - o) > 0.12 for o in others):

@@ -163,7 +163,7 @@ def test_mpc_reaches_a_pose_on_the_simulated_robot():
                                                               elites=12))
     planner = build_planner("static", DEFAULT_CHECKPOINT, config)
     sim = PandaSim(Scenario(), 64, 48)
-    goal = closed_loop.sample_goal("reach", sim, np.random.default_rng(1))
+    goal = closed_loop.sample_goal("reach", sim.object_poses(), np.random.default_rng(1))
     start_error = closed_loop.current_error(goal, sim)[0]
     result = closed_loop.run_episode(sim, planner, goal, "reach", 1, timeout_s=6.0)
     assert result.success, (start_error, result.position_error, result.orientation_error)

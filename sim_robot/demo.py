@@ -1,0 +1,311 @@
+"""The main job: the planning stack closes the loop on the simulated robot over DDS.
+
+Starts the simulated robot, the scene memory (gsplat_scene) and the MPC planner (planner_node,
+world model in-process) as separate processes on one DDS graph, waits until the scene memory
+has found the cube, then sends PlanToGoal goals: `reach` (the tool to a top-down pose) and
+`push` (the cube to a point on the table). The planner sees only the camera-built scene
+memory; success is judged on the simulator's ground truth. Writes to --output:
+  report.json / report.md   per goal: success, final error, time, planning cycles
+  errors.png                goal error over time from the planner's feedback
+  demo.gif                  the camera view with the sampled futures (end-effector paths,
+                            coloured by cost) and the chosen plan drawn over it
+
+    python -m sim_robot.demo [--output output/demo] [--model learned|static] [--tasks reach,push]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from ros_io.paths import share_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _spec(task: str, poses: dict, rng):
+    """PlanToGoal goal for a task drawn like the closed-loop benchmark's."""
+    from world_model_planning.msg import GoalSpec
+
+    from sim_robot.closed_loop import sample_goal
+    from sim_robot.scene import OBJECT_IDS
+
+    goal = sample_goal(task, poses, rng)
+    spec = GoalSpec(position_tolerance=goal.position_tolerance,
+                    orientation_tolerance=goal.orientation_tolerance)
+    spec.target_type = GoalSpec.TARGET_OBJECT if task == "push" else \
+        GoalSpec.TARGET_END_EFFECTOR
+    spec.object_id = OBJECT_IDS["cube"] if task == "push" else 0
+    spec.target_pose.header.frame_id = "world"
+    p = spec.target_pose.pose
+    p.position.x, p.position.y, p.position.z = (float(v) for v in goal.position)
+    quat = Rotation.from_matrix(goal.rotation.numpy()).as_quat() if goal.rotation is not None \
+        else (0.0, 0.0, 0.0, 1.0)
+    (p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) = (
+        float(v) for v in quat)
+    return spec, goal
+
+
+def project(points: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (P, 2) of world points (P, 3); NaN behind the camera."""
+    local = (points - cam_to_world[:3, 3]) @ cam_to_world[:3, :3]
+    z = local[:, 2:3]
+    uv = (local[:, :2] / np.where(z > 1e-3, z, np.nan)) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+    return uv
+
+
+def draw_polyline(image: np.ndarray, uv: np.ndarray, colour, width: int = 1) -> None:
+    """Draw pixel polyline uv (P, 2) into image (H, W, 3) uint8, in place."""
+    h, w = image.shape[:2]
+    for a, b in zip(uv[:-1], uv[1:]):
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            continue
+        n = int(max(abs(b - a).max(), 1)) + 1
+        pts = np.round(a + (b - a) * np.linspace(0, 1, n)[:, None]).astype(int)
+        for dx in range(-(width // 2), width // 2 + 1):
+            for dy in range(-(width // 2), width // 2 + 1):
+                x, y = pts[:, 0] + dx, pts[:, 1] + dy
+                ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+                image[y[ok], x[ok]] = colour
+
+
+def overlay(rgb: np.ndarray, markers, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """The camera image with the futures' and the plan's LINE_STRIP markers drawn on it."""
+    out = rgb.copy()
+    if markers is None:
+        return out
+    for m in markers.markers:
+        if m.type != m.LINE_STRIP or not m.points or m.ns not in ("futures", "plan"):
+            continue
+        uv = project(np.array([[p.x, p.y, p.z] for p in m.points]), K, cam_to_world)
+        colour = np.array([m.color.r, m.color.g, m.color.b]) * 255
+        draw_polyline(out, uv, colour.astype(np.uint8), 3 if m.ns == "plan" else 1)
+    return out
+
+
+class DemoClient:
+    """Our side of the graph: goals out; camera, markers, ground truth and feedback in."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.action import ActionClient
+        from rclpy.parameter import Parameter
+        from rclpy.qos import qos_profile_sensor_data
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import CameraInfo, Image
+        from visualization_msgs.msg import MarkerArray
+
+        from world_model_planning.action import PlanToGoal
+        from world_model_planning.msg import ObjectArray
+
+        self.node = rclpy.create_node(
+            "planning_demo", parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self.latest = {}
+        for topic, cls, qos in (
+                ("/camera/color/image_raw", Image, qos_profile_sensor_data),
+                ("/camera/color/camera_info", CameraInfo, qos_profile_sensor_data),
+                ("/camera/pose", PoseStamped, 10), ("/planner_node/futures", MarkerArray, 1),
+                ("/ground_truth/objects", ObjectArray, 10),
+                ("/ground_truth/tcp_pose", PoseStamped, 10),
+                ("/gsplat_scene/objects", ObjectArray, 1)):
+            self.node.create_subscription(
+                cls, topic, lambda m, t=topic: self.latest.__setitem__(t, m), qos)
+        self.action = ActionClient(self.node, PlanToGoal, "/planner_node/plan_to_goal")
+        self.PlanToGoal = PlanToGoal
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not condition():
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        return bool(condition())
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def truth(self) -> dict:
+        from sim_robot.scene import OBJECT_IDS
+
+        names = {v: k for k, v in OBJECT_IDS.items()}
+        return {names.get(o.id, str(o.id)): (
+            np.array([o.pose.position.x, o.pose.position.y, o.pose.position.z]),
+            np.array([o.pose.orientation.x, o.pose.orientation.y, o.pose.orientation.z,
+                      o.pose.orientation.w]))
+            for o in self.latest["/ground_truth/objects"].objects}
+
+    def frame(self):
+        """(rgb with the futures drawn, sim time) of the latest camera image, or None."""
+        from ros_io.images import image_to_numpy
+
+        need = ("/camera/color/image_raw", "/camera/color/camera_info", "/camera/pose")
+        if not all(k in self.latest for k in need):
+            return None
+        from gsplat_scene.frames import pose_to_matrix
+
+        rgb = image_to_numpy(self.latest[need[0]])
+        K = np.array(self.latest[need[1]].k).reshape(3, 3)
+        p = self.latest[need[2]].pose
+        cam = pose_to_matrix([p.position.x, p.position.y, p.position.z],
+                             [p.orientation.x, p.orientation.y, p.orientation.z,
+                              p.orientation.w])
+        return overlay(rgb, self.latest.get("/planner_node/futures"), K, cam), self.now()
+
+    def run_goal(self, spec, timeout: float, frames: list, frame_period: float) -> dict:
+        feedback = []
+        send = self.action.send_goal_async(self.PlanToGoal.Goal(goal=spec),
+                                           feedback_callback=lambda m: feedback.append(
+                                               (self.now(), m.feedback)))
+        if not self.spin_until(send.done, 30.0) or not send.result().accepted:
+            return {"accepted": False}
+        result_future = send.result().get_result_async()
+        next_frame = 0.0
+        deadline = time.monotonic() + timeout
+
+        def done():
+            nonlocal next_frame
+            if self.now() >= next_frame:
+                f = self.frame()
+                if f is not None:
+                    frames.append(f)
+                    next_frame = self.now() + frame_period
+            return result_future.done()
+        self.spin_until(done, max(1.0, deadline - time.monotonic()))
+        if not result_future.done():
+            return {"accepted": True, "success": False, "reason": "no result in time"}
+        r = result_future.result().result
+        return {"accepted": True, "planner_success": bool(r.success),
+                "reason": r.failure_reason, "iterations": int(r.iterations),
+                "elapsed_s": r.elapsed.sec + r.elapsed.nanosec * 1e-9,
+                "planner_final_error_m": float(r.final_position_error),
+                "feedback": [(t, f.position_error, f.best_cost) for t, f in feedback]}
+
+
+def write_outputs(output: Path, runs: list, frames: list) -> None:
+    import imageio.v2 as imageio
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = [{k: v for k, v in r.items() if k != "feedback"} for r in runs]
+    (output / "report.json").write_text(json.dumps(report, indent=1))
+    lines = ["# Planning demo on the simulated robot", "",
+             "| task | success | final error [m] | sim time [s] | cycles | note |",
+             "|---|---|---|---|---|---|"]
+    for r in report:
+        lines.append(f"| {r['task']} | {r.get('success')} | "
+                     f"{r.get('final_error_m', math.nan):.4f} | "
+                     f"{r.get('elapsed_s', math.nan):.1f} | {r.get('iterations', 0)} | "
+                     f"{r.get('reason', '')} |")
+    (output / "report.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in runs:
+        if r.get("feedback"):
+            t, err, _ = zip(*r["feedback"])
+            ax.plot(np.subtract(t, t[0]), err, label=r["task"])
+    ax.axhline(0.02, color="grey", ls="--", lw=0.8, label="2 cm")
+    ax.set_xlabel("sim time since the goal [s]")
+    ax.set_ylabel("goal error [m]")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output / "errors.png", dpi=100)
+    plt.close(fig)
+    if frames:
+        imageio.mimsave(output / "demo.gif", [f for f, _ in frames], duration=0.2, loop=0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--output", type=Path, default=Path("output/demo"))
+    ap.add_argument("--model", default="learned", choices=("learned", "static"))
+    ap.add_argument("--tasks", default="reach,push")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--real-time-factor", type=float, default=0.5)
+    ap.add_argument("--goal-timeout", type=float, default=25.0,
+                    help="sim seconds each goal may take")
+    args = ap.parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    if any(t not in ("reach", "push") for t in tasks) or args.real_time_factor <= 0:
+        print("tasks must be reach and/or push; the real-time factor positive",
+              file=sys.stderr)
+        return 2
+
+    import rclpy
+
+    from sim_robot.collect import stop_process
+    from sim_robot.scene import OBJECT_IDS
+    args.output.mkdir(parents=True, exist_ok=True)
+    log = open(args.output / "processes.log", "w")
+
+    def start(module, *params):
+        import os
+        import subprocess
+        cmd = [sys.executable, "-m", module, "--ros-args"]
+        for p in params:
+            cmd += (["-r", p[2:]] if p.startswith("r:") else ["-p", p])
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    procs = [
+        start("sim_robot.sim_node", f"real_time_factor:={args.real_time_factor}",
+              "clock_rate:=50.0", "joint_state_rate:=50.0", "camera_rate:=5.0"),
+        start("gsplat_scene.scene_node", "use_sim_time:=true"),
+        start("planner_node.planner_node", f"model:={args.model}", "use_sim_time:=true",
+              f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",
+              f"default_time_budget:={args.goal_timeout}",
+              "r:objects:=/gsplat_scene/objects", "r:scene_cloud:=/gsplat_scene/gaussians"),
+    ]
+    rclpy.init()
+    runs, frames = [], []
+    try:
+        client = DemoClient()
+        cube = OBJECT_IDS["cube"]
+        print("waiting for the planner and for the scene memory to find the cube ...",
+              flush=True)
+        if not client.action.wait_for_server(timeout_sec=120.0) or not client.spin_until(
+                lambda: "/ground_truth/objects" in client.latest and any(
+                    o.id == cube for o in getattr(client.latest.get("/gsplat_scene/objects"),
+                                                  "objects", [])), 180.0):
+            print(f"the stack did not come up; see {args.output / 'processes.log'}",
+                  file=sys.stderr)
+            return 1
+        rng = np.random.default_rng(args.seed)
+        for task in tasks:
+            spec, goal = _spec(task, client.truth(), rng)
+            print(f"{task}: goal {np.round(goal.position.numpy(), 3).tolist()}", flush=True)
+            run = {"task": task, "model": args.model,
+                   **client.run_goal(spec, args.goal_timeout / args.real_time_factor + 60,
+                                     frames, 0.5)}
+            client.spin_until(lambda: False, 1.0)    # ground truth after the arm stopped
+            if task == "push":
+                error = float(np.linalg.norm(client.truth()["cube"][0][:2]
+                                             - goal.position.numpy()[:2]))
+            else:
+                p = client.latest["/ground_truth/tcp_pose"].pose.position
+                error = float(np.linalg.norm(np.array([p.x, p.y, p.z])
+                                             - goal.position.numpy()))
+            run["final_error_m"] = error
+            # Reach: the planner also checked the orientation.
+            run["success"] = bool(run.get("accepted")) and error <= goal.position_tolerance \
+                and (task == "push" or run.get("planner_success", False))
+            print(f"{task}: success {run['success']}, error {error:.4f} m, "
+                  f"{run.get('iterations', 0)} cycles {run.get('reason', '')}", flush=True)
+            runs.append(run)
+        write_outputs(args.output, runs, frames)
+        print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")
+        return 0
+    finally:
+        rclpy.try_shutdown()
+        for p in procs:
+            stop_process(p)
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The main job (sim_robot.demo) end to end: processes on one DDS graph, a reach goal, the
+report, plot and animation written."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from sim_robot.demo import draw_polyline, project
+from support.graph import REPO
+
+
+def test_projection_and_drawing():
+    K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    cam = np.eye(4)             # optical frame = world: z forward
+    uv = project(np.array([[0.0, 0.0, 1.0], [0.1, -0.05, 1.0], [0.0, 0.0, -1.0]]), K, cam)
+    assert np.allclose(uv[:2], [[32, 24], [42, 19]]) and np.isnan(uv[2]).all()
+    image = np.zeros((48, 64, 3), np.uint8)
+    draw_polyline(image, uv, np.array([255, 0, 0], np.uint8))
+    assert image[24, 32, 0] == 255 and image[19, 42, 0] == 255 and image[:, :, 1].max() == 0
+
+
+def test_demo_reaches_and_writes_its_report(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run([sys.executable, "-m", "sim_robot.demo", "--output", str(out),
+                          "--tasks", "reach", "--model", "static", "--goal-timeout", "15"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr + (out / "processes.log").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report[0]["task"] == "reach" and report[0]["success"], report
+    assert report[0]["final_error_m"] < 0.02
+    for name in ("report.md", "errors.png", "demo.gif"):
+        assert (out / name).stat().st_size > 100, name
+
+
+def test_demo_refuses_bad_arguments(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "sim_robot.demo", "--output", str(tmp_path),
+                          "--tasks", "fly"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2 and "tasks" in run.stderr

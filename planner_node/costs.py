@@ -18,11 +18,16 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
 
 Each term is averaged over the horizon with later steps weighted more (the end of the
 horizon says where the plan leads; the beginning is what gets executed).
+
+Object goals are staged (`stage_weights`): until the tool is within `engage_distance` of the
+contact point, the object term is off and the approach term doubled. A learned model asked
+about a tool that hovers near, but not behind, the object may predict motion that will not
+happen; the sampler would find and exploit such futures.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -69,6 +74,7 @@ class Scene:
     limit_margin: float = 0.1          # rad
     push_offset: float = 0.02          # m between the object's side and the contact point
     push_height: float = 0.025         # m above the table of the tool centre point
+    engage_distance: float = 0.05      # m from the contact point at which pushing may start
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:
@@ -106,6 +112,19 @@ def goal_error(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
     return pos, angle
 
 
+def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Scene):
+    """Where the pusher should be to push an object at obj (..., 3) towards the goal: behind
+    it on the line from the target through it, at push height. Returns (contact (..., 3),
+    unit push direction (..., 2))."""
+    to_target = goal.position[:2] - obj[..., :2]
+    direction = to_target / to_target.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    reach = extent[:2].norm() + scene.push_offset
+    contact = torch.cat([obj[..., :2] - reach * direction,
+                         torch.full_like(obj[..., :1], scene.table_height
+                                         + scene.push_height)], -1)
+    return contact, direction
+
+
 def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
              goal: Goal, weights: CostWeights, spheres: ArmSpheres, scene: Scene,
              limits, dt: float, extents: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -128,12 +147,7 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         obj = futures.object_positions[:, :, goal_k]        # (N, H, 3)
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
-        # Contact point: behind the object on the line from the target through it.
-        direction = to_target / to_target.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        reach = extents[goal_k, :2].norm() + scene.push_offset
-        contact = torch.cat([obj[..., :2] - reach * direction,
-                             torch.full_like(obj[..., :1], scene.table_height
-                                             + scene.push_height)], -1)
+        contact, direction = contact_point(obj, goal, extents[goal_k], scene)
         # Once the object is at its target the pusher has nothing left to do.
         done = (to_target.norm(dim=-1) < goal.position_tolerance / 2).float()
         terms["approach"] = over_horizon((tcp - contact).norm(dim=-1) * (1 - done))
@@ -175,6 +189,20 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
 
     weighted = {name: getattr(weights, name) * value for name, value in terms.items()}
     return sum(weighted.values()), weighted
+
+
+def stage_weights(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
+                  object_positions: torch.Tensor, extents: torch.Tensor,
+                  scene: Scene) -> CostWeights:
+    """The weights for the current state (tool pose (4, 4), objects (K, 3)): object goals
+    approach first, then push."""
+    if goal.kind != OBJECT:
+        return weights
+    k = goal_object_index(goal, object_ids)
+    contact, _ = contact_point(object_positions[k], goal, extents[k], scene)
+    if float((ee_pose[:3, 3] - contact).norm()) <= scene.engage_distance:
+        return weights
+    return replace(weights, object=0.0, approach=2 * weights.approach)
 
 
 def success_probability(error: torch.Tensor, std: torch.Tensor | None,

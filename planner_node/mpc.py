@@ -18,7 +18,7 @@ import torch
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
 from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_object_index,
-                                success_probability)
+                                stage_weights, success_probability)
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
@@ -115,11 +115,13 @@ class MPCPlanner:
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()
+        weights = stage_weights(c.weights, goal, self.chain.forward(world.joint_positions),
+                                world.object_ids, world.object_positions, extents, scene)
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)
             links = self.chain.link_poses(futures.joint_positions)
-            total, _ = evaluate(futures, knots[0], links, goal, c.weights, self.spheres, scene,
+            total, _ = evaluate(futures, knots[0], links, goal, weights, self.spheres, scene,
                                 self.limits, self.dt, extents)
             return total
 
@@ -137,7 +139,7 @@ class MPCPlanner:
         shown = torch.cat([result.best[None], others[:m - 1]], 0)
         (targets, vel, acc), gripper, futures = self._rollout(world, anchor, shown)
         links = self.chain.link_poses(futures.joint_positions)
-        total, terms = evaluate(futures, targets, links, goal, c.weights, self.spheres, scene,
+        total, terms = evaluate(futures, targets, links, goal, weights, self.spheres, scene,
                                 self.limits, self.dt, extents)
         prob = self._success_probability(futures, goal)
         return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),

@@ -254,7 +254,8 @@ def main(argv=None) -> int:
 
     procs = [
         start("sim_robot.sim_node", f"real_time_factor:={args.real_time_factor}",
-              "clock_rate:=50.0", "joint_state_rate:=50.0", "camera_rate:=5.0"),
+              "clock_rate:=50.0", "joint_state_rate:=50.0", "camera_rate:=5.0",
+              "ground_truth_rate:=10.0"),
         start("gsplat_scene.scene_node", "use_sim_time:=true"),
         start("planner_node.planner_node", f"model:={args.model}", "use_sim_time:=true",
               f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",

@@ -24,13 +24,13 @@ from world_model_planning.srv import Plan
 
 PLANNER_ARGS = ["-m", "planner_node.planner_node", "--ros-args",
                 "-p", "model:=static", "-p", "samples:=48", "-p", "iterations:=2",
-                "-p", "horizon:=12", "-p", "use_sim_time:=true", "-p", "state_timeout:=0.5",
+                "-p", "horizon:=12", "-p", "use_sim_time:=true", "-p", "state_timeout:=1.0",
                 "-p", "torch_threads:=1",
                 "-r", "objects:=/ground_truth/objects",
                 "-r", "joint_states:=/relayed_joint_states"]
 SIM_ARGS = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=0.5",
             "-p", "clock_rate:=50.0", "-p", "joint_state_rate:=50.0",
-            "-p", "camera_rate:=2.0"]
+            "-p", "ground_truth_rate:=10.0", "-p", "camera_rate:=2.0"]
 R = PlanToGoal.Result
 
 
@@ -82,6 +82,7 @@ class Probe:
 def reach_spec(position, yaw=0.3, tolerance=0.02, frame="world", angle_tolerance=0.15):
     spec = GoalSpec(target_type=GoalSpec.TARGET_END_EFFECTOR, position_tolerance=tolerance,
                     orientation_tolerance=angle_tolerance)
+    spec.time_budget.sec = 40    # sim seconds; generous for a loaded 2-core machine
     spec.target_pose.header.frame_id = frame
     p = spec.target_pose.pose
     p.position.x, p.position.y, p.position.z = (float(v) for v in position)

@@ -164,7 +164,7 @@ def test_stale_joint_states_stop_the_arm(graph):
         assert graph.wait_at_rest()
     finally:
         graph.relay = True
-    assert "stale" in output_of(graph.procs[1])
+    assert graph.spin_until(lambda: "joint state stale" in output_of(graph.procs[1]), 5.0)
 
 
 @pytest.mark.parametrize("reason, spec", [

@@ -3,21 +3,12 @@
 and the goal."""
 from __future__ import annotations
 
-from geometry_msgs.msg import Point
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from planner_node.costs import OBJECT, Goal
-
-
-def _strip(header, ns, i, points, colour, width) -> Marker:
-    m = Marker(header=header, ns=ns, id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
-    m.pose.orientation.w = 1.0
-    m.scale.x = width
-    m.color = colour
-    m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
-    return m
+from ros_io.markers import line_strip
 
 
 def _box(header, ns, i, position, rotation, size, colour) -> Marker:
@@ -41,12 +32,12 @@ def plan_markers(plan, goal: Goal, header, extents, count: int) -> MarkerArray:
     for n in range(count - 1, -1, -1):    # the plan (n = 0) drawn last, on top
         u = 0.0 if hi <= lo else (float(costs[n]) - lo) / (hi - lo)
         colour = ColorRGBA(r=u, g=1.0 - u, b=0.1, a=0.5 if n else 1.0)
-        out.markers.append(_strip(header, "futures" if n else "plan", n, ee[n], colour,
+        out.markers.append(line_strip(header, "futures" if n else "plan", n, ee[n], colour,
                                   0.003 if n else 0.008))
     positions = f.object_positions[0].cpu().numpy()        # (H, K, 3) along the plan
     rotations = f.object_rotations[0].double().cpu().numpy()
     for k, oid in enumerate(f.object_ids):
-        out.markers.append(_strip(header, "object_paths", int(oid), positions[:, k],
+        out.markers.append(line_strip(header, "object_paths", int(oid), positions[:, k],
                                   ColorRGBA(r=1.0, g=0.8, b=0.2, a=0.9), 0.005))
         out.markers.append(_box(header, "predicted_objects", int(oid), positions[-1, k],
                                 rotations[-1, k], 2 * extents[k].cpu().numpy(),

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-from geometry_msgs.msg import Point
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -25,6 +24,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from gsplat_scene.frames import look_at_camera
 from ros_io.lifecycle import ManagedNode, run
+from ros_io.markers import line_strip
 from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
@@ -193,22 +193,14 @@ class WorldModelNode(ManagedNode):
         obj = f.object_positions[:count].cpu().numpy()
         std = None if f.object_position_std is None else f.object_position_std[:count].cpu()
 
-        def strip(ns, i, points, colour, width):
-            m = Marker(header=header, ns=ns, id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
-            m.pose.orientation.w = 1.0
-            m.scale.x = width
-            m.color = colour
-            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
-            return m
-
         for n in range(count):
-            markers.markers.append(strip("ee_paths", n, ee[n],
-                                         ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.8), 0.004))
+            markers.markers.append(line_strip(header, "ee_paths", n, ee[n],
+                                              ColorRGBA(r=0.1, g=0.6, b=1.0, a=0.8), 0.004))
             for k in range(obj.shape[2]):
                 # Objects whose predicted spread is large are drawn red.
                 u = 0.0 if std is None else float(min(1.0, std[n, -1, k] / 0.05))
-                markers.markers.append(strip(
-                    f"object_{f.object_ids[k]}", n, obj[n, :, k],
+                markers.markers.append(line_strip(
+                    header, f"object_{f.object_ids[k]}", n, obj[n, :, k],
                     ColorRGBA(r=u, g=1.0 - u, b=0.2, a=0.9), 0.006))
         self.pub_markers.publish(markers)
 

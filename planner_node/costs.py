@@ -53,7 +53,7 @@ class CostWeights:
     object: float = 20.0
     approach: float = 4.0
     ee_position: float = 10.0
-    ee_orientation: float = 1.0
+    ee_orientation: float = 3.0
     tool_pose: float = 2.0
     collision: float = 200.0
     joint_limits: float = 10.0

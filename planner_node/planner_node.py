@@ -2,7 +2,8 @@
 
 ~/plan_to_goal (PlanToGoal action): every 1 / `rate` seconds (node clock; sim time with
 use_sim_time) it reads the latest joint state and objects, plans one MPC cycle from what the
-controller is commanding at the new trajectory's start, sends the first `execute_steps`
+controller is commanding when the new trajectory starts (one cycle ahead, or twice the
+last planning time if that is longer), sends the first `execute_steps`
 steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
 markers, until the goal holds for `settle_cycles` cycles, its time budget ends, or it is
 canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
@@ -367,6 +368,7 @@ class PlannerNode(ManagedNode):
         steps = max(1, round(period / self.planner.dt))
         execute = max(self.prm("execute_steps"), steps)
         settled, stale_since, iteration = 0, None, 0
+        lead = period    # how far ahead a plan starts: it must arrive before then
         self.planner.reset()
         self.mirror = None
 
@@ -437,7 +439,7 @@ class PlannerNode(ManagedNode):
                 handle.abort()
                 return finish(R.REASON_TIMEOUT, f"time budget of {budget:.1f} s used up "
                               f"(error {position_error:.3f} m)")
-            start = now + period   # the new trajectory takes over one cycle from now
+            start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
                                          goal, self._scene(), gripper,
@@ -445,10 +447,20 @@ class PlannerNode(ManagedNode):
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")
-            pos, vel, acc = (x[:execute] for x in (plan.targets, plan.velocities,
-                                                     plan.accelerations))
-            tail = braking(pos[-1], vel[-1], acc[-1], self.planner.limits, self.planner.dt)
-            self._send(start, *(torch.cat([a, b]) for a, b in zip((pos, vel, acc), tail)))
+            took = self.now_s() - now
+            if self.now_s() > start - 0.5 * self.planner.dt:
+                # Too late to take over smoothly: the running trajectory (ending at rest)
+                # goes on; later plans start further ahead.
+                self.get_logger().warn(f"plan took {took:.2f} s, more than its lead of "
+                                       f"{lead:.2f} s: not sent", throttle_duration_sec=5.0)
+            else:
+                pos, vel, acc = (x[:execute] for x in (plan.targets, plan.velocities,
+                                                         plan.accelerations))
+                tail = braking(pos[-1], vel[-1], acc[-1], self.planner.limits,
+                               self.planner.dt)
+                self._send(start, *(torch.cat([a, b]) for a, b in zip((pos, vel, acc),
+                                                                      tail)))
+            lead = min(max(period, 2.0 * took), 2.0)
             self.planner.advance(steps)
             iteration += 1
             feedback = PlanToGoal.Feedback(

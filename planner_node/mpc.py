@@ -17,8 +17,8 @@ import torch
 
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
 from planner_node.collision import ArmSpheres
-from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_object_index,
-                                stage_weights, success_probability)
+from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
+                                goal_object_index, stage_weights, success_probability)
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
@@ -29,6 +29,7 @@ class PlannerConfig:
     horizon: int = 16
     sampling: SamplerConfig = field(default_factory=SamplerConfig)
     init_std: float = 0.3          # of the velocity limit
+    fine_radius: float = 0.1       # m: closer to the goal, the sampling std shrinks (to 20 %)
     gripper_std: float = 0.0       # m; 0 keeps the gripper at its current command
     weights: CostWeights = field(default_factory=CostWeights)
     top_futures: int = 16          # futures returned for display
@@ -112,6 +113,11 @@ class MPCPlanner:
         std = torch.cat([vmax * c.init_std,
                          torch.tensor([max(c.gripper_std, 1e-6)], device=dev)])
         std = std.expand(h, -1).clone()
+        # Near the goal large samples only overshoot: explore less the closer it is.
+        error, _ = goal_error(goal, self.chain.forward(world.joint_positions),
+                              world.object_ids, world.object_positions,
+                              world.object_rotations)
+        std[:, :j] *= min(1.0, max(0.2, error / c.fine_radius))
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()

@@ -170,3 +170,29 @@ def test_mpc_reaches_a_pose_on_the_simulated_robot():
     assert result.position_error < 0.02 < start_error
     assert np.all(result.peak_acceleration <= planner.limits.acceleration.numpy() * 1.01)
     assert math.isfinite(result.orientation_error)
+
+
+def test_plan_markers_show_futures_plan_objects_and_goal():
+    from std_msgs.msg import Header
+
+    from planner_node.markers import plan_markers
+
+    config = PlannerConfig(horizon=8, top_futures=6,
+                           sampling=SamplerConfig(samples=24, iterations=1, elites=4))
+    planner = build_planner("static", DEFAULT_CHECKPOINT, config)
+    sim = PandaSim(Scenario(), 64, 48)
+    goal = closed_loop.sample_goal("push", sim.object_poses(), np.random.default_rng(0))
+    state = closed_loop.world_state(sim)
+    plan = planner.plan(state, (state.joint_positions, torch.zeros(7), torch.zeros(7)), goal,
+                        Scene(), 0.0)
+    assert plan.targets.shape == (8, 7) and plan.futures.ee_poses.shape[0] == 6
+    assert plan.costs[0] == pytest.approx(plan.cost) and 0.0 <= plan.success_probability <= 1
+    markers = plan_markers(plan, goal, Header(frame_id="world"), state.object_extents, 4)
+    by_ns = {}
+    for m in markers.markers[1:]:
+        by_ns.setdefault(m.ns, []).append(m)
+    assert len(by_ns["futures"]) == 3 and len(by_ns["plan"]) == 1
+    assert len(by_ns["plan"][0].points) == 8
+    assert len(by_ns["predicted_objects"]) == len(state.object_ids) == len(by_ns["object_paths"])
+    assert by_ns["goal"][0].pose.position.x == pytest.approx(float(goal.position[0]))
+    assert markers.markers[-1].header.frame_id == "world"

@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--episodes", type=int, help="episodes per task (default 50; quick 1)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if args.episodes is not None and args.episodes < 1:
+        ap.error("--episodes must be at least 1")
     device = torch.device(args.device)
     episodes = args.episodes or (1 if args.quick else 50)
     samples = 1024 if device.type == "cuda" else (48 if args.quick else 128)

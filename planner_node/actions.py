@@ -115,6 +115,16 @@ def _stoppable(q, v, a, upper, amax, dt):
     return torch.maximum(torch.minimum(s, amax), -amax)
 
 
+def executed_knots(positions: torch.Tensor, velocities: torch.Tensor,
+                   accelerations: torch.Tensor, steps: int, limits: ArmLimits,
+                   dt: float) -> tuple:
+    """What one MPC cycle sends: the first `steps` knots of a plan (each (H, J)) and a
+    braking tail, so that the arm comes to rest by itself if no new plan follows."""
+    pos, vel, acc = positions[:steps], velocities[:steps], accelerations[:steps]
+    tail = braking(pos[-1], vel[-1], acc[-1], limits, dt)
+    return tuple(torch.cat([a, b]) for a, b in zip((pos, vel, acc), tail))
+
+
 def braking(position: torch.Tensor, velocity: torch.Tensor, acceleration: torch.Tensor,
             limits: ArmLimits, dt: float, max_steps: int = 100) -> tuple:
     """Knots (positions, velocities, accelerations; each (P, J), P >= 1) that bring the

@@ -105,24 +105,23 @@ class MPCPlanner:
             goal_object_index(goal, world.object_ids)
         j, h = self.joints, c.horizon
         vmax = self.limits.velocity
-        if self._warm is None or self._warm.shape != (h, j + 1):
-            mean = torch.zeros(h, j + 1, device=dev)
+        warm = self._warm is not None and self._warm.shape == (h, j + 1)
+        mean = self._warm.clone() if warm else torch.zeros(h, j + 1, device=dev)
+        if not warm or c.gripper_std <= 0:
             mean[:, j] = gripper_command
-        else:
-            mean = self._warm.clone()
         std = torch.cat([vmax * c.init_std,
                          torch.tensor([max(c.gripper_std, 1e-6)], device=dev)])
         std = std.expand(h, -1).clone()
         # Near the goal large samples only overshoot: explore less the closer it is.
-        error, _ = goal_error(goal, self.chain.forward(world.joint_positions),
-                              world.object_ids, world.object_positions,
+        ee_now = self.chain.forward(world.joint_positions)
+        error, _ = goal_error(goal, ee_now, world.object_ids, world.object_positions,
                               world.object_rotations)
         std[:, :j] *= min(1.0, max(0.2, error / c.fine_radius))
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()
-        weights = stage_weights(c.weights, goal, self.chain.forward(world.joint_positions),
-                                world.object_ids, world.object_positions, extents, scene)
+        weights = stage_weights(c.weights, goal, ee_now, world.object_ids,
+                                world.object_positions, extents, scene)
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)
@@ -131,8 +130,6 @@ class MPCPlanner:
                                 self.limits, self.dt, extents)
             return total
 
-        if c.gripper_std <= 0:
-            mean[:, j] = gripper_command
         hold = torch.zeros(1, h, j + 1, device=dev)    # brake and stay: always a candidate
         hold[..., j] = gripper_command
         result = self.sampler.optimize(cost_fn, mean, std, lower, upper, self.generator,

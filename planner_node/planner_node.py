@@ -26,11 +26,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import JointState, PointCloud2
-from std_msgs.msg import Bool
+from sensor_msgs.msg import JointState, PointCloud2, PointField
+from std_msgs.msg import Bool, Header
 from visualization_msgs.msg import MarkerArray
 
-from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking
+from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking, executed_knots
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error
@@ -64,6 +64,8 @@ def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach
               spec.orientation_tolerance]
     if not all(math.isfinite(v) for v in values):
         raise ValueError("goal contains NaN or infinity")
+    if to_seconds(spec.time_budget) < 0:
+        raise ValueError("time_budget must not be negative")
     if spec.position_tolerance <= 0:
         raise ValueError(f"position_tolerance must be positive, got {spec.position_tolerance}")
     position = torch.tensor([p.x, p.y, p.z], dtype=torch.float32)
@@ -160,7 +162,7 @@ class PlannerNode(ManagedNode):
         report_unknown_overrides(self)
         self.planner = None
         self._lock = threading.Lock()
-        self._joint_state: JointState | None = None
+        self._joint_state: tuple | None = None    # (q, qd, gripper width, stamp [s])
         self._objects: ObjectArray | None = None
         self._obstacles: DistanceField | None = None
         self._estop = False
@@ -242,22 +244,29 @@ class PlannerNode(ManagedNode):
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            joint_state_to_tensors(msg, self.arm_joints, self.prm("gripper_joints"))
+            q, qd, width = joint_state_to_tensors(msg, self.arm_joints,
+                                                  self.prm("gripper_joints"))
         except ValueError as err:
             self.get_logger().error(f"joint state ignored: {err}", throttle_duration_sec=5.0)
             return
+        stamp = to_seconds(msg.header.stamp)
         with self._lock:
-            previous = self._joint_state
-            if previous is not None and to_seconds(msg.header.stamp) < \
-                    to_seconds(previous.header.stamp):
+            if self._joint_state is not None and stamp < self._joint_state[3]:
                 self.get_logger().warn("joint state older than the last one ignored",
                                        throttle_duration_sec=5.0)
                 return
-            self._joint_state = msg
+            self._joint_state = (q, qd, width, stamp)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         """Static obstacles: Gaussian centres away from the table, the objects (the world
         model moves those) and the robot's own body."""
+        fields = {f.name: (f.offset, f.datatype) for f in msg.fields}
+        xyz = [fields.get(n) for n in "xyz"]
+        if xyz != [(0, PointField.FLOAT32), (4, PointField.FLOAT32), (8, PointField.FLOAT32)] \
+                or msg.point_step % 4 or msg.point_step < 12 or msg.is_bigendian:
+            self.get_logger().error("scene cloud ignored: expected little-endian float32 x, y, "
+                                    "z at offsets 0, 4, 8", throttle_duration_sec=5.0)
+            return
         try:
             points = np.frombuffer(bytes(msg.data), np.float32).reshape(
                 -1, msg.point_step // 4)[:, :3].astype(np.float64)
@@ -273,12 +282,13 @@ class PlannerNode(ManagedNode):
                                   points[:, None] - pos.numpy()[None])
                 inside = (np.abs(local) <= ext.numpy()[None] + 0.03).all(-1).any(-1)
                 points = points[~inside]
-            except ValueError:
-                pass
+            except ValueError as err:   # kept: the objects message is reported on use
+                self.get_logger().error(f"objects not removed from the scene cloud: {err}",
+                                        throttle_duration_sec=5.0)
         with self._lock:
             js = self._joint_state
         if js is not None and len(points):
-            q, _, _ = joint_state_to_tensors(js, self.arm_joints, self.prm("gripper_joints"))
+            q = js[0]
             spheres = self.planner.spheres
             centres = spheres.centres(self.planner.chain.link_poses(q)).numpy()
             d = np.linalg.norm(points[:, None] - centres[None], axis=-1)
@@ -299,9 +309,8 @@ class PlannerNode(ManagedNode):
             js, objects = self._joint_state, self._objects
         if js is None:
             raise ValueError("no joint state received yet")
-        q, qd, width = joint_state_to_tensors(js, self.arm_joints, self.prm("gripper_joints"))
-        ids, pos, rot, ext, look = objects_to_tensors(objects or ObjectArray())
-        return WorldState(q, qd, width, ids, pos, rot, ext, look), to_seconds(js.header.stamp)
+        q, qd, width, stamp = js
+        return WorldState(q, qd, width, *objects_to_tensors(objects or ObjectArray())), stamp
 
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
@@ -454,12 +463,9 @@ class PlannerNode(ManagedNode):
                 self.get_logger().warn(f"plan took {took:.2f} s, more than its lead of "
                                        f"{lead:.2f} s: not sent", throttle_duration_sec=5.0)
             else:
-                pos, vel, acc = (x[:execute] for x in (plan.targets, plan.velocities,
-                                                         plan.accelerations))
-                tail = braking(pos[-1], vel[-1], acc[-1], self.planner.limits,
-                               self.planner.dt)
-                self._send(start, *(torch.cat([a, b]) for a, b in zip((pos, vel, acc),
-                                                                      tail)))
+                self._send(start, *executed_knots(plan.targets, plan.velocities,
+                                                  plan.accelerations, execute,
+                                                  self.planner.limits, self.planner.dt))
             lead = min(max(period, 2.0 * took), 2.0)
             self.planner.advance(steps)
             iteration += 1
@@ -486,7 +492,6 @@ class PlannerNode(ManagedNode):
         count = self.prm("markers.futures")
         if count == 0 or self.pub_markers.get_subscription_count() == 0:
             return
-        from std_msgs.msg import Header
         header = Header(stamp=self.get_clock().now().to_msg(),
                         frame_id=self.prm("world_frame"))
         self.pub_markers.publish(plan_markers(plan, goal, header, world.object_extents, count))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from planner_node.actions import braking
+from planner_node.actions import executed_knots
 from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
 from planner_node.mpc import MPCPlanner
 from sim_robot import panda
@@ -108,19 +108,11 @@ def within_tolerance(goal: Goal, error: tuple) -> bool:
         or angle <= goal.orientation_tolerance)
 
 
-def plan_knots(plan, limits, dt: float, execute_steps: int) -> tuple:
-    """Positions, velocities, accelerations (each (P, J)) to send: the plan's first
-    execute_steps knots and a braking tail, so that the arm stops if no new plan comes."""
-    pos, vel, acc = (x[:execute_steps] for x in (plan.targets, plan.velocities,
-                                                   plan.accelerations))
-    tail = braking(pos[-1], vel[-1], acc[-1], limits, dt)
-    return tuple(torch.cat([a, b]) for a, b in zip((pos, vel, acc), tail))
-
-
 def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float, plan,
               execute_steps: int) -> None:
     """Queue the plan's first knots and a braking tail, starting at `now`."""
-    pos, vel, acc = plan_knots(plan, planner.limits, planner.dt, execute_steps)
+    pos, vel, acc = executed_knots(plan.targets, plan.velocities, plan.accelerations,
+                                   execute_steps, planner.limits, planner.dt)
     times = (np.arange(len(pos)) + 1) * planner.dt
     follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(),
                             vel.numpy(), acc.numpy())

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -231,9 +233,10 @@ def main(argv=None) -> int:
                     help="sim seconds each goal may take")
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
-    if any(t not in ("reach", "push") for t in tasks) or args.real_time_factor <= 0:
-        print("tasks must be reach and/or push; the real-time factor positive",
-              file=sys.stderr)
+    if not tasks or any(t not in ("reach", "push") for t in tasks) \
+            or args.real_time_factor <= 0 or args.goal_timeout <= 0:
+        print("tasks must be reach and/or push; the real-time factor and the goal timeout "
+              "positive", file=sys.stderr)
         return 2
 
     import rclpy
@@ -243,24 +246,22 @@ def main(argv=None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     log = open(args.output / "processes.log", "w")
 
-    def start(module, *params):
-        import os
-        import subprocess
+    def start(module, params, remaps=()):
         cmd = [sys.executable, "-m", module, "--ros-args"]
-        for p in params:
-            cmd += (["-r", p[2:]] if p.startswith("r:") else ["-p", p])
+        cmd += [a for p in params for a in ("-p", p)] + [a for r in remaps for a in ("-r", r)]
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     procs = [
-        start("sim_robot.sim_node", f"real_time_factor:={args.real_time_factor}",
-              "clock_rate:=50.0", "joint_state_rate:=50.0", "camera_rate:=5.0",
-              "ground_truth_rate:=10.0"),
-        start("gsplat_scene.scene_node", "use_sim_time:=true"),
-        start("planner_node.planner_node", f"model:={args.model}", "use_sim_time:=true",
-              f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",
-              f"default_time_budget:={args.goal_timeout}",
-              "r:objects:=/gsplat_scene/objects", "r:scene_cloud:=/gsplat_scene/gaussians"),
+        start("sim_robot.sim_node", [f"real_time_factor:={args.real_time_factor}",
+                                     "clock_rate:=50.0", "joint_state_rate:=50.0",
+                                     "camera_rate:=5.0", "ground_truth_rate:=10.0"]),
+        start("gsplat_scene.scene_node", ["use_sim_time:=true"]),
+        start("planner_node.planner_node",
+              [f"model:={args.model}", "use_sim_time:=true",
+               f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",
+               f"default_time_budget:={args.goal_timeout}"],
+              ["objects:=/gsplat_scene/objects", "scene_cloud:=/gsplat_scene/gaussians"]),
     ]
     rclpy.init()
     runs, frames = [], []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking, integrate
+from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
+                                  executed_knots, integrate)
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import END_EFFECTOR, CostWeights, Goal, Scene, evaluate
 from planner_node.mpc import PlannerConfig, build_planner
@@ -100,8 +101,7 @@ def test_sent_trajectories_keep_the_limits_between_knots(limits):
         anchor = [torch.tensor(x, dtype=torch.float32) for x in follower.sample(now)]
         u = torch.randn(1, 10, 7, generator=gen) * limits.velocity
         q, v, a = (x[0] for x in integrate(*anchor, u, limits, DT))
-        plan = type("Plan", (), {"targets": q, "velocities": v, "accelerations": a})
-        pos, vel, acc = closed_loop.plan_knots(plan, limits, DT, 2)
+        pos, vel, acc = executed_knots(q, v, a, 2, limits, DT)
         follower.set_trajectory(now, now, follower.joint_names,
                                 (np.arange(len(pos)) + 1) * DT, pos.numpy(), vel.numpy(),
                                 acc.numpy())

@@ -10,7 +10,8 @@ import pytest
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import JointState
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState, PointCloud2, PointField
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -79,10 +80,11 @@ class Probe:
         return self.spin_until(lambda: self.arm_speed() < 0.02, timeout)
 
 
-def reach_spec(position, yaw=0.3, tolerance=0.02, frame="world", angle_tolerance=0.15):
+def reach_spec(position, yaw=0.3, tolerance=0.02, frame="world", angle_tolerance=0.15,
+               budget=40):
     spec = GoalSpec(target_type=GoalSpec.TARGET_END_EFFECTOR, position_tolerance=tolerance,
                     orientation_tolerance=angle_tolerance)
-    spec.time_budget.sec = 40    # sim seconds; generous for a loaded 2-core machine
+    spec.time_budget.sec = budget    # sim seconds; generous for a loaded 2-core machine
     spec.target_pose.header.frame_id = frame
     p = spec.target_pose.pose
     p.position.x, p.position.y, p.position.z = (float(v) for v in position)
@@ -173,6 +175,7 @@ def test_stale_joint_states_stop_the_arm(graph):
     ("unreachable", reach_spec([1.5, 0.0, 0.3])),
     ("unknown object id", GoalSpec(target_type=GoalSpec.TARGET_OBJECT, object_id=77,
                                    position_tolerance=0.02, orientation_tolerance=-1.0)),
+    ("must not be negative", reach_spec([0.4, 0.0, 0.3], budget=-1)),
 ])
 def test_bad_goals_are_rejected(graph, reason, spec):
     if spec.target_type == GoalSpec.TARGET_OBJECT:
@@ -182,6 +185,19 @@ def test_bad_goals_are_rejected(graph, reason, spec):
     assert not graph.send(spec).accepted
     assert graph.spin_until(lambda: reason.split()[-1] in output_of(graph.procs[1]), 5.0)
     assert graph.procs[1].poll() is None
+
+
+def test_malformed_scene_cloud_is_reported_and_planning_goes_on(graph):
+    pub = graph.node.create_publisher(PointCloud2, "/scene_cloud", qos_profile_sensor_data)
+    cloud = PointCloud2(height=1, width=2, point_step=24, row_step=48, data=bytes(48),
+                        fields=[PointField(name=n, offset=8 * i, datatype=PointField.FLOAT64,
+                                           count=1) for i, n in enumerate("xyz")])
+    assert graph.spin_until(lambda: pub.get_subscription_count() > 0, 10.0)
+    assert graph.spin_until(lambda: pub.publish(cloud) or "scene cloud ignored"
+                            in output_of(graph.procs[1]), 10.0)
+    handle = graph.send(reach_spec([0.45, 0.05, 0.3]))
+    assert handle.accepted and graph.result(handle, 120.0).result.success
+    graph.node.destroy_publisher(pub)
 
 
 def test_plan_service_returns_a_trajectory_and_scored_futures(graph):

@@ -19,6 +19,7 @@ from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, inte
 from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
                                 goal_object_index, stage_weights, success_probability)
+from planner_node.guides import guide_target, guides
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
@@ -31,6 +32,7 @@ class PlannerConfig:
     init_std: float = 0.3          # of the velocity limit
     fine_radius: float = 0.1       # m: closer to the goal, the sampling std shrinks (to 20 %)
     gripper_std: float = 0.0       # m; 0 keeps the gripper at its current command
+    guide_speeds: tuple = (0.25, 0.1)   # m/s of the resolved-rate guides scored each cycle
     weights: CostWeights = field(default_factory=CostWeights)
     top_futures: int = 16          # futures returned for display
     seed: int = 0
@@ -130,10 +132,16 @@ class MPCPlanner:
                                 self.limits, self.dt, extents)
             return total
 
-        hold = torch.zeros(1, h, j + 1, device=dev)    # brake and stay: always a candidate
-        hold[..., j] = gripper_command
+        # Always candidates: brake and stay, and straight towards the goal.
+        candidates = torch.zeros(1 + len(c.guide_speeds), h, j + 1, device=dev)
+        candidates[..., j] = gripper_command
+        if c.guide_speeds:
+            target = guide_target(goal, self.chain.forward(anchor[0]), world.object_ids,
+                                  world.object_positions, extents, scene)
+            candidates[1:, :, :j] = guides(self.chain, anchor[0], target, self.limits,
+                                           self.dt, h, c.guide_speeds)
         result = self.sampler.optimize(cost_fn, mean, std, lower, upper, self.generator,
-                                       budget_s, hold)
+                                       budget_s, candidates)
         self._warm = result.mean.clone()
 
         # The plan and the best other samples, imagined once more for display and scoring.

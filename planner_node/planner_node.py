@@ -2,8 +2,8 @@
 
 ~/plan_to_goal (PlanToGoal action): every 1 / `rate` seconds (node clock; sim time with
 use_sim_time) it reads the latest joint state and objects, plans one MPC cycle from what the
-controller is commanding when the new trajectory starts (one cycle ahead, or twice the
-last planning time if that is longer), sends the first `execute_steps`
+controller is commanding when the new trajectory starts (one cycle ahead, or 1.5 times the
+longest of the last five planning times if that is longer; at most MAX_LEAD), sends the first `execute_steps`
 steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
 markers, until the goal holds for `settle_cycles` cycles, its time budget ends, or it is
 canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
@@ -14,6 +14,7 @@ and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
 """
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -50,6 +51,7 @@ from world_model_planning.srv import Plan
 
 R = PlanToGoal.Result
 SHOULDER_HEIGHT = 0.333   # m, Panda joint 2 above the base (reach is measured from there)
+MAX_LEAD = 2.0            # s: a plan that needs longer is not worth sending
 
 
 def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach: float,
@@ -378,6 +380,7 @@ class PlannerNode(ManagedNode):
         execute = max(self.prm("execute_steps"), steps)
         settled, stale_since, iteration = 0, None, 0
         lead = period    # how far ahead a plan starts: it must arrive before then
+        recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
         self.mirror = None
 
@@ -466,7 +469,8 @@ class PlannerNode(ManagedNode):
                 self._send(start, *executed_knots(plan.targets, plan.velocities,
                                                   plan.accelerations, execute,
                                                   self.planner.limits, self.planner.dt))
-            lead = min(max(period, 2.0 * took), 2.0)
+            recent.append(took)
+            lead = min(max(period, 1.5 * max(recent)), MAX_LEAD)
             self.planner.advance(steps)
             iteration += 1
             feedback = PlanToGoal.Feedback(
@@ -541,7 +545,7 @@ class PlannerNode(ManagedNode):
 
 
 def main(args=None):
-    run(PlannerNode, args, threads=2)
+    run(PlannerNode, args, threads=3)   # goal, ~/plan, short callbacks
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 main that configures and activates at start-up unless `autostart` is false."""
 from __future__ import annotations
 
+import threading
+
 import rclpy
 import rclpy.executors
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -32,6 +34,36 @@ class ManagedNode(LifecycleNode):
         raise NotImplementedError
 
 
+class HandOffExecutor(rclpy.executors.MultiThreadedExecutor):
+    """A MultiThreadedExecutor that waits until a worker has picked a callback up before it
+    looks for more work.
+
+    rclpy's own (Humble; Jazzy up to 7.1.x: ros2/rclpy#1452) offers a callback again while it
+    waits in the pool's queue, so its spin thread loops without blocking until a worker takes
+    it. That loop holds the GIL: a worker planning for seconds then ran up to 100 times
+    slower, in bursts. All workers busy means the next callback waits for one (the nodes that
+    use this keep a worker free for short callbacks)."""
+
+    def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (rclpy.executors.ExternalShutdownException, rclpy.executors.ShutdownException,
+                rclpy.executors.TimeoutException, rclpy.executors.ConditionReachedException):
+            return
+        started = threading.Event()
+
+        def call():
+            started.set()
+            handler()
+        self._executor.submit(call)
+        started.wait()
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()      # raise what a callback raised
+
+
 def run(node_class, args=None, threads: int = 1) -> None:
     """Spin one ManagedNode (autostarted if its `autostart` parameter says so) until Ctrl-C."""
     rclpy.init(args=args)
@@ -39,7 +71,7 @@ def run(node_class, args=None, threads: int = 1) -> None:
     if node.get_parameter("autostart").value \
             and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
         node.trigger_activate()  # a failed configure was logged; stay unconfigured, serving
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=threads) if threads > 1 \
+    executor = HandOffExecutor(num_threads=threads) if threads > 1 \
         else rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -9,7 +9,8 @@ import torch
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
-from planner_node.costs import END_EFFECTOR, CostWeights, Goal, Scene, evaluate
+from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, evaluate
+from planner_node.guides import guide_target, guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
@@ -155,6 +156,50 @@ def test_limits_parameters_are_checked(chain):
         ArmLimits.from_chain(chain, PANDA_ACCELERATION, [-1.0] * 7)
     with pytest.raises(ValueError, match="scale"):
         ArmLimits.from_chain(chain, PANDA_ACCELERATION, PANDA_JERK, scale=0.0)
+
+
+def test_guides_move_the_tool_towards_its_target(chain, limits):
+    """The Jacobian matches finite motions; each guide, integrated within the limits, ends
+    closer to the target at about its speed; object goals hover, descend, then push."""
+    q = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    dq = torch.tensor([0.01, -0.02, 0.015, 0.01, -0.01, 0.02, 0.01])
+    pose, moved = chain.forward(q), chain.forward(q + dq)
+    assert torch.allclose(pose_jacobian(chain, q)[:3] @ dq, moved[:3, 3] - pose[:3, 3],
+                          atol=5e-4)
+    target = pose[:3, 3] + torch.tensor([0.08, -0.05, -0.1])
+    rotation = moved[:3, :3]
+    sequences = guides(chain, q, (target, rotation), limits, DT, 16, speeds=(0.25, 0.1))
+    assert sequences.shape == (2, 16, 7)
+    assert bool((sequences.abs() <= limits.velocity + 1e-6).all())
+    start = float((target - pose[:3, 3]).norm())
+    for sequence, speed in zip(sequences, (0.25, 0.1)):
+        knots = integrate(q, torch.zeros(7), torch.zeros(7), sequence[None], limits, DT)[0]
+        path = chain.forward(knots[0])[:, :3, 3]
+        remaining = (path - target).norm(dim=-1)
+        # linearised once, so not all the way; the next cycle re-linearises
+        assert float(remaining[-1]) < 0.3 * start, (speed, remaining)
+        # half a second covers about half `speed` metres (the ramp-up costs a little)
+        assert 0.3 * speed < start - float(remaining[4]) <= 0.55 * speed, (speed, remaining)
+
+    scene = Scene()
+    cube = torch.tensor([[0.5, 0.0, 0.025]])
+    extents = torch.tensor([[0.025, 0.025, 0.025]])
+    goal = Goal(OBJECT, torch.tensor([0.5, 0.2, 0.025]), object_id=7)
+    far = torch.eye(4)
+    far[:3, 3] = torch.tensor([0.3, 0.3, 0.3])
+    above, rot = guide_target(goal, far, [7], cube, extents, scene)
+    contact_height = scene.table_height + scene.push_height
+    assert float(above[2]) > contact_height + 0.05 and float(above[1]) < 0.0   # behind the cube
+    assert torch.allclose(rot[:, 2], torch.tensor([0.0, 0.0, -1.0]))
+    over = torch.eye(4)
+    over[:3, 3] = above - torch.tensor([0.0, 0.0, 0.005])       # above it: descend
+    contact, _ = guide_target(goal, over, [7], cube, extents, scene)
+    assert float(contact[2]) == pytest.approx(contact_height)
+    at = torch.eye(4)
+    at[:3, 3] = contact
+    end, rot = guide_target(goal, at, [7], cube, extents, scene)
+    assert float(end[1]) == pytest.approx(float(contact[1]) + 0.2, abs=1e-5)   # the push
+    assert abs(float(rot[1, 0])) == pytest.approx(1.0, abs=1e-5)     # tool x along it
 
 
 def test_mpc_reaches_a_pose_on_the_simulated_robot():

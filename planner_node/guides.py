@@ -1,0 +1,86 @@
+"""Guide sequences: resolved-rate motions towards the goal, scored among the samples.
+
+Random samples find the broad motion but are poor at the last centimetres, where a small
+move helps the cost less than the noise of a 7-D sample hurts it. A damped-least-squares
+step along the tool's pose error does exactly that small move, so each cycle the planner
+also scores a few such sequences (`guides`). They are candidates only: a guide wins when the
+world model and the costs say it is best, never by construction.
+
+Targets follow the stages of `costs.stage_weights`: an end-effector goal's pose; for an
+object goal, first a point above the contact point, then the contact point, then the place
+the tool reaches when the object is at its target, the tool level and its x axis along the
+push.
+"""
+from __future__ import annotations
+
+import torch
+
+from planner_node.actions import ArmLimits
+from planner_node.costs import OBJECT, Goal, Scene, contact_point, goal_object_index
+from world_model_node.kinematics import KinematicChain
+from world_model_node.model import so3_log
+
+HOVER = 0.06      # m above the contact point from where the tool descends
+
+
+def guide_target(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
+                 object_positions: torch.Tensor, extents: torch.Tensor,
+                 scene: Scene) -> tuple:
+    """Where the tool should head now: (position (3,), rotation (3, 3) or None)."""
+    if goal.kind != OBJECT:
+        return goal.position, goal.rotation
+    k = goal_object_index(goal, object_ids)
+    contact, direction = contact_point(object_positions[k], goal, extents[k], scene)
+    tcp = ee_pose[:3, 3]
+    x = torch.cat([direction, direction.new_zeros(1)])
+    if float((x * ee_pose[:3, 0]).sum()) < 0:       # either sign pushes; turn the least
+        x = -x
+    z = x.new_tensor([0.0, 0.0, -1.0])
+    rotation = torch.stack([x, torch.linalg.cross(z, x), z], -1)
+    if float((tcp - contact).norm()) <= scene.engage_distance:
+        # Push: the tool goes where it is when the object sits on its target.
+        reach = float((object_positions[k, :2] - contact[:2]).norm())
+        end = torch.cat([goal.position[:2] - reach * direction, contact[2:]])
+        return end, rotation
+    if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance:
+        return contact + contact.new_tensor([0.0, 0.0, HOVER]), rotation
+    return contact, rotation
+
+
+def pose_jacobian(chain: KinematicChain, q: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(6, J) Jacobian of the tool's (position, rotation vector) in the world frame at q
+    (J,), by central differences (one batched forward pass)."""
+    j = q.shape[-1]
+    offsets = torch.cat([torch.eye(j), -torch.eye(j)]).to(q) * eps
+    poses = chain.forward(q + offsets)                        # (2J, 4, 4)
+    dp = (poses[:j, :3, 3] - poses[j:, :3, 3]) / (2 * eps)
+    dr = so3_log(poses[:j, :3, :3] @ poses[j:, :3, :3].transpose(-1, -2)) / (2 * eps)
+    return torch.cat([dp, dr], -1).T
+
+
+def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLimits,
+           dt: float, horizon: int, speeds=(0.25, 0.1), damping: float = 0.05) -> torch.Tensor:
+    """(S, H, J) desired joint velocities that move the tool from its pose at q (J,) straight
+    towards target (position (3,), rotation (3, 3) or None) at each Cartesian speed [m/s]
+    (no faster than the velocity limits allow) and stop there. Damped least squares,
+    linearised at q: the plan is re-guided every cycle."""
+    position, rotation = (None if x is None else x.to(q) for x in target)
+    pose = chain.forward(q)
+    error = position - pose[:3, 3]
+    jac = pose_jacobian(chain, q)
+    if rotation is not None:
+        error = torch.cat([error, so3_log(rotation @ pose[:3, :3].T)])
+    else:
+        jac = jac[:3]
+    step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(len(error)).to(q),
+                                      error)                  # (J,) rad to the target
+    distance = float(error[:3].norm())
+    joint_time = float((step.abs() / limits.velocity.to(q)).max())
+    out = []
+    t = (torch.arange(horizon, dtype=q.dtype, device=q.device) + 1) * dt
+    for speed in speeds:
+        duration = max(distance / speed, joint_time, dt)
+        # The share of each step spent moving, so the sequence covers exactly `step`.
+        share = ((duration - (t - dt)) / dt).clamp(0.0, 1.0)
+        out.append(share[:, None] * step / duration)
+    return torch.stack(out)

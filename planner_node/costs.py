@@ -19,8 +19,10 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
 Each term is averaged over the horizon with later steps weighted more (the end of the
 horizon says where the plan leads; the beginning is what gets executed).
 
-Object goals are staged (`stage_weights`): until the tool is within `engage_distance` of the
-contact point, the object term is off and the approach term doubled. A learned model asked
+Object goals are staged (`stage`): until the tool is within `engage_distance` of the
+contact point, the object term is off and the approach term doubled; while the tool is not
+yet above the contact point, it approaches a point `approach_height` above it (so it comes
+down behind the object, not onto it). A learned model asked
 about a tool that hovers near, but not behind, the object may predict motion that will not
 happen; the sampler would find and exploit such futures.
 """
@@ -75,6 +77,7 @@ class Scene:
     push_offset: float = 0.02          # m between the object's side and the contact point
     push_height: float = 0.025         # m above the table of the tool centre point
     engage_distance: float = 0.05      # m from the contact point at which pushing may start
+    approach_height: float = 0.06      # m above the contact point from where the tool descends
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:
@@ -127,11 +130,13 @@ def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Sc
 
 def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
              goal: Goal, weights: CostWeights, spheres: ArmSpheres, scene: Scene,
-             limits, dt: float, extents: torch.Tensor) -> tuple[torch.Tensor, dict]:
+             limits, dt: float, extents: torch.Tensor,
+             approach_lift: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Total cost (N,) and each weighted term (N,) of N futures.
 
     targets (N, H, J) joint targets; link_poses (N, H, L, 4, 4) of the predicted joints;
-    extents (K, 3) object half sizes; limits an ArmLimits."""
+    extents (K, 3) object half sizes; limits an ArmLimits; approach_lift [m] raises the
+    approach target above the contact point (see `stage`)."""
     n, h, _ = targets.shape
     w = horizon_weights(h, targets.device)
     ee = futures.ee_poses                                   # (N, H, 4, 4)
@@ -148,6 +153,7 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
         contact, direction = contact_point(obj, goal, extents[goal_k], scene)
+        contact = contact + contact.new_tensor([0.0, 0.0, approach_lift])
         # Once the object is at its target the pusher has nothing left to do.
         done = (to_target.norm(dim=-1) < goal.position_tolerance / 2).float()
         terms["approach"] = over_horizon((tcp - contact).norm(dim=-1) * (1 - done))
@@ -191,18 +197,20 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
     return sum(weighted.values()), weighted
 
 
-def stage_weights(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
-                  object_positions: torch.Tensor, extents: torch.Tensor,
-                  scene: Scene) -> CostWeights:
-    """The weights for the current state (tool pose (4, 4), objects (K, 3)): object goals
-    approach first, then push."""
+def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
+          object_positions: torch.Tensor, extents: torch.Tensor, scene: Scene) -> tuple:
+    """(weights, approach lift [m]) for the current state (tool pose (4, 4), objects
+    (K, 3)): object goals approach from above the contact point first, then push."""
     if goal.kind != OBJECT:
-        return weights
+        return weights, 0.0
     k = goal_object_index(goal, object_ids)
     contact, _ = contact_point(object_positions[k], goal, extents[k], scene)
-    if float((ee_pose[:3, 3] - contact).norm()) <= scene.engage_distance:
-        return weights
-    return replace(weights, object=0.0, approach=2 * weights.approach)
+    tcp = ee_pose[:3, 3]
+    if float((tcp - contact).norm()) <= scene.engage_distance:
+        return weights, 0.0
+    lift = scene.approach_height \
+        if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance else 0.0
+    return replace(weights, object=0.0, approach=2 * weights.approach), lift
 
 
 def success_probability(error: torch.Tensor, std: torch.Tensor | None,

@@ -6,7 +6,7 @@ step along the tool's pose error does exactly that small move, so each cycle the
 also scores a few such sequences (`guides`). They are candidates only: a guide wins when the
 world model and the costs say it is best, never by construction.
 
-Targets follow the stages of `costs.stage_weights`: an end-effector goal's pose; for an
+Targets follow the stages of `costs.stage`: an end-effector goal's pose; for an
 object goal, first a point above the contact point, then the contact point, then the place
 the tool reaches when the object is at its target, the tool level and its x axis along the
 push.
@@ -20,15 +20,14 @@ from planner_node.costs import OBJECT, Goal, Scene, contact_point, goal_object_i
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
-HOVER = 0.06      # m above the contact point from where the tool descends
-
 
 def guide_target(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
                  object_positions: torch.Tensor, extents: torch.Tensor,
                  scene: Scene) -> tuple:
-    """Where the tool should head now: (position (3,), rotation (3, 3) or None)."""
+    """Where the tool should head now: (position (3,), rotation (3, 3) or None, whether it
+    pushes)."""
     if goal.kind != OBJECT:
-        return goal.position, goal.rotation
+        return goal.position, goal.rotation, False
     k = goal_object_index(goal, object_ids)
     contact, direction = contact_point(object_positions[k], goal, extents[k], scene)
     tcp = ee_pose[:3, 3]
@@ -41,10 +40,10 @@ def guide_target(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
         # Push: the tool goes where it is when the object sits on its target.
         reach = float((object_positions[k, :2] - contact[:2]).norm())
         end = torch.cat([goal.position[:2] - reach * direction, contact[2:]])
-        return end, rotation
+        return end, rotation, True
     if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance:
-        return contact + contact.new_tensor([0.0, 0.0, HOVER]), rotation
-    return contact, rotation
+        return contact + contact.new_tensor([0.0, 0.0, scene.approach_height]), rotation, False
+    return contact, rotation, False
 
 
 def pose_jacobian(chain: KinematicChain, q: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

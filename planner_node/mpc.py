@@ -18,7 +18,7 @@ import torch
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
 from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
-                                goal_object_index, stage_weights, success_probability)
+                                goal_object_index, stage, success_probability)
 from planner_node.guides import guide_target, guides
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
@@ -33,6 +33,7 @@ class PlannerConfig:
     fine_radius: float = 0.1       # m: closer to the goal, the sampling std shrinks (to 20 %)
     gripper_std: float = 0.0       # m; 0 keeps the gripper at its current command
     guide_speeds: tuple = (0.25, 0.1)   # m/s of the resolved-rate guides scored each cycle
+    push_speeds: tuple = (0.1, 0.05)    # m/s of the guides while pushing
     weights: CostWeights = field(default_factory=CostWeights)
     top_futures: int = 16          # futures returned for display
     seed: int = 0
@@ -122,24 +123,26 @@ class MPCPlanner:
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()
-        weights = stage_weights(c.weights, goal, ee_now, world.object_ids,
-                                world.object_positions, extents, scene)
+        weights, lift = stage(c.weights, goal, ee_now, world.object_ids,
+                              world.object_positions, extents, scene)
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)
             links = self.chain.link_poses(futures.joint_positions)
             total, _ = evaluate(futures, knots[0], links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents)
+                                self.limits, self.dt, extents, lift)
             return total
 
         # Always candidates: brake and stay, and straight towards the goal.
-        candidates = torch.zeros(1 + len(c.guide_speeds), h, j + 1, device=dev)
+        *target, pushing = guide_target(goal, self.chain.forward(anchor[0]),
+                                        world.object_ids, world.object_positions, extents,
+                                        scene)
+        speeds = c.push_speeds if pushing else c.guide_speeds
+        candidates = torch.zeros(1 + len(speeds), h, j + 1, device=dev)
         candidates[..., j] = gripper_command
-        if c.guide_speeds:
-            target = guide_target(goal, self.chain.forward(anchor[0]), world.object_ids,
-                                  world.object_positions, extents, scene)
+        if speeds:
             candidates[1:, :, :j] = guides(self.chain, anchor[0], target, self.limits,
-                                           self.dt, h, c.guide_speeds)
+                                           self.dt, h, speeds)
         result = self.sampler.optimize(cost_fn, mean, std, lower, upper, self.generator,
                                        budget_s, candidates)
         self._warm = result.mean.clone()
@@ -151,7 +154,7 @@ class MPCPlanner:
         (targets, vel, acc), gripper, futures = self._rollout(world, anchor, shown)
         links = self.chain.link_poses(futures.joint_positions)
         total, terms = evaluate(futures, targets, links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents)
+                                self.limits, self.dt, extents, lift)
         prob = self._success_probability(futures, goal)
         return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),
                     {k: float(v[0]) for k, v in terms.items()}, float(prob[0]),

@@ -9,7 +9,8 @@ import torch
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
-from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, evaluate
+from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, evaluate,
+                                stage)
 from planner_node.guides import guide_target, guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
@@ -187,17 +188,23 @@ def test_guides_move_the_tool_towards_its_target(chain, limits):
     goal = Goal(OBJECT, torch.tensor([0.5, 0.2, 0.025]), object_id=7)
     far = torch.eye(4)
     far[:3, 3] = torch.tensor([0.3, 0.3, 0.3])
-    above, rot = guide_target(goal, far, [7], cube, extents, scene)
+    above, rot, pushing = guide_target(goal, far, [7], cube, extents, scene)
     contact_height = scene.table_height + scene.push_height
     assert float(above[2]) > contact_height + 0.05 and float(above[1]) < 0.0   # behind the cube
     assert torch.allclose(rot[:, 2], torch.tensor([0.0, 0.0, -1.0]))
     over = torch.eye(4)
     over[:3, 3] = above - torch.tensor([0.0, 0.0, 0.005])       # above it: descend
-    contact, _ = guide_target(goal, over, [7], cube, extents, scene)
+    contact, _, pushing_too = guide_target(goal, over, [7], cube, extents, scene)
     assert float(contact[2]) == pytest.approx(contact_height)
     at = torch.eye(4)
     at[:3, 3] = contact
-    end, rot = guide_target(goal, at, [7], cube, extents, scene)
+    end, rot, pushes = guide_target(goal, at, [7], cube, extents, scene)
+    assert not pushing and not pushing_too and pushes
+    # the costs stage the same way: lifted approach, then descent, then the push
+    weights = CostWeights()
+    staged = [stage(weights, goal, pose, [7], cube, extents, scene) for pose in (far, over, at)]
+    assert [lift for _, lift in staged] == [scene.approach_height, 0.0, 0.0]
+    assert staged[0][0].object == staged[1][0].object == 0.0 and staged[2][0] == weights
     assert float(end[1]) == pytest.approx(float(contact[1]) + 0.2, abs=1e-5)   # the push
     assert abs(float(rot[1, 0])) == pytest.approx(1.0, abs=1e-5)     # tool x along it
 

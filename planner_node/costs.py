@@ -22,7 +22,8 @@ horizon says where the plan leads; the beginning is what gets executed).
 Object goals are staged (`stage`): until the tool is within `engage_distance` of the
 contact point, the object term is off and the approach term doubled; while the tool is not
 yet above the contact point, it approaches a point `approach_height` above it (so it comes
-down behind the object, not onto it). A learned model asked
+down behind the object, not onto it); once the object is within tolerance of its target,
+only keeping it there counts. A learned model asked
 about a tool that hovers near, but not behind, the object may predict motion that will not
 happen; the sampler would find and exploit such futures.
 """
@@ -204,6 +205,11 @@ def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: l
     if goal.kind != OBJECT:
         return weights, 0.0
     k = goal_object_index(goal, object_ids)
+    if float((object_positions[k, :2] - goal.position[:2]).norm()) <= goal.position_tolerance:
+        # There: keep it there. (The contact point, behind the object on the line from the
+        # target, swings around when the object is near its target; chasing it would push
+        # the object off again.)
+        return replace(weights, approach=0.0), 0.0
     contact, _ = contact_point(object_positions[k], goal, extents[k], scene)
     tcp = ee_pose[:3, 3]
     if float((tcp - contact).norm()) <= scene.engage_distance:

@@ -116,6 +116,11 @@ class PlannerNode(ManagedNode):
         p("init_std", 0.2, ranged("Initial sampling std, share of the velocity limit",
                                   0.01, 2.0, **ro))
         p("seed", 0, ranged("Sampler seed", 0, 2 ** 31 - 1, True, **ro))
+        p("guide_speeds", [0.25, 0.1], ParameterDescriptor(
+            description="Tool speeds [m/s] of the straight-to-target guides scored each cycle",
+            **ro))
+        p("push_speeds", [0.1, 0.05], ParameterDescriptor(
+            description="Tool speeds [m/s] of the guides while pushing", **ro))
         p("rate", 5.0, ranged("MPC cycles per second [Hz]", 0.5, 100.0, **ro))
         p("plan_budget", 0.5, ranged("Wall-clock budget of one cycle's optimisation [s]",
                                      0.001, 10.0))
@@ -182,12 +187,18 @@ class PlannerNode(ManagedNode):
         if self.prm("torch_threads") > 0:
             torch.set_num_threads(self.prm("torch_threads"))
         weights = CostWeights(**{n: self.prm(f"weights.{n}") for n in CostWeights.names()})
+        speeds = {n: tuple(self.prm(n)) for n in ("guide_speeds", "push_speeds")}
+        for name, values in speeds.items():
+            if not all(0.0 < v <= 2.0 for v in values):
+                self.get_logger().error(f"cannot configure the planner: {name} must lie in "
+                                        f"(0, 2] m/s, got {list(values)}")
+                return TransitionCallbackReturn.FAILURE
         config = PlannerConfig(
             sampler=self.prm("sampler"), horizon=self.prm("horizon"),
             sampling=SamplerConfig(samples=self.prm("samples"),
                                    iterations=self.prm("iterations"),
                                    elites=min(self.prm("elites"), self.prm("samples"))),
-            init_std=self.prm("init_std"), weights=weights, seed=self.prm("seed"),
+            init_std=self.prm("init_std"), weights=weights, seed=self.prm("seed"), **speeds,
             top_futures=max(2, self.prm("markers.futures")))
         try:
             self.planner = build_planner(self.prm("model"), self.prm("checkpoint"), config,

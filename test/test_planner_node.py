@@ -228,3 +228,8 @@ def test_misspelt_parameter_and_missing_backend_are_reported():
         assert proc.poll() is None
         out = output_of(proc)
         assert "unknown parameter 'sampels'" in out and "moveit_msgs" in out
+    args = ["-m", "planner_node.planner_node", "--ros-args", "-p", "model:=static",
+            "-p", "push_speeds:=[0.1, -0.05]"]
+    with ros_process(args, ready_line="cannot configure the planner", timeout=60) as proc:
+        time.sleep(1.0)
+        assert proc.poll() is None and "push_speeds must lie in (0, 2] m/s" in output_of(proc)

@@ -132,12 +132,13 @@ def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Sc
 def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
              goal: Goal, weights: CostWeights, spheres: ArmSpheres, scene: Scene,
              limits, dt: float, extents: torch.Tensor,
-             approach_lift: float = 0.0) -> tuple[torch.Tensor, dict]:
+             approach_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Total cost (N,) and each weighted term (N,) of N futures.
 
     targets (N, H, J) joint targets; link_poses (N, H, L, 4, 4) of the predicted joints;
-    extents (K, 3) object half sizes; limits an ArmLimits; approach_lift [m] raises the
-    approach target above the contact point (see `stage`)."""
+    extents (K, 3) object half sizes; limits an ArmLimits; approach_target (3,): where the
+    tool approaches to, fixed (see `stage`); None: the contact point behind the predicted
+    object."""
     n, h, _ = targets.shape
     w = horizon_weights(h, targets.device)
     ee = futures.ee_poses                                   # (N, H, 4, 4)
@@ -154,10 +155,13 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
         contact, direction = contact_point(obj, goal, extents[goal_k], scene)
-        contact = contact + contact.new_tensor([0.0, 0.0, approach_lift])
+        if approach_target is not None:
+            contact = approach_target.expand_as(contact)
+        # Height errors count twice: a tool pushing high tips the object over.
+        miss = (tcp - contact) * tcp.new_tensor([1.0, 1.0, 2.0])
         # Once the object is at its target the pusher has nothing left to do.
         done = (to_target.norm(dim=-1) < goal.position_tolerance / 2).float()
-        terms["approach"] = over_horizon((tcp - contact).norm(dim=-1) * (1 - done))
+        terms["approach"] = over_horizon(miss.norm(dim=-1) * (1 - done))
         # Tool z axis down (its world z component -1), x axis along the push (either sign).
         along = (ee[..., :2, 0] * direction).sum(-1)
         terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
@@ -200,23 +204,27 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
 
 def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
           object_positions: torch.Tensor, extents: torch.Tensor, scene: Scene) -> tuple:
-    """(weights, approach lift [m]) for the current state (tool pose (4, 4), objects
-    (K, 3)): object goals approach from above the contact point first, then push."""
+    """(weights, approach target (3,) or None) for the current state (tool pose (4, 4),
+    objects (K, 3)): object goals approach a fixed point above, then at, the contact point
+    behind the object where it is now, then push (None: the approach follows the
+    predicted object)."""
     if goal.kind != OBJECT:
-        return weights, 0.0
+        return weights, None
     k = goal_object_index(goal, object_ids)
     if float((object_positions[k, :2] - goal.position[:2]).norm()) <= goal.position_tolerance:
         # There: keep it there. (The contact point, behind the object on the line from the
         # target, swings around when the object is near its target; chasing it would push
         # the object off again.)
-        return replace(weights, approach=0.0), 0.0
+        return replace(weights, approach=0.0), None
     contact, _ = contact_point(object_positions[k], goal, extents[k], scene)
     tcp = ee_pose[:3, 3]
     if float((tcp - contact).norm()) <= scene.engage_distance:
-        return weights, 0.0
-    lift = scene.approach_height \
-        if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance else 0.0
-    return replace(weights, object=0.0, approach=2 * weights.approach), lift
+        return weights, None
+    if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance:
+        contact = contact + contact.new_tensor([0.0, 0.0, scene.approach_height])
+    # A fixed target: futures in which the model imagines the object sliding towards the
+    # tool do not bring the tool any closer.
+    return replace(weights, object=0.0, approach=2 * weights.approach), contact
 
 
 def success_probability(error: torch.Tensor, std: torch.Tensor | None,

@@ -123,14 +123,14 @@ class MPCPlanner:
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()
-        weights, lift = stage(c.weights, goal, ee_now, world.object_ids,
+        weights, approach_target = stage(c.weights, goal, ee_now, world.object_ids,
                               world.object_positions, extents, scene)
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)
             links = self.chain.link_poses(futures.joint_positions)
             total, _ = evaluate(futures, knots[0], links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents, lift)
+                                self.limits, self.dt, extents, approach_target)
             return total
 
         # Always candidates: brake and stay, and straight towards the goal.
@@ -154,7 +154,7 @@ class MPCPlanner:
         (targets, vel, acc), gripper, futures = self._rollout(world, anchor, shown)
         links = self.chain.link_poses(futures.joint_positions)
         total, terms = evaluate(futures, targets, links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents, lift)
+                                self.limits, self.dt, extents, approach_target)
         prob = self._success_probability(futures, goal)
         return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),
                     {k: float(v[0]) for k, v in terms.items()}, float(prob[0]),

@@ -203,11 +203,12 @@ def test_guides_move_the_tool_towards_its_target(chain, limits):
     # the costs stage the same way: lifted approach, then descent, then the push
     weights = CostWeights()
     staged = [stage(weights, goal, pose, [7], cube, extents, scene) for pose in (far, over, at)]
-    assert [lift for _, lift in staged] == [scene.approach_height, 0.0, 0.0]
+    assert torch.allclose(staged[0][1], above) and torch.allclose(staged[1][1], contact)
+    assert staged[2][1] is None            # pushing: behind the object as it moves
     assert staged[0][0].object == staged[1][0].object == 0.0 and staged[2][0] == weights
     there = torch.tensor([[0.5, 0.19, 0.025]])           # within tolerance of its target
-    held, lift = stage(weights, goal, far, [7], there, extents, scene)
-    assert held.approach == 0.0 and held.object == weights.object and lift == 0.0
+    held, target = stage(weights, goal, far, [7], there, extents, scene)
+    assert held.approach == 0.0 and held.object == weights.object and target is None
     assert float(end[1]) == pytest.approx(float(contact[1]) + 0.2, abs=1e-5)   # the push
     assert abs(float(rot[1, 0])) == pytest.approx(1.0, abs=1e-5)     # tool x along it
 

@@ -3,7 +3,8 @@
 ~/plan_to_goal (PlanToGoal action): every 1 / `rate` seconds (node clock; sim time with
 use_sim_time) it reads the latest joint state and objects, plans one MPC cycle from what the
 controller is commanding when the new trajectory starts (one cycle ahead, or 1.5 times the
-longest of the last five planning times if that is longer; at most MAX_LEAD), sends the first `execute_steps`
+longest of the last five planning times plus half a step if that is longer; at most
+MAX_LEAD), sends the first `execute_steps`
 steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
 markers, until the goal holds for `settle_cycles` cycles, its time budget ends, or it is
 canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
@@ -471,17 +472,19 @@ class PlannerNode(ManagedNode):
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")
             took = self.now_s() - now
-            if self.now_s() > start - 0.5 * self.planner.dt:
+            margin = 0.5 * self.planner.dt
+            if self.now_s() > start - margin:
                 # Too late to take over smoothly: the running trajectory (ending at rest)
                 # goes on; later plans start further ahead.
-                self.get_logger().warn(f"plan took {took:.2f} s, more than its lead of "
-                                       f"{lead:.2f} s: not sent", throttle_duration_sec=5.0)
+                self.get_logger().warn(f"plan took {took:.2f} s of its {lead:.2f} s lead, "
+                                       f"less than {margin:.2f} s before its start: not sent",
+                                       throttle_duration_sec=5.0)
             else:
                 self._send(start, *executed_knots(plan.targets, plan.velocities,
                                                   plan.accelerations, execute,
                                                   self.planner.limits, self.planner.dt))
             recent.append(took)
-            lead = min(max(period, 1.5 * max(recent)), MAX_LEAD)
+            lead = min(max(period, 1.5 * max(recent) + margin), MAX_LEAD)
             self.planner.advance(steps)
             iteration += 1
             feedback = PlanToGoal.Feedback(

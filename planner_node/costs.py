@@ -4,28 +4,41 @@ Every term maps (futures, targets, context) to a cost per sequence (N,); the tot
 sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
 
   object          predicted distance of the goal object to its target (object goals)
-  approach        end effector to the contact point behind the object, seen from the target
-                  (object goals: brings the pusher into place before the object can move)
+  approach        object goals: the tool's distance from the contact point behind the
+                  object where it is now, plus its depth below the approach funnel
+                  (approach), or from the contact point behind the predicted object
+                  (push); height errors count twice
   ee_position     end effector to the target position (end-effector goals)
   ee_orientation  rotation angle between end effector and target (when constrained)
   tool_pose       tilt of the tool axis away from straight down, and its x axis away from
                   the push direction (object goals: pushes were learned that way)
-  collision       arm spheres penetrating the table, obstacles of the scene memory, or
-                  objects other than the goal object (within a safety margin)
+  tool_speed      tool speed above `Scene.push_speed` while pushing [m/s] (the pushes the
+                  model learned from were that slow; faster ones it can only guess at)
+  collision       arm spheres penetrating the table, obstacles of the scene memory or
+                  objects other than the goal object (within a safety margin), or
+                  (approach) the goal object where it is now
   joint_limits    joints within `limit_margin` of a position limit
   smoothness      squared joint accelerations of the targets
   uncertainty     predicted position std of the objects (risk aversion)
 
-Each term is averaged over the horizon with later steps weighted more (the end of the
-horizon says where the plan leads; the beginning is what gets executed).
+The goal terms (object, approach, ee_*, tool_pose, uncertainty) are averaged over the
+horizon with later steps weighted more (the end of the horizon says where the plan leads);
+the limits (tool_speed, collision, joint_limits, smoothness) weigh every step alike: the
+first steps are the ones executed.
 
-Object goals are staged (`stage`): until the tool is within `engage_distance` of the
-contact point, the object term is off and the approach term doubled; while the tool is not
-yet above the contact point, it approaches a point `approach_height` above it (so it comes
-down behind the object, not onto it); once the object is within tolerance of its target,
-only keeping it there counts. A learned model asked
-about a tool that hovers near, but not behind, the object may predict motion that will not
-happen; the sampler would find and exploit such futures.
+The arm's terms score the commanded motion (joint targets through forward kinematics),
+the objects' the prediction.
+
+Object goals are staged (`stage`). `approach`: the tool comes down a funnel (a cone from
+`approach_height` above the contact point, `approach_radius` away from it, to the point;
+below it costs) to the contact point behind the object where it is now, without touching
+the object; the
+world model's object predictions do not count (the object term and the uncertainty are
+off): a learned model asked about a tool that hovers near, but not behind, an object
+predicts motion that does not happen, and the sampler would exploit or flee from it.
+`push` starts within `engage_distance` of the contact point (height errors counted twice)
+and lasts while the tool stays low at the object's back (the contact point itself swings around as the object nears its
+target). `hold`: the object is within tolerance of its target; only keeping it there counts.
 """
 from __future__ import annotations
 
@@ -58,6 +71,7 @@ class CostWeights:
     ee_position: float = 10.0
     ee_orientation: float = 3.0
     tool_pose: float = 2.0
+    tool_speed: float = 30.0
     collision: float = 200.0
     joint_limits: float = 10.0
     smoothness: float = 1e-3
@@ -77,8 +91,10 @@ class Scene:
     limit_margin: float = 0.1          # rad
     push_offset: float = 0.02          # m between the object's side and the contact point
     push_height: float = 0.025         # m above the table of the tool centre point
-    engage_distance: float = 0.05      # m from the contact point at which pushing may start
+    engage_distance: float = 0.025     # m from the contact point (height counted twice): push
     approach_height: float = 0.06      # m above the contact point from where the tool descends
+    approach_radius: float = 0.02      # m around the contact point in which it descends
+    push_speed: float = 0.1            # m/s of the tool while pushing, at most
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:
@@ -116,12 +132,14 @@ def goal_error(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
     return pos, angle
 
 
-def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Scene):
+def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Scene,
+                  direction: torch.Tensor | None = None):
     """Where the pusher should be to push an object at obj (..., 3) towards the goal: behind
-    it on the line from the target through it, at push height. Returns (contact (..., 3),
-    unit push direction (..., 2))."""
-    to_target = goal.position[:2] - obj[..., :2]
-    direction = to_target / to_target.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    it on the line from the target through it (or along a given unit direction (2,)), at
+    push height. Returns (contact (..., 3), unit push direction (..., 2))."""
+    if direction is None:
+        to_target = goal.position[:2] - obj[..., :2]
+        direction = to_target / to_target.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     reach = extent[:2].norm() + scene.push_offset
     contact = torch.cat([obj[..., :2] - reach * direction,
                          torch.full_like(obj[..., :1], scene.table_height
@@ -129,19 +147,46 @@ def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Sc
     return contact, direction
 
 
-def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
-             goal: Goal, weights: CostWeights, spheres: ArmSpheres, scene: Scene,
-             limits, dt: float, extents: torch.Tensor,
-             approach_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Total cost (N,) and each weighted term (N,) of N futures.
+@dataclass
+class Stage:
+    """What a goal asks of the tool now (see `stage`)."""
+    name: str                                   # reach, approach, push or hold
+    weights: CostWeights
+    direction: torch.Tensor | None = None       # (2,) object goals: of the push, from the
+    #                                             object where it is now to its target
+    contact: torch.Tensor | None = None         # (3,) approach: behind the object as it is
+    object_pose: tuple | None = None            # approach: (position (3,), rotation (3, 3))
 
-    targets (N, H, J) joint targets; link_poses (N, H, L, 4, 4) of the predicted joints;
-    extents (K, 3) object half sizes; limits an ArmLimits; approach_target (3,): where the
-    tool approaches to, fixed (see `stage`); None: the contact point behind the predicted
-    object."""
+
+def contact_miss(tcp: torch.Tensor, contact: torch.Tensor) -> torch.Tensor:
+    """(...) distance of tool positions (..., 3) from contact points (..., 3), height errors
+    counted twice (pushing high tips the object over)."""
+    return ((tcp - contact) * tcp.new_tensor([1.0, 1.0, 2.0])).norm(dim=-1)
+
+
+def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> torch.Tensor:
+    """(...) approach cost of tool positions (..., 3) for the contact point (3,): the
+    distance to it (`contact_miss`) plus twice the depth below the approach funnel, a cone
+    from `approach_height` above the point at `approach_radius` from it down to the point
+    (the tool comes down behind the object, not across it)."""
+    across = (tcp[..., :2] - contact[:2]).norm(dim=-1)
+    floor = contact[2] + scene.approach_height * (across / scene.approach_radius).clamp(max=1)
+    return contact_miss(tcp, contact) + 2 * (floor - tcp[..., 2]).clamp(min=0)
+
+
+def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
+             goal: Goal, now: Stage, spheres: ArmSpheres, scene: Scene,
+             limits, dt: float, extents: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Total cost (N,) and each weighted term (N,) of N futures in the stage `now`.
+
+    targets (N, H, J) joint targets; link_poses (N, H, L, 4, 4) at the targets, the tool
+    last (the arm's terms score what the controller is told to do, which a stiff position
+    controller does: a model's guess that the arm lags behind its targets must not make a
+    violent command look gentle); extents (K, 3) object half sizes; limits an ArmLimits."""
     n, h, _ = targets.shape
+    weights = now.weights
     w = horizon_weights(h, targets.device)
-    ee = futures.ee_poses                                   # (N, H, 4, 4)
+    ee = link_poses[..., -1, :, :]                          # (N, H, 4, 4) tool
     tcp = ee[..., :3, 3]
     terms = {}
 
@@ -154,17 +199,23 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         obj = futures.object_positions[:, :, goal_k]        # (N, H, 3)
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
-        contact, direction = contact_point(obj, goal, extents[goal_k], scene)
-        if approach_target is not None:
-            contact = approach_target.expand_as(contact)
-        # Height errors count twice: a tool pushing high tips the object over.
-        miss = (tcp - contact) * tcp.new_tensor([1.0, 1.0, 2.0])
-        # Once the object is at its target the pusher has nothing left to do.
-        done = (to_target.norm(dim=-1) < goal.position_tolerance / 2).float()
-        terms["approach"] = over_horizon(miss.norm(dim=-1) * (1 - done))
+        # Along the push as it is now: seen from a predicted object near its target, the
+        # line to the target swings around.
+        contact, direction = contact_point(obj, goal, extents[goal_k], scene, now.direction)
+        if now.contact is not None:
+            terms["approach"] = over_horizon(funnel_distance(tcp, now.contact, scene))
+        else:
+            # Behind the predicted object (no "done" switch on it: a model that imagines the
+            # object at its target would set the tool free; `stage` switches on the
+            # measured one).
+            terms["approach"] = over_horizon(contact_miss(tcp, contact))
         # Tool z axis down (its world z component -1), x axis along the push (either sign).
         along = (ee[..., :2, 0] * direction).sum(-1)
         terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
+        if now.name == "push" and h > 1:
+            speed = (tcp[:, 1:] - tcp[:, :-1]).norm(dim=-1) / dt          # (N, H - 1)
+            excess = (speed - scene.push_speed).clamp(min=0)
+            terms["tool_speed"] = excess.mean(-1)
         if futures.object_position_std is not None:
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:
@@ -183,17 +234,23 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         free = scene.obstacles.distance(centres) - radii - scene.collision_margin
         penetration = penetration + (-free).clamp(min=0).sum(-1)
     others = [k for k in range(len(futures.object_ids)) if k != goal_k]
+    if now.object_pose is not None:
+        position, rotation = now.object_pose
+        d = box_distance(centres, position.expand(n, h, 1, 3), rotation.expand(n, h, 1, 3, 3),
+                         extents[goal_k:goal_k + 1])
+        # No margin: the contact point itself lies close to the object.
+        penetration = penetration + (radii[:, None] - d).clamp(min=0).sum((-1, -2))
     if others:
         d = box_distance(centres, futures.object_positions[:, :, others],
                          futures.object_rotations[:, :, others], extents[others])
         free = d - radii[:, None] - scene.collision_margin
         penetration = penetration + (-free).clamp(min=0).sum((-1, -2))
-    terms["collision"] = over_horizon(penetration)
+    terms["collision"] = penetration.mean(-1)
 
     margin = scene.limit_margin
     near = ((limits.lower + margin - targets).clamp(min=0)
             + (targets - limits.upper + margin).clamp(min=0))
-    terms["joint_limits"] = over_horizon(near.sum(-1))
+    terms["joint_limits"] = near.sum(-1).mean(-1)
     if h > 2:
         acc = (targets[:, 2:] - 2 * targets[:, 1:-1] + targets[:, :-2]) / (dt * dt)
         terms["smoothness"] = (acc ** 2).sum(-1).mean(-1)
@@ -203,28 +260,38 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
 
 
 def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
-          object_positions: torch.Tensor, extents: torch.Tensor, scene: Scene) -> tuple:
-    """(weights, approach target (3,) or None) for the current state (tool pose (4, 4),
-    objects (K, 3)): object goals approach a fixed point above, then at, the contact point
-    behind the object where it is now, then push (None: the approach follows the
-    predicted object)."""
+          object_positions: torch.Tensor, object_rotations: torch.Tensor,
+          extents: torch.Tensor, scene: Scene, previous: str | None = None) -> Stage:
+    """The stage of the current state: tool pose (4, 4), objects (K, 3) and (K, 3, 3);
+    `previous` the stage of the last cycle (a push goes on while the tool stays at the
+    object's back)."""
     if goal.kind != OBJECT:
-        return weights, None
+        return Stage("reach", weights)
     k = goal_object_index(goal, object_ids)
-    if float((object_positions[k, :2] - goal.position[:2]).norm()) <= goal.position_tolerance:
-        # There: keep it there. (The contact point, behind the object on the line from the
-        # target, swings around when the object is near its target; chasing it would push
-        # the object off again.)
-        return replace(weights, approach=0.0), None
-    contact, _ = contact_point(object_positions[k], goal, extents[k], scene)
+    obj = object_positions[k]
+    if float((obj[:2] - goal.position[:2]).norm()) <= goal.position_tolerance:
+        # There: keep it there, wherever the tool is (and however it is turned).
+        return Stage("hold", replace(weights, approach=0.0, tool_pose=0.0))
+    contact, direction = contact_point(obj, goal, extents[k], scene)
     tcp = ee_pose[:3, 3]
-    if float((tcp - contact).norm()) <= scene.engage_distance:
-        return weights, None
-    if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance:
-        contact = contact + contact.new_tensor([0.0, 0.0, scene.approach_height])
-    # A fixed target: futures in which the model imagines the object sliding towards the
-    # tool do not bring the tool any closer.
-    return replace(weights, object=0.0, approach=2 * weights.approach), contact
+    if float(contact_miss(tcp, contact)) <= scene.engage_distance or (
+            previous == "push" and at_the_back(tcp, obj, extents[k], direction, scene)):
+        return Stage("push", weights, direction)
+    return Stage("approach", replace(weights, object=0.0, uncertainty=0.0,
+                                     approach=2 * weights.approach),
+                 direction, contact, (obj, object_rotations[k]))
+
+
+def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,
+                direction: torch.Tensor, scene: Scene) -> bool:
+    """Whether a tool at tcp (3,) is low (below the object's top for a cube on the table),
+    near (at most `engage_distance` beyond the contact point) and behind an object at obj
+    (3,) as seen along the push direction (2,) (within 45 degrees of it)."""
+    behind = obj[:2] - tcp[:2]
+    distance = float(behind.norm())
+    low = float(tcp[2]) <= scene.table_height + scene.push_height + scene.engage_distance
+    near = distance <= float(extent[:2].norm()) + scene.push_offset + scene.engage_distance
+    return low and near and float((behind * direction).sum()) >= math.cos(math.pi / 4) * distance
 
 
 def success_probability(error: torch.Tensor, std: torch.Tensor | None,

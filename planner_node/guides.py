@@ -7,43 +7,44 @@ also scores a few such sequences (`guides`). They are candidates only: a guide w
 world model and the costs say it is best, never by construction.
 
 Targets follow the stages of `costs.stage`: an end-effector goal's pose; for an
-object goal, first a point above the contact point, then the contact point, then the place
-the tool reaches when the object is at its target, the tool level and its x axis along the
-push.
+object goal the approach target (above the contact point, then the contact point), then
+the place the tool reaches when the object is at its target, the tool level and its x axis
+along the push; none while holding.
 """
 from __future__ import annotations
 
 import torch
 
 from planner_node.actions import ArmLimits
-from planner_node.costs import OBJECT, Goal, Scene, contact_point, goal_object_index
+from planner_node.costs import OBJECT, Goal, Scene, Stage, contact_point, goal_object_index
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
 
-def guide_target(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
+def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list,
                  object_positions: torch.Tensor, extents: torch.Tensor,
-                 scene: Scene) -> tuple:
-    """Where the tool should head now: (position (3,), rotation (3, 3) or None, whether it
-    pushes)."""
+                 scene: Scene) -> tuple | None:
+    """Where the tool should head in stage `now`: (position (3,), rotation (3, 3) or None);
+    None when holding (staying put is the guide)."""
     if goal.kind != OBJECT:
-        return goal.position, goal.rotation, False
+        return goal.position, goal.rotation
+    if now.name == "hold":
+        return None
     k = goal_object_index(goal, object_ids)
     contact, direction = contact_point(object_positions[k], goal, extents[k], scene)
-    tcp = ee_pose[:3, 3]
     x = torch.cat([direction, direction.new_zeros(1)])
     if float((x * ee_pose[:3, 0]).sum()) < 0:       # either sign pushes; turn the least
         x = -x
     z = x.new_tensor([0.0, 0.0, -1.0])
     rotation = torch.stack([x, torch.linalg.cross(z, x), z], -1)
-    if float((tcp - contact).norm()) <= scene.engage_distance:
-        # Push: the tool goes where it is when the object sits on its target.
-        reach = float((object_positions[k, :2] - contact[:2]).norm())
-        end = torch.cat([goal.position[:2] - reach * direction, contact[2:]])
-        return end, rotation, True
-    if float((tcp[:2] - contact[:2]).norm()) > scene.engage_distance:
-        return contact + contact.new_tensor([0.0, 0.0, scene.approach_height]), rotation, False
-    return contact, rotation, False
+    if now.name == "approach":     # down the funnel: above the contact point, then into it
+        tcp = ee_pose[:3, 3]
+        if float((tcp[:2] - contact[:2]).norm()) > scene.approach_radius:
+            return contact + contact.new_tensor([0.0, 0.0, scene.approach_height]), rotation
+        return contact, rotation
+    # Push: the tool goes where it is when the object sits on its target.
+    reach = float((object_positions[k, :2] - contact[:2]).norm())
+    return torch.cat([goal.position[:2] - reach * direction, contact[2:]]), rotation
 
 
 def pose_jacobian(chain: KinematicChain, q: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

@@ -53,6 +53,7 @@ class Plan:
     futures: Futures               # of the plan (index 0) and the best other samples
     costs: torch.Tensor            # (M,) of those futures
     cost_history: list
+    stage: str                     # costs.stage: reach, approach, push or hold
 
 
 class MPCPlanner:
@@ -69,14 +70,19 @@ class MPCPlanner:
         self.generator.manual_seed(self.config.seed)
         self.dt = predictor.step
         self._warm: torch.Tensor | None = None
+        self._stage: str | None = None     # of the last cycle (stages have hysteresis)
 
     @property
     def joints(self) -> int:
         return self.chain.dof
 
-    def reset(self) -> None:
-        """Forget the warm start (new goal, or the robot was moved by someone else)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the warm start (new goal, or the robot was moved by someone else); with a
+        seed, also restart the sampling noise (reproducible episodes)."""
         self._warm = None
+        self._stage = None
+        if seed is not None:
+            self.generator.manual_seed(seed)
 
     def advance(self, steps: int) -> None:
         """The first `steps` steps of the last plan were executed: shift the warm start."""
@@ -123,21 +129,22 @@ class MPCPlanner:
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
         extents = world.object_extents.float()
-        weights, approach_target = stage(c.weights, goal, ee_now, world.object_ids,
-                              world.object_positions, extents, scene)
+        now = stage(c.weights, goal, ee_now, world.object_ids, world.object_positions,
+                    world.object_rotations.float(), extents, scene, self._stage)
+        self._stage = now.name
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)
-            links = self.chain.link_poses(futures.joint_positions)
-            total, _ = evaluate(futures, knots[0], links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents, approach_target)
+            links = self.chain.link_poses(knots[0])
+            total, _ = evaluate(futures, knots[0], links, goal, now, self.spheres, scene,
+                                self.limits, self.dt, extents)
             return total
 
-        # Always candidates: brake and stay, and straight towards the goal.
-        *target, pushing = guide_target(goal, self.chain.forward(anchor[0]),
-                                        world.object_ids, world.object_positions, extents,
-                                        scene)
-        speeds = c.push_speeds if pushing else c.guide_speeds
+        # Always candidates: brake and stay, and straight towards the stage's target.
+        target = guide_target(goal, now, self.chain.forward(anchor[0]), world.object_ids,
+                              world.object_positions, extents, scene)
+        speeds = () if target is None else \
+            c.push_speeds if now.name == "push" else c.guide_speeds
         candidates = torch.zeros(1 + len(speeds), h, j + 1, device=dev)
         candidates[..., j] = gripper_command
         if speeds:
@@ -152,14 +159,14 @@ class MPCPlanner:
         others = result.samples[torch.topk(result.costs, m, largest=False).indices]
         shown = torch.cat([result.best[None], others[:m - 1]], 0)
         (targets, vel, acc), gripper, futures = self._rollout(world, anchor, shown)
-        links = self.chain.link_poses(futures.joint_positions)
-        total, terms = evaluate(futures, targets, links, goal, weights, self.spheres, scene,
-                                self.limits, self.dt, extents, approach_target)
+        links = self.chain.link_poses(targets)
+        total, terms = evaluate(futures, targets, links, goal, now, self.spheres, scene,
+                                self.limits, self.dt, extents)
         prob = self._success_probability(futures, goal)
         return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),
                     {k: float(v[0]) for k, v in terms.items()}, float(prob[0]),
                     result.iterations, time.perf_counter() - start, futures, total,
-                    result.cost_history)
+                    result.cost_history, now.name)
 
     def _success_probability(self, futures: Futures, goal: Goal) -> torch.Tensor:
         """(M,) predicted probability that each future ends within the goal's tolerance."""

@@ -141,6 +141,9 @@ class PlannerNode(ManagedNode):
                                       -2.0, 2.0))
         p("push_height", 0.025, ranged("Height of the tool centre point when pushing [m]",
                                        0.0, 0.3))
+        p("push_speed", 0.1, ranged("Fastest tool speed while pushing [m/s] (pushes faster "
+                                    "than the world model learned from are guesses)",
+                                    0.01, 1.0))
         p("max_reach", 0.85, ranged("Farthest goal from the shoulder [m]", 0.1, 3.0))
         p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **ro))
         p("controller_topic", "/joint_trajectory_controller/joint_trajectory",
@@ -329,7 +332,7 @@ class PlannerNode(ManagedNode):
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
                      collision_margin=self.prm("collision_margin"),
-                     push_height=self.prm("push_height"))
+                     push_height=self.prm("push_height"), push_speed=self.prm("push_speed"))
 
     # ---- execution -----------------------------------------------------------------------
     def _commanded(self, t: float, q_measured):
@@ -491,7 +494,7 @@ class PlannerNode(ManagedNode):
                 iteration=iteration, best_cost=plan.cost,
                 predicted_success_probability=plan.success_probability,
                 position_error=position_error,
-                orientation_error=angle if math.isfinite(angle) else 0.0)
+                orientation_error=angle if math.isfinite(angle) else 0.0, stage=plan.stage)
             handle.publish_feedback(feedback)
             self._publish_markers(plan, goal, world)
             self.get_logger().debug(f"cycle {iteration}: cost {plan.cost:.3f}, "

@@ -128,7 +128,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
                                        limits.velocity, sim.arm_positions())
     gripper = 0.0 if task == "push" else sim.gripper_width()
     sim.set_gripper_width(gripper)
-    planner.reset()
+    planner.reset(seed)
     cycle = execute_steps * planner.dt
     t0 = sim.time
     result = EpisodeResult(task, seed, False, math.nan, math.nan, 0.0, 0)

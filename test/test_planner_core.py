@@ -9,8 +9,8 @@ import torch
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
-from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, evaluate,
-                                stage)
+from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
+                                evaluate, funnel_distance, stage)
 from planner_node.guides import guide_target, guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
@@ -133,8 +133,8 @@ def test_arm_spheres_cover_the_links_and_collide_with_the_table(chain, limits):
     futures = predictor.predict(state, q, torch.zeros(2, 4))
     assert float(futures.ee_poses[1, -1, 2, 3]) < 0.0
     goal = Goal(END_EFFECTOR, tcp)
-    _, terms = evaluate(futures, q, chain.link_poses(q), goal, CostWeights(), spheres,
-                        Scene(), limits, DT, torch.zeros(0, 3))
+    _, terms = evaluate(futures, q, chain.link_poses(q), goal, Stage("reach", CostWeights()),
+                        spheres, Scene(), limits, DT, torch.zeros(0, 3))
     assert float(terms["collision"][0]) == 0.0 < float(terms["collision"][1])
 
 
@@ -161,7 +161,7 @@ def test_limits_parameters_are_checked(chain):
 
 def test_guides_move_the_tool_towards_its_target(chain, limits):
     """The Jacobian matches finite motions; each guide, integrated within the limits, ends
-    closer to the target at about its speed; object goals hover, descend, then push."""
+    closer to the target at about its speed."""
     q = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
     dq = torch.tensor([0.01, -0.02, 0.015, 0.01, -0.01, 0.02, 0.01])
     pose, moved = chain.forward(q), chain.forward(q + dq)
@@ -182,35 +182,101 @@ def test_guides_move_the_tool_towards_its_target(chain, limits):
         # half a second covers about half `speed` metres (the ramp-up costs a little)
         assert 0.3 * speed < start - float(remaining[4]) <= 0.55 * speed, (speed, remaining)
 
-    scene = Scene()
+
+def pose_at(position) -> torch.Tensor:
+    pose = torch.eye(4)
+    pose[:3, 3] = torch.as_tensor(position, dtype=torch.float32)
+    return pose
+
+
+def test_push_stages_and_their_guides():
+    scene, weights = Scene(), CostWeights()
     cube = torch.tensor([[0.5, 0.0, 0.025]])
     extents = torch.tensor([[0.025, 0.025, 0.025]])
     goal = Goal(OBJECT, torch.tensor([0.5, 0.2, 0.025]), object_id=7)
-    far = torch.eye(4)
-    far[:3, 3] = torch.tensor([0.3, 0.3, 0.3])
-    above, rot, pushing = guide_target(goal, far, [7], cube, extents, scene)
+
+    def staged(pose, objects=cube, previous=None):
+        now = stage(weights, goal, pose, [7], objects, torch.eye(3)[None], extents, scene,
+                    previous)
+        return now, guide_target(goal, now, pose, [7], objects, extents, scene)
+
+    far = pose_at([0.3, 0.3, 0.3])
+    now, (above, rot) = staged(far)
     contact_height = scene.table_height + scene.push_height
+    assert now.name == "approach" and torch.equal(now.object_pose[0], cube[0])
+    assert now.weights.object == now.weights.uncertainty == 0.0
+    assert now.weights.approach == 2 * weights.approach
+    assert torch.allclose(now.contact, above - torch.tensor([0.0, 0.0, scene.approach_height]))
     assert float(above[2]) > contact_height + 0.05 and float(above[1]) < 0.0   # behind the cube
     assert torch.allclose(rot[:, 2], torch.tensor([0.0, 0.0, -1.0]))
-    over = torch.eye(4)
-    over[:3, 3] = above - torch.tensor([0.0, 0.0, 0.005])       # above it: descend
-    contact, _, pushing_too = guide_target(goal, over, [7], cube, extents, scene)
-    assert float(contact[2]) == pytest.approx(contact_height)
-    at = torch.eye(4)
-    at[:3, 3] = contact
-    end, rot, pushes = guide_target(goal, at, [7], cube, extents, scene)
-    assert not pushing and not pushing_too and pushes
-    # the costs stage the same way: lifted approach, then descent, then the push
-    weights = CostWeights()
-    staged = [stage(weights, goal, pose, [7], cube, extents, scene) for pose in (far, over, at)]
-    assert torch.allclose(staged[0][1], above) and torch.allclose(staged[1][1], contact)
-    assert staged[2][1] is None            # pushing: behind the object as it moves
-    assert staged[0][0].object == staged[1][0].object == 0.0 and staged[2][0] == weights
-    there = torch.tensor([[0.5, 0.19, 0.025]])           # within tolerance of its target
-    held, target = stage(weights, goal, far, [7], there, extents, scene)
-    assert held.approach == 0.0 and held.object == weights.object and target is None
+    now, (contact, _) = staged(pose_at(above - torch.tensor([0.0, 0.0, 0.005])))
+    assert now.name == "approach" and float(contact[2]) == pytest.approx(contact_height)
+    now, (end, rot) = staged(pose_at(contact))
+    assert now.name == "push" and now.weights == weights
+    assert now.contact is None and now.object_pose is None
+    assert torch.allclose(now.direction, torch.tensor([0.0, 1.0]))   # fixed for the cycle
     assert float(end[1]) == pytest.approx(float(contact[1]) + 0.2, abs=1e-5)   # the push
     assert abs(float(rot[1, 0])) == pytest.approx(1.0, abs=1e-5)     # tool x along it
+    # Pushing goes on while the tool stays low at the object's back, even where the contact
+    # point has swung away (the object slid sideways); a tool beside the object approaches.
+    slid = torch.tensor([[0.53, 0.02, 0.025]])
+    behind = pose_at([0.51, -0.045, contact_height])
+    assert staged(behind, slid)[0].name == "approach"
+    assert staged(behind, slid, previous="push")[0].name == "push"
+    beside = pose_at([0.59, 0.02, contact_height])
+    assert staged(beside, slid, previous="push")[0].name == "approach"
+    lifted = pose_at([0.51, -0.045, contact_height + 0.08])
+    assert staged(lifted, slid, previous="push")[0].name == "approach"
+    # The funnel: the approach costs nothing at the contact point, falls all the way down
+    # from above it, and a tool low beside the object costs more than one above it.
+    lift = torch.tensor([0.0, 0.0, 0.05])
+    side = torch.tensor([0.0, -0.05, 0.0])
+    cost = funnel_distance(torch.stack([contact, contact + lift, contact + 2 * lift,
+                                        contact + side + lift, contact + side]), contact, scene)
+    assert float(cost[0]) == 0.0 and float(cost[1]) < float(cost[2])
+    assert float(cost[3]) < float(cost[4])
+    # Within tolerance: hold it there, with no guide but staying put.
+    now, target = staged(far, torch.tensor([[0.5, 0.19, 0.025]]))
+    assert now.name == "hold" and now.weights.approach == now.weights.tool_pose == 0.0
+    assert target is None
+    assert now.weights.object == weights.object
+
+
+def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
+    """While approaching, a tool that passes through the goal object where it is now
+    collides (wherever the model imagines the object); while pushing it may touch it. A push
+    faster than Scene.push_speed costs in proportion to the excess."""
+    from world_model_node.predictor import Futures
+    urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
+    spheres = ArmSpheres.from_urdf(urdf, chain)
+    scene = Scene()
+    goal = Goal(OBJECT, torch.tensor([0.5, 0.2, 0.025]), object_id=7)
+    home = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    tcp = chain.forward(home)[:3, 3]
+    h = 5
+    q = home.expand(2, h, 7)
+    links = chain.link_poses(q).clone()
+    links[:, :, -1, 1, 3] += torch.arange(h) * torch.tensor([[0.01], [0.03]])   # 0.1, 0.3 m/s
+    # The model imagines the cube 30 cm from the tool; the second future starts in it.
+    imagined = (tcp + torch.tensor([0.3, 0.0, 0.0])).expand(2, h, 1, 3)
+    futures = Futures(q, torch.zeros(2, h), links[:, :, -1], [7], imagined,
+                      torch.eye(3).expand(2, h, 1, 3, 3), None)
+    extents = torch.full((1, 3), 0.025)
+    weights = CostWeights()
+    costs = {}
+    for name, at in (("approach", tcp), ("push", tcp)):
+        now = Stage(name, weights, torch.tensor([0.0, 1.0]),
+                    **(dict(contact=at, object_pose=(at, torch.eye(3))) if name == "approach"
+                       else {}))
+        costs[name] = evaluate(futures, q, links, goal, now, spheres, scene, limits, DT,
+                               extents)[1]
+    assert float(costs["approach"]["collision"][0]) > 0.0      # both start in the cube
+    assert float(costs["approach"]["collision"][1]) < float(costs["approach"]["collision"][0])
+    assert float(costs["push"]["collision"].abs().max()) == 0.0
+    assert "tool_speed" not in costs["approach"]
+    speed = costs["push"]["tool_speed"] / weights.tool_speed
+    assert float(speed[0]) == pytest.approx(0.0, abs=1e-5)
+    assert float(speed[1]) == pytest.approx(0.3 - scene.push_speed, rel=1e-3)
 
 
 def test_mpc_reaches_a_pose_on_the_simulated_robot():

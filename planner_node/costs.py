@@ -32,13 +32,14 @@ the objects' the prediction.
 Object goals are staged (`stage`). `approach`: the tool comes down a funnel (a cone from
 `approach_height` above the contact point, `approach_radius` away from it, to the point;
 below it costs) to the contact point behind the object where it is now, without touching
-the object; the
-world model's object predictions do not count (the object term and the uncertainty are
-off): a learned model asked about a tool that hovers near, but not behind, an object
-predicts motion that does not happen, and the sampler would exploit or flee from it.
-`push` starts within `engage_distance` of the contact point (height errors counted twice)
-and lasts while the tool stays low at the object's back (the contact point itself swings around as the object nears its
-target). `hold`: the object is within tolerance of its target; only keeping it there counts.
+the object. The world model's object predictions do not count then (the object term and
+the uncertainty are off): a learned model asked about a tool that hovers near, but not
+behind, an object predicts motion that does not happen, and the sampler would exploit or
+flee from it. `push` starts within `engage_distance` of the contact point (height errors
+counted twice) and lasts while the tool stays low at the object's back, along the push
+direction from where the object is at the cycle's start (seen from a predicted object near
+its target, the line to the target swings around). `hold`: the object is within tolerance
+of its target; only keeping it there counts.
 """
 from __future__ import annotations
 
@@ -199,8 +200,6 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         obj = futures.object_positions[:, :, goal_k]        # (N, H, 3)
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
-        # Along the push as it is now: seen from a predicted object near its target, the
-        # line to the target swings around.
         contact, direction = contact_point(obj, goal, extents[goal_k], scene, now.direction)
         if now.contact is not None:
             terms["approach"] = over_horizon(funnel_distance(tcp, now.contact, scene))
@@ -291,7 +290,7 @@ def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,
     distance = float(behind.norm())
     low = float(tcp[2]) <= scene.table_height + scene.push_height + scene.engage_distance
     near = distance <= float(extent[:2].norm()) + scene.push_offset + scene.engage_distance
-    return low and near and float((behind * direction).sum()) >= math.cos(math.pi / 4) * distance
+    return low and near and float((behind * direction).sum()) >= math.sqrt(0.5) * distance
 
 
 def success_probability(error: torch.Tensor, std: torch.Tensor | None,

@@ -31,15 +31,15 @@ def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list
     if now.name == "hold":
         return None
     k = goal_object_index(goal, object_ids)
-    contact, direction = contact_point(object_positions[k], goal, extents[k], scene)
+    contact, direction = contact_point(object_positions[k], goal, extents[k], scene,
+                                       now.direction)
     x = torch.cat([direction, direction.new_zeros(1)])
     if float((x * ee_pose[:3, 0]).sum()) < 0:       # either sign pushes; turn the least
         x = -x
     z = x.new_tensor([0.0, 0.0, -1.0])
     rotation = torch.stack([x, torch.linalg.cross(z, x), z], -1)
     if now.name == "approach":     # down the funnel: above the contact point, then into it
-        tcp = ee_pose[:3, 3]
-        if float((tcp[:2] - contact[:2]).norm()) > scene.approach_radius:
+        if float((ee_pose[:2, 3] - contact[:2]).norm()) > scene.approach_radius:
             return contact + contact.new_tensor([0.0, 0.0, scene.approach_height]), rotation
         return contact, rotation
     # Push: the tool goes where it is when the object sits on its target.

@@ -6,14 +6,15 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
   object          predicted distance of the goal object to its target (object goals)
   approach        object goals: the tool's distance from the contact point behind the
                   object where it is now, plus its depth below the approach funnel
-                  (approach), or from the contact point behind the predicted object
-                  (push); height errors count twice
+                  (approach), or from the push line behind the predicted object (push:
+                  sideways, too far back, off the push height); height errors count twice
   ee_position     end effector to the target position (end-effector goals)
   ee_orientation  rotation angle between end effector and target (when constrained)
   tool_pose       tilt of the tool axis away from straight down, and its x axis away from
                   the push direction (object goals: pushes were learned that way)
-  tool_speed      tool speed above `Scene.push_speed` while pushing [m/s] (the pushes the
-                  model learned from were that slow; faster ones it can only guess at)
+  tool_speed      tool speed above `Scene.push_speed` while pushing [m/s], from where the
+                  tool is measured on (the pushes the model learned from were that slow;
+                  faster ones it can only guess at)
   collision       arm spheres penetrating the table, obstacles of the scene memory or
                   objects other than the goal object (within a safety margin), or
                   (approach) the goal object where it is now
@@ -157,12 +158,28 @@ class Stage:
     #                                             object where it is now to its target
     contact: torch.Tensor | None = None         # (3,) approach: behind the object as it is
     object_pose: tuple | None = None            # approach: (position (3,), rotation (3, 3))
+    tool: tuple | None = None                   # push: (measured tool position (3,), time
+    #                                             [s] from its measurement to the first knot)
 
 
 def contact_miss(tcp: torch.Tensor, contact: torch.Tensor) -> torch.Tensor:
     """(...) distance of tool positions (..., 3) from contact points (..., 3), height errors
     counted twice (pushing high tips the object over)."""
     return ((tcp - contact) * tcp.new_tensor([1.0, 1.0, 2.0])).norm(dim=-1)
+
+
+def push_line_miss(tcp: torch.Tensor, obj: torch.Tensor, contact: torch.Tensor,
+                   direction: torch.Tensor) -> torch.Tensor:
+    """(...) how far tool positions (..., 3) are off the push of objects at obj (..., 3)
+    from their contact points (..., 3) along direction (2,): sideways, farther back than
+    the contact point, or off its height (counted twice); nearer to the object than the
+    contact point is pushing and costs nothing."""
+    rel = tcp[..., :2] - obj[..., :2]
+    along = (rel * direction).sum(-1)                       # negative behind the object
+    sideways = (rel - along[..., None] * direction).norm(dim=-1)
+    reach = (obj[..., :2] - contact[..., :2]).norm(dim=-1)
+    back = (-along - reach).clamp(min=0)
+    return torch.sqrt(sideways ** 2 + back ** 2 + (2 * (tcp[..., 2] - contact[..., 2])) ** 2)
 
 
 def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> torch.Tensor:
@@ -204,17 +221,22 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         if now.contact is not None:
             terms["approach"] = over_horizon(funnel_distance(tcp, now.contact, scene))
         else:
-            # Behind the predicted object (no "done" switch on it: a model that imagines the
-            # object at its target would set the tool free; `stage` switches on the
-            # measured one).
-            terms["approach"] = over_horizon(contact_miss(tcp, contact))
+            # On the push line behind the predicted object (no "done" switch on it: a model
+            # that imagines the object at its target would set the tool free; `stage`
+            # switches on the measured one).
+            terms["approach"] = over_horizon(push_line_miss(tcp, obj, contact, direction))
         # Tool z axis down (its world z component -1), x axis along the push (either sign).
         along = (ee[..., :2, 0] * direction).sum(-1)
         terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
-        if now.name == "push" and h > 1:
-            speed = (tcp[:, 1:] - tcp[:, :-1]).norm(dim=-1) / dt          # (N, H - 1)
-            excess = (speed - scene.push_speed).clamp(min=0)
-            terms["tool_speed"] = excess.mean(-1)
+        if now.name == "push":
+            # From where the tool is: a command that ran ahead of an arm held up by the
+            # object counts as fast, so plans that let it wind up force cost.
+            position, seconds = now.tool
+            path = torch.cat([position.expand(n, 1, 3), tcp], 1)        # (N, H + 1, 3)
+            steps = torch.full((h,), dt, device=tcp.device)
+            steps[0] = seconds
+            speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / steps
+            terms["tool_speed"] = (speed - scene.push_speed).clamp(min=0).mean(-1)
         if futures.object_position_std is not None:
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:

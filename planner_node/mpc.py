@@ -10,7 +10,7 @@ executed, as the next cycle's warm start.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -98,11 +98,12 @@ class MPCPlanner:
         return knots, gripper, futures
 
     def plan(self, world: WorldState, anchor: tuple, goal: Goal, scene: Scene,
-             gripper_command: float, budget_s: float | None = None) -> Plan:
+             gripper_command: float, budget_s: float | None = None,
+             lead_s: float = 0.0) -> Plan:
         """One cycle. world: the measured state (objects included); anchor: the position,
-        velocity and acceleration (each (J,)) the controller commands when the plan starts.
-        Raises ValueError for a goal the state cannot serve (its object is not in the
-        scene)."""
+        velocity and acceleration (each (J,)) the controller commands when the plan starts,
+        lead_s seconds after the state was measured. Raises ValueError for a goal the state
+        cannot serve (its object is not in the scene)."""
         start = time.perf_counter()
         c, dev = self.config, self.device
         world = world.to(dev)
@@ -114,6 +115,15 @@ class MPCPlanner:
             goal_object_index(goal, world.object_ids)
         j, h = self.joints, c.horizon
         vmax = self.limits.velocity
+        ee_now = self.chain.forward(world.joint_positions)
+        extents = world.object_extents.float()
+        now = stage(c.weights, goal, ee_now, world.object_ids, world.object_positions,
+                    world.object_rotations.float(), extents, scene, self._stage)
+        if now.name == "push":
+            now = replace(now, tool=(ee_now[:3, 3], lead_s + self.dt))
+        if now.name == "hold" and self._stage != "hold":
+            self._warm = None      # the push that got it there must not go on
+        self._stage = now.name
         warm = self._warm is not None and self._warm.shape == (h, j + 1)
         mean = self._warm.clone() if warm else torch.zeros(h, j + 1, device=dev)
         if not warm or c.gripper_std <= 0:
@@ -122,16 +132,11 @@ class MPCPlanner:
                          torch.tensor([max(c.gripper_std, 1e-6)], device=dev)])
         std = std.expand(h, -1).clone()
         # Near the goal large samples only overshoot: explore less the closer it is.
-        ee_now = self.chain.forward(world.joint_positions)
         error, _ = goal_error(goal, ee_now, world.object_ids, world.object_positions,
                               world.object_rotations)
         std[:, :j] *= min(1.0, max(0.2, error / c.fine_radius))
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
-        extents = world.object_extents.float()
-        now = stage(c.weights, goal, ee_now, world.object_ids, world.object_positions,
-                    world.object_rotations.float(), extents, scene, self._stage)
-        self._stage = now.name
 
         def cost_fn(actions):
             knots, _, futures = self._rollout(world, anchor, actions)

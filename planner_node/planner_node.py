@@ -469,8 +469,8 @@ class PlannerNode(ManagedNode):
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
-                                         goal, self._scene(), gripper,
-                                         self.prm("plan_budget"))
+                                         goal, self._scene(), gripper, self.prm("plan_budget"),
+                                         start - stamp)
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")

@@ -245,7 +245,8 @@ def test_push_stages_and_their_guides():
 def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
     """While approaching, a tool that passes through the goal object where it is now
     collides (wherever the model imagines the object); while pushing it may touch it. A push
-    faster than Scene.push_speed costs in proportion to the excess."""
+    faster than Scene.push_speed, measured from where the tool is, costs in proportion to
+    the excess."""
     from world_model_node.predictor import Futures
     urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
     spheres = ArmSpheres.from_urdf(urdf, chain)
@@ -267,16 +268,22 @@ def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
     for name, at in (("approach", tcp), ("push", tcp)):
         now = Stage(name, weights, torch.tensor([0.0, 1.0]),
                     **(dict(contact=at, object_pose=(at, torch.eye(3))) if name == "approach"
-                       else {}))
+                       else dict(tool=(tcp, DT))))
         costs[name] = evaluate(futures, q, links, goal, now, spheres, scene, limits, DT,
                                extents)[1]
     assert float(costs["approach"]["collision"][0]) > 0.0      # both start in the cube
     assert float(costs["approach"]["collision"][1]) < float(costs["approach"]["collision"][0])
     assert float(costs["push"]["collision"].abs().max()) == 0.0
     assert "tool_speed" not in costs["approach"]
-    speed = costs["push"]["tool_speed"] / weights.tool_speed
-    assert float(speed[0]) == pytest.approx(0.0, abs=1e-5)
-    assert float(speed[1]) == pytest.approx(0.3 - scene.push_speed, rel=1e-3)
+    excess = costs["push"]["tool_speed"] / weights.tool_speed    # over 5 steps, from tcp
+    assert float(excess[0]) == pytest.approx(0.0, abs=1e-5)
+    assert float(excess[1]) == pytest.approx(4 / 5 * (0.3 - scene.push_speed), rel=1e-3)
+    # A command 5 cm ahead of the measured tool (an arm held up) is a fast first step.
+    behind = Stage("push", weights, torch.tensor([0.0, 1.0]),
+                   tool=(tcp - torch.tensor([0.0, 0.05, 0.0]), DT))
+    wound_up = evaluate(futures, q, links, goal, behind, spheres, scene, limits, DT,
+                        extents)[1]["tool_speed"] / weights.tool_speed
+    assert float(wound_up[0]) == pytest.approx((0.5 - scene.push_speed) / 5, rel=1e-3)
 
 
 def test_mpc_reaches_a_pose_on_the_simulated_robot():

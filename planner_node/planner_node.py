@@ -158,6 +158,9 @@ class PlannerNode(ManagedNode):
           ParameterDescriptor(description="Joints whose positions sum to the width", **ro))
         p("state_timeout", 0.5, ranged("Joint states older than this are stale [s]",
                                        0.01, 10.0))
+        p("first_state_wait", 5.0, ranged(
+            "How long a goal waits for the first joint state after start-up [s, wall clock]",
+            0.0, 60.0))
         p("default_time_budget", 20.0, ranged("Time budget of goals that set none [s]",
                                               0.1, 3600.0))
         p("settle_cycles", 2, ranged("Cycles the goal must hold to succeed", 1, 100, True))
@@ -329,6 +332,13 @@ class PlannerNode(ManagedNode):
         q, qd, width, stamp = js
         return WorldState(q, qd, width, *objects_to_tensors(objects or ObjectArray())), stamp
 
+    def _wait_for_joint_state(self, timeout: float) -> None:
+        """A goal sent right after start-up may arrive before the first joint state: wall
+        clock, since a simulated clock may not run yet either."""
+        deadline = time.perf_counter() + timeout
+        while self._joint_state is None and time.perf_counter() < deadline:
+            time.sleep(0.02)
+
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
                      collision_margin=self.prm("collision_margin"),
@@ -409,6 +419,7 @@ class PlannerNode(ManagedNode):
             return result
 
         try:
+            self._wait_for_joint_state(self.prm("first_state_wait"))
             world, stamp = self._state()
             goal = goal_from_spec(spec, self.prm("world_frame"), world.object_ids,
                                   self.prm("max_reach"), self.prm("table_height"))

@@ -102,6 +102,8 @@ def graph():
         probe.procs = (sim, planner)
         assert probe.action.wait_for_server(timeout_sec=30.0), output_of(planner)
         assert probe.spin_until(lambda: len(probe.joint_states) > 5, 30.0)
+        assert probe.spin_until(
+            lambda: probe.node.count_subscribers("/relayed_joint_states") > 0, 30.0)
         yield probe
         probe.node.destroy_node()
 

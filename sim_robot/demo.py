@@ -5,8 +5,10 @@ world model in-process) as separate processes on one DDS graph, waits until the 
 has found the cube, then sends PlanToGoal goals: `reach` (the tool to a top-down pose) and
 `push` (the cube to a point on the table). The planner sees only the camera-built scene
 memory; success is judged on the simulator's ground truth. Writes to --output:
-  report.json / report.md   per goal: success, final error, time, planning cycles
-  errors.png                goal error over time from the planner's feedback
+  report.json / report.md   per goal: success, final error, time, planning cycles, the
+                            time spent in each planner stage
+  errors.png                goal error over time: the planner's (from its feedback, on the
+                            scene memory's poses) and the ground truth's
   demo.gif                  the camera view with the sampled futures (end-effector paths,
                             coloured by cost) and the chosen plan drawn over it
 
@@ -159,24 +161,39 @@ class DemoClient:
                               p.orientation.w])
         return overlay(rgb, self.latest.get("/planner_node/futures"), K, cam), self.now()
 
-    def run_goal(self, spec, timeout: float, frames: list, frame_period: float) -> dict:
-        feedback = []
+    def true_error(self, task: str, target: np.ndarray) -> float:
+        """The goal error on the simulator's ground truth: the cube's xy for a push, the
+        tool's position for a reach."""
+        if task == "push":
+            return float(np.linalg.norm(self.truth()["cube"][0][:2] - target[:2]))
+        if "/ground_truth/tcp_pose" not in self.latest:
+            return math.nan
+        p = self.latest["/ground_truth/tcp_pose"].pose.position
+        return float(np.linalg.norm(np.array([p.x, p.y, p.z]) - target))
+
+    def run_goal(self, spec, task: str, target: np.ndarray, timeout: float, frames: list,
+                 frame_period: float) -> dict:
+        feedback, truth = [], []
         send = self.action.send_goal_async(self.PlanToGoal.Goal(goal=spec),
                                            feedback_callback=lambda m: feedback.append(
                                                (self.now(), m.feedback)))
         if not self.spin_until(send.done, 30.0) or not send.result().accepted:
             return {"accepted": False}
         result_future = send.result().get_result_async()
-        next_frame = 0.0
+        next_frame = next_truth = 0.0
         deadline = time.monotonic() + timeout
 
         def done():
-            nonlocal next_frame
-            if self.now() >= next_frame:
+            nonlocal next_frame, next_truth
+            now = self.now()
+            if now >= next_frame:
                 f = self.frame()
                 if f is not None:
                     frames.append(f)
-                    next_frame = self.now() + frame_period
+                    next_frame = now + frame_period
+            if now >= next_truth:
+                truth.append((now, self.true_error(task, target)))
+                next_truth = now + 0.1
             return result_future.done()
         self.spin_until(done, max(1.0, deadline - time.monotonic()))
         if not result_future.done():
@@ -186,7 +203,19 @@ class DemoClient:
                 "reason": r.failure_reason, "iterations": int(r.iterations),
                 "elapsed_s": r.elapsed.sec + r.elapsed.nanosec * 1e-9,
                 "planner_final_error_m": float(r.final_position_error),
-                "feedback": [(t, f.position_error, f.best_cost) for t, f in feedback]}
+                "stages": stage_durations([(t, f.stage) for t, f in feedback]),
+                "feedback": [(t, f.position_error) for t, f in feedback], "truth": truth}
+
+
+def stage_durations(stamped: list) -> str:
+    """'approach 2.1 s, push 4.0 s, ...' from (time, stage) feedback in order."""
+    spans = []
+    for (t, stage), (t_next, _) in zip(stamped, stamped[1:] + stamped[-1:]):
+        if spans and spans[-1][0] == stage:
+            spans[-1][1] += t_next - t
+        else:
+            spans.append([stage, t_next - t])
+    return ", ".join(f"{stage} {d:.1f} s" for stage, d in spans)
 
 
 def write_outputs(output: Path, runs: list, frames: list) -> None:
@@ -195,22 +224,26 @@ def write_outputs(output: Path, runs: list, frames: list) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    report = [{k: v for k, v in r.items() if k != "feedback"} for r in runs]
+    report = [{k: v for k, v in r.items() if k not in ("feedback", "truth")} for r in runs]
     (output / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# Planning demo on the simulated robot", "",
-             "| task | success | final error [m] | sim time [s] | cycles | note |",
-             "|---|---|---|---|---|---|"]
+             "| task | success | final error [m] | sim time [s] | cycles | stages | note |",
+             "|---|---|---|---|---|---|---|"]
     for r in report:
         lines.append(f"| {r['task']} | {r.get('success')} | "
                      f"{r.get('final_error_m', math.nan):.4f} | "
                      f"{r.get('elapsed_s', math.nan):.1f} | {r.get('iterations', 0)} | "
-                     f"{r.get('reason', '')} |")
+                     f"{r.get('stages', '')} | {r.get('reason', '')} |")
     (output / "report.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in runs:
         if r.get("feedback"):
-            t, err, _ = zip(*r["feedback"])
-            ax.plot(np.subtract(t, t[0]), err, label=r["task"])
+            t, err = zip(*r["feedback"])
+            line, = ax.plot(np.subtract(t, t[0]), err, label=f"{r['task']} (planner's view)")
+            if r.get("truth"):
+                tt, true = zip(*r["truth"])
+                ax.plot(np.subtract(tt, t[0]), true, ls=":", color=line.get_color(),
+                        label=f"{r['task']} (ground truth)")
     ax.axhline(0.02, color="grey", ls="--", lw=0.8, label="2 cm")
     ax.set_xlabel("sim time since the goal [s]")
     ax.set_ylabel("goal error [m]")
@@ -281,23 +314,20 @@ def main(argv=None) -> int:
         for task in tasks:
             spec, goal = _spec(task, client.truth(), rng)
             print(f"{task}: goal {np.round(goal.position.numpy(), 3).tolist()}", flush=True)
+            target = goal.position.numpy()
             run = {"task": task, "model": args.model,
-                   **client.run_goal(spec, args.goal_timeout / args.real_time_factor + 60,
+                   **client.run_goal(spec, task, target,
+                                     args.goal_timeout / args.real_time_factor + 60,
                                      frames, 0.5)}
             client.spin_until(lambda: False, 1.0)    # ground truth after the arm stopped
-            if task == "push":
-                error = float(np.linalg.norm(client.truth()["cube"][0][:2]
-                                             - goal.position.numpy()[:2]))
-            else:
-                p = client.latest["/ground_truth/tcp_pose"].pose.position
-                error = float(np.linalg.norm(np.array([p.x, p.y, p.z])
-                                             - goal.position.numpy()))
+            error = client.true_error(task, target)
             run["final_error_m"] = error
             # Reach: the planner also checked the orientation.
             run["success"] = bool(run.get("accepted")) and error <= goal.position_tolerance \
                 and (task == "push" or run.get("planner_success", False))
             print(f"{task}: success {run['success']}, error {error:.4f} m, "
-                  f"{run.get('iterations', 0)} cycles {run.get('reason', '')}", flush=True)
+                  f"{run.get('iterations', 0)} cycles ({run.get('stages', '')}) "
+                  f"{run.get('reason', '')}", flush=True)
             runs.append(run)
         write_outputs(args.output, runs, frames)
         print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from sim_robot.demo import draw_polyline, project
+from sim_robot.demo import draw_polyline, project, stage_durations
 from support.graph import REPO
 
 
@@ -29,8 +29,15 @@ def test_demo_reaches_and_writes_its_report(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report[0]["task"] == "reach" and report[0]["success"], report
     assert report[0]["final_error_m"] < 0.02
+    assert report[0]["stages"].startswith("reach "), report
     for name in ("report.md", "errors.png", "demo.gif"):
         assert (out / name).stat().st_size > 100, name
+
+
+def test_stage_durations_merge_repeats_in_order():
+    stamped = [(0.0, "approach"), (0.5, "approach"), (1.0, "push"), (3.0, "approach"),
+               (3.5, "hold"), (4.0, "hold")]
+    assert stage_durations(stamped) == "approach 1.0 s, push 2.0 s, approach 0.5 s, hold 0.5 s"
 
 
 def test_demo_refuses_bad_arguments(tmp_path):

@@ -21,7 +21,7 @@ the recorded actions. Figures:
                                        in-process predict_ms
   device
 
-    python benchmarks/world_model.py [--quick] [--json PATH] [--device cuda]
+    python benchmarks/world_model.py [--quick] [--json PATH] [--device cuda] [--timing-only]
 """
 from __future__ import annotations
 
@@ -80,6 +80,30 @@ def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
     if std is not None:
         out[f"{prefix}coverage_90"] = coverage_90(windows, pos, std)
     return out
+
+
+def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
+    """Errors on the held-out bags; in a full run also the perceived-pose figures."""
+    step = learned.step
+    truth = [read_episode(b, BagLayout(), step) for b in bags]
+    windows = make_windows(truth, round(2.0 / step), stride=2).to(device)
+    results = accuracy(learned, windows, step)
+    results["episodes"] = len(truth)
+    if not args.quick and args.perceived_checkpoint.exists():
+        from world_model_node.perception import perceive_objects
+
+        def perception(bag, layout, times):
+            return perceive_objects(bag, layout, times, downscale=1, device=device)
+        subset = bags[:args.perceived_episodes]
+        perceived = [read_episode(b, BagLayout(), step, "perceived", perception)
+                     for b in subset]
+        pw = make_windows(perceived, round(2.0 / step), stride=2,
+                          references=truth[:len(subset)]).to(device)
+        results["perceived_episodes"] = len(subset)
+        results.update(accuracy(LearnedPredictor.from_checkpoint(
+            args.perceived_checkpoint, device), pw, step, "perceived_"))
+        results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
+    return results
 
 
 def synthetic_request(predictor, batch: int, horizon: int, objects: int, device):
@@ -181,33 +205,19 @@ def main():
                     help="held-out episodes mapped by the scene memory for the perceived "
                          "figures (full run)")
     ap.add_argument("--no-service", action="store_true", help="skip the DDS round trip")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only the prediction timings (no episodes recorded: for a machine "
+                         "without ROS 2, such as a borrowed GPU)")
     args = ap.parse_args()
     device = torch.device(args.device)
     learned = LearnedPredictor.from_checkpoint(args.checkpoint, device)
     static = StaticPredictor(learned.chain, learned.step, device)
-    step = learned.step
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bags = find_bags([args.bags]) if args.bags else \
-            collect(args.episodes or (4 if args.quick else 30), Path(tmp) / "held_out")
-        truth = [read_episode(b, BagLayout(), step) for b in bags]
-        windows = make_windows(truth, round(2.0 / step), stride=2).to(device)
-        results.update(accuracy(learned, windows, step))
-        results["episodes"] = len(truth)
-        if not args.quick and args.perceived_checkpoint.exists():
-            from world_model_node.perception import perceive_objects
-
-            def perception(bag, layout, times):
-                return perceive_objects(bag, layout, times, downscale=1, device=device)
-            subset = bags[:args.perceived_episodes]
-            perceived = [read_episode(b, BagLayout(), step, "perceived", perception)
-                         for b in subset]
-            pw = make_windows(perceived, round(2.0 / step), stride=2,
-                              references=truth[:len(subset)]).to(device)
-            results["perceived_episodes"] = len(subset)
-            results.update(accuracy(LearnedPredictor.from_checkpoint(
-                args.perceived_checkpoint, device), pw, step, "perceived_"))
-            results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
+        if not args.timing_only:
+            bags = find_bags([args.bags]) if args.bags else \
+                collect(args.episodes or (4 if args.quick else 30), Path(tmp) / "held_out")
+            results.update(held_out_accuracy(args, learned, bags, device))
     batch = 1024 if device.type == "cuda" else 256
     horizon, objects = 16, 8
     state, targets, widths = synthetic_request(learned, batch, horizon, objects, device)

@@ -66,6 +66,10 @@ class MappingConfig:
     densify_grad: float = 5.0
     densify_split_scale: float = 0.01
     densify_fraction: float = 0.01    # of the map, per frame at most
+    # Objects are seeded at every pixel already; their Gaussians are pulled hardest when the
+    # object has moved by less than tracking resolves, and clones made then smear the object
+    # and walk its pose (its box is re-centred on its Gaussians).
+    densify_objects: bool = False
     prune_opacity: float = 0.02
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
@@ -537,11 +541,14 @@ class SceneMemory:
     def _densify(self, mean_grad: torch.Tensor | None) -> int:
         """Split or clone the Gaussians the loss keeps pulling at (gsplat's default strategy,
         on the 3D position gradient relative to the median): large ones are split in two along
-        their own axes,
-        small ones cloned; at most densify_fraction of the map per frame, within the caps."""
+        their own axes, small ones cloned; at most densify_fraction of the map per frame,
+        within the caps. Only the background's, unless densify_objects."""
         cfg = self.config
         if mean_grad is None or cfg.densify_grad <= 0:
             return 0
+        if not cfg.densify_objects:
+            mean_grad = torch.where(self.gaussians.labels == BACKGROUND, mean_grad,
+                                    torch.zeros_like(mean_grad))
         room = min(cfg.max_gaussians - len(self), int(cfg.densify_fraction * len(self)))
         pulled = mean_grad[mean_grad > 0]
         if pulled.numel() == 0:

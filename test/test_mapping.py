@@ -182,3 +182,13 @@ def test_densify_splits_large_and_clones_small_gaussians():
     pull = torch.full((len(memory),), 1e-3)
     pull[:5] = 1.0
     assert memory._densify(pull) == 1 and len(memory) == 103
+    # Objects' Gaussians (seeded at every pixel) are left alone unless asked for.
+    labelled = Gaussians(means, g.quats, g.log_scales, g.opacity_logits, g.sh0,
+                         torch.full((n,), 10, dtype=torch.int64))
+    for densify_objects, added in ((False, 0), (True, 2)):
+        memory = SceneMemory(MappingConfig(densify_fraction=0.05,
+                                           densify_objects=densify_objects))
+        memory.set_gaussians(labelled)
+        pull = torch.full((n,), 1e-3)
+        pull[:2] = 1.0
+        assert memory._densify(pull) == added

@@ -209,12 +209,14 @@ def main():
                     help="only the prediction timings (no episodes recorded: for a machine "
                          "without ROS 2, such as a borrowed GPU)")
     args = ap.parse_args()
+    if args.timing_only and (args.bags or args.episodes):
+        ap.error("--timing-only records and reads no episodes: drop --bags / --episodes")
     device = torch.device(args.device)
     learned = LearnedPredictor.from_checkpoint(args.checkpoint, device)
     static = StaticPredictor(learned.chain, learned.step, device)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if not args.timing_only:
+    if not args.timing_only:
+        with tempfile.TemporaryDirectory() as tmp:
             bags = find_bags([args.bags]) if args.bags else \
                 collect(args.episodes or (4 if args.quick else 30), Path(tmp) / "held_out")
             results.update(held_out_accuracy(args, learned, bags, device))

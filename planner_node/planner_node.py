@@ -177,6 +177,7 @@ class PlannerNode(ManagedNode):
         self.planner = None
         self._lock = threading.Lock()
         self._joint_state: tuple | None = None    # (q, qd, gripper width, stamp [s])
+        self._joint_state_seen = threading.Event()
         self._objects: ObjectArray | None = None
         self._obstacles: DistanceField | None = None
         self._estop = False
@@ -276,6 +277,7 @@ class PlannerNode(ManagedNode):
                                        throttle_duration_sec=5.0)
                 return
             self._joint_state = (q, qd, width, stamp)
+        self._joint_state_seen.set()
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         """Static obstacles: Gaussian centres away from the table, the objects (the world
@@ -331,13 +333,6 @@ class PlannerNode(ManagedNode):
             raise ValueError("no joint state received yet")
         q, qd, width, stamp = js
         return WorldState(q, qd, width, *objects_to_tensors(objects or ObjectArray())), stamp
-
-    def _wait_for_joint_state(self, timeout: float) -> None:
-        """A goal sent right after start-up may arrive before the first joint state: wall
-        clock, since a simulated clock may not run yet either."""
-        deadline = time.perf_counter() + timeout
-        while self._joint_state is None and time.perf_counter() < deadline:
-            time.sleep(0.02)
 
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
@@ -419,7 +414,9 @@ class PlannerNode(ManagedNode):
             return result
 
         try:
-            self._wait_for_joint_state(self.prm("first_state_wait"))
+            # A goal sent right after start-up may come before the first joint state (wall
+            # clock: a simulated clock may not run yet either).
+            self._joint_state_seen.wait(self.prm("first_state_wait"))
             world, stamp = self._state()
             goal = goal_from_spec(spec, self.prm("world_frame"), world.object_ids,
                                   self.prm("max_reach"), self.prm("table_height"))

@@ -2,14 +2,16 @@
 
 `SceneMemory.integrate(frame)` does, per frame:
 1. track each known object seen in the instance mask (trimmed ICP of its observed points to
-   its Gaussians) and move its Gaussians rigidly, so a moved object is neither duplicated nor
-   smeared; objects out of view stay where they were last seen;
+   its Gaussians, then its Gaussians rendered against the silhouette and depth; objects the
+   robot touches are refined by the rendering every frame) and move its Gaussians rigidly,
+   so a moved object is neither duplicated nor smeared; objects out of view stay where they
+   were last seen;
 2. seed Gaussians where the map does not explain the frame (rendered alpha low, or the
    observed surface in front of the rendered one), back-projected from depth with a scale
    from the pixel spacing;
-3. optimise means, scales, rotations, opacities and colours against colour and depth over a
-   window of keyframes plus the current frame, then split or clone the Gaussians the loss
-   keeps pulling at;
+3. optimise means (the background's: objects are rigid), scales, rotations, opacities and
+   colours against colour and depth over a window of keyframes plus the current frame, then
+   split or clone the Gaussians the loss keeps pulling at;
 4. prune transparent or oversized Gaussians and enforce the caps on count and memory.
 
 Cameras use the ROS/OpenCV pinhole convention (pixel centres at integer coordinates, optical
@@ -70,6 +72,10 @@ class MappingConfig:
     # object has moved by less than tracking resolves, and clones made then smear the object
     # and walk its pose (its box is re-centred on its Gaussians).
     densify_objects: bool = False
+    # Objects are rigid: their Gaussians move only with their tracked pose. Optimising their
+    # positions (each Adam step moves a Gaussian by about lr_means) drags an object towards
+    # where it is seen by millimetres a frame, non-rigidly, below what tracking detects.
+    optimise_object_means: bool = False
     prune_opacity: float = 0.02
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
     ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
@@ -82,6 +88,22 @@ class MappingConfig:
     # pixels has a rendered depth within track_depth_tolerance of the measured one.
     track_agreement: float = 0.9
     track_depth_tolerance: float = 0.01  # m
+    # An object's frame is re-centred on its Gaussians' box only when the box centre has
+    # moved this far from it: Gaussians added and pruned at rest shift the box by a
+    # millimetre at a time, which would read as motion.
+    recentre_distance: float = 0.005  # m
+    # Objects the robot touches in the image (its mask within touch_pixels of theirs) and
+    # those that moved within the last settle_frames frames are refined every frame by the
+    # render alignment alone, which resolves motions below the depth test's tolerance; such
+    # a refinement is applied when it lowers the alignment loss by refine_gain. Only while
+    # the camera stays within refine_camera_motion [m, and rad] of where it last saw the
+    # object: from a new viewpoint an object shows sides its model lacks, and aligning an
+    # incomplete model to them would move it.
+    touch_pixels: int = 3
+    refine_camera_motion: float = 0.01
+    settle_frames: int = 5
+    refine_gain: float = 0.15
+    refine_min_motion: float = 0.001  # m (or 0.005 rad)
 
 
 @dataclass
@@ -112,6 +134,8 @@ class ObjectRecord:
     # was last found in place: objects the map shows poorly (hollow, thin) are re-aligned
     # only when the agreement drops below this, not on every frame.
     agreement: float = 1.0
+    settling: int = 0           # frames left of refinement after the last motion
+    seen_from: torch.Tensor | None = None  # (4, 4) camera pose when last seen
 
 
 @dataclass
@@ -179,6 +203,20 @@ def evenly(n: int, k: int, device) -> torch.Tensor:
     """k indices spread evenly over range(n): a deterministic subsample (results must not
     depend on the random state a caller left behind)."""
     return torch.linspace(0, n - 1, k, device=device).long()
+
+
+def _motion_size(motion: torch.Tensor, centre: torch.Tensor) -> tuple[float, float]:
+    """(how far centre (3,) moves [m], rotation angle [rad]) under motion (4, 4)."""
+    shift = float((motion[:3, :3] @ centre + motion[:3, 3] - centre).norm())
+    return shift, float(torch.arccos(((motion[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
+
+
+def _camera_still(before: torch.Tensor | None, now: torch.Tensor, limit: float) -> bool:
+    """The camera (4, 4) moved less than limit [m] and turned less than limit [rad]."""
+    if before is None:
+        return False
+    shift, angle = _motion_size(now @ torch.linalg.inv(before), before[:3, 3])
+    return shift < limit and angle < limit
 
 
 def _interior(labels: torch.Tensor) -> torch.Tensor:
@@ -395,69 +433,122 @@ class SceneMemory:
         exactly still. A moved object is aligned by ICP of its observed points to its model,
         then refined by rendering it against the observed silhouette and depth (a flat face
         leaves ICP free to turn); the motion is applied only if the moved map agrees clearly
-        better with the frame.
+        better with the frame. An object the test finds in place while the robot touches it
+        or just after it moved gets the render refinement alone (see touch_pixels).
         """
         cfg = self.config
         if rendered is None or not self.objects:
             return {}
-        h, w = depth.shape
         ids = torch.tensor(list(self.objects), device=self.device)
         interior = _interior(labels) & valid
         masks = labels[None] == ids[:, None, None]
+        robot = (labels == ROBOT).float()[None, None]
+        near_robot = F.max_pool2d(robot, 2 * cfg.touch_pixels + 1, 1, cfg.touch_pixels)[0, 0] > 0
+        touched = (masks & near_robot).any(dim=(1, 2))
         seen = (masks & valid).sum((1, 2))
         counts = torch.cat([seen[:, None], self._agreement(masks, interior, depth, K[0, 0],
                                                            rendered)], dim=1).tolist()
         moved = {}
-        for mask, oid, (n_seen, n_inner, n_agree) in zip(masks, self.objects, counts):
+        for mask, oid, (n_seen, n_inner, n_agree), touch in zip(masks, self.objects, counts,
+                                                                touched.tolist()):
             record = self.objects[oid]
             if n_seen < cfg.min_object_pixels:
                 continue
             record.last_seen = stamp
             agreement = n_agree / max(n_inner, 1)
             in_place = min(cfg.track_agreement, record.agreement - 0.1)
-            if n_inner == 0 or agreement >= in_place:
+            still = _camera_still(record.seen_from, c2w, cfg.refine_camera_motion)
+            settling = (touch or record.settling > 0) and still
+            record.settling = max(0, record.settling - 1)
+            record.seen_from = c2w
+            if n_inner == 0 or (agreement >= in_place and not settling):
                 continue  # the map shows the object where it is
-            observed = points[mask & valid]
             in_memory = self.gaussians.labels == oid
             if int(in_memory.sum()) < 10:
                 continue
+            observed = points[mask & valid]
             if observed.shape[0] > 1000:  # ICP cost; 1000 points pin a pose to a millimetre
                 observed = observed[evenly(observed.shape[0], 1000, self.device)]
-            model = self.gaussians.means[in_memory]
-            if record.surface is not None:
-                model = torch.cat([record.surface, model])
-            if model.shape[0] > 4000:
-                model = model[evenly(model.shape[0], 4000, self.device)]
-            # Points are a pixel apart at best: "explained" is relative to the footprint.
-            footprint = float((observed - c2w[:3, 3]).norm(dim=1).median() / K[0, 0])
-            tolerance = max(cfg.max_track_rmse, 1.5 * footprint)
-            motion, rmse, inliers = align_to_model(observed, model,
-                                                   inlier_distance=tolerance)
-            if rmse > tolerance or inliers < cfg.min_track_inliers:
-                motion = torch.eye(4, device=self.device)  # the silhouette alone decides
-            motion, _ = refine_pose(self.gaussians.select(in_memory), motion, depth, mask & valid,
-                                    mask | (labels == BACKGROUND), render_K(K),
-                                    torch.linalg.inv(c2w))
-            centre = model.mean(0)
-            shift = float((motion[:3, :3] @ centre + motion[:3, 3] - centre).norm())
-            angle = float(torch.arccos(((motion[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
-            candidate = transform_gaussians(self.gaussians, in_memory, motion)
-            if shift > cfg.max_track_motion or \
-                    (shift < max(cfg.track_min_motion, footprint) and angle < 0.01) or \
-                    not self._agrees_better(mask, interior, depth, K[0, 0], n_agree, in_place,
-                                            self._render_depth(K, c2w, w, h, candidate)):
-                record.agreement = agreement  # in place, as well as the map can show it
+            args = dict(depth=depth, mask=mask & valid, visible=mask | (labels == BACKGROUND),
+                        K=render_K(K), viewmat=torch.linalg.inv(c2w))
+            if agreement >= in_place:
+                motion = self._refinement(in_memory, args)
+            elif still or self._vacated(in_memory, mask, depth, valid, K, c2w):
+                motion = self._realignment(record, in_memory, observed, n_agree, in_place,
+                                           interior, K, c2w, args)
+            else:
+                motion = None  # a new side of the object, not a motion
+            if motion is None:
+                if agreement < in_place:
+                    record.agreement = agreement  # in place, as well as the map can show it
                 continue
-            self.gaussians = candidate
-            if record.surface is not None:
-                record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
-            record.surface = _merge_surface(record.surface, observed)
-            record.pose = motion @ record.pose
-            record.agreement = 1.0
-            moved[oid] = shift
-            # Keyframes showing the object where it was would pull it back.
-            self.keyframes = [kf for kf in self.keyframes if oid not in kf["objects"]]
+            moved[oid] = self._move_object(record, in_memory, motion, observed)
         return moved
+
+    def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
+        """The camera sees through where the memory has the object (beyond a pixel from
+        where it is observed): it has left. A new viewpoint alone also lowers the depth
+        agreement, with sides the model lacks, but leaves the model's own pixels occupied."""
+        h, w = depth.shape
+        alpha, drawn = self._render_depth(K, c2w, w, h, self.gaussians.select(in_memory))
+        footprint = alpha > 0.5
+        near = F.max_pool2d(mask.float()[None, None], 3, 1, 1)[0, 0] > 0
+        tolerance = self.config.track_depth_tolerance + 2 * depth / K[0, 0]
+        behind = footprint & ~near & valid & (depth > drawn + tolerance)
+        return int(behind.sum()) >= max(3, 0.05 * int(footprint.sum()))
+
+    def _refinement(self, in_memory, refine_args) -> torch.Tensor | None:
+        """The render alignment from where the object is; None unless it lowers the loss by
+        refine_gain and moves the object by more than refine_min_motion."""
+        cfg = self.config
+        eye = torch.eye(4, device=self.device)
+        motion, before, after = refine_pose(self.gaussians.select(in_memory), eye, **refine_args)
+        shift, angle = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
+        if after > (1 - cfg.refine_gain) * before or \
+                (shift < cfg.refine_min_motion and angle < 5 * cfg.refine_min_motion):
+            return None
+        return motion
+
+    def _realignment(self, record, in_memory, observed, n_agree, in_place, interior, K, c2w,
+                     refine_args) -> torch.Tensor | None:
+        """ICP then render alignment; None unless the moved map agrees clearly better."""
+        cfg = self.config
+        model = self.gaussians.means[in_memory]
+        if record.surface is not None:
+            model = torch.cat([record.surface, model])
+        if model.shape[0] > 4000:
+            model = model[evenly(model.shape[0], 4000, self.device)]
+        # Points are a pixel apart at best: "explained" is relative to the footprint.
+        footprint = float((observed - c2w[:3, 3]).norm(dim=1).median() / K[0, 0])
+        tolerance = max(cfg.max_track_rmse, 1.5 * footprint)
+        motion, rmse, inliers = align_to_model(observed, model, inlier_distance=tolerance)
+        if rmse > tolerance or inliers < cfg.min_track_inliers:
+            motion = torch.eye(4, device=self.device)  # the silhouette alone decides
+        motion, _, _ = refine_pose(self.gaussians.select(in_memory), motion, **refine_args)
+        shift, angle = _motion_size(motion, model.mean(0))
+        depth, mask = refine_args["depth"], refine_args["mask"]
+        h, w = depth.shape
+        if shift > cfg.max_track_motion or \
+                (shift < max(cfg.track_min_motion, footprint) and angle < 0.01) or \
+                not self._agrees_better(mask, interior, depth, K[0, 0], n_agree, in_place,
+                                        self._render_depth(K, c2w, w, h, transform_gaussians(
+                                            self.gaussians, in_memory, motion))):
+            return None
+        return motion
+
+    def _move_object(self, record, in_memory, motion, observed) -> float:
+        """Apply a tracked motion to the object's Gaussians, surface and pose."""
+        shift, _ = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
+        self.gaussians = transform_gaussians(self.gaussians, in_memory, motion)
+        if record.surface is not None:
+            record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
+        record.surface = _merge_surface(record.surface, observed)
+        record.pose = motion @ record.pose
+        record.agreement = 1.0
+        record.settling = self.config.settle_frames
+        # Keyframes showing the object where it was would pull it back.
+        self.keyframes = [kf for kf in self.keyframes if record.id not in kf["objects"]]
+        return shift
 
     def _agrees_better(self, mask, interior, depth, fx, before: int, in_place: float,
                        rendered) -> bool:
@@ -525,6 +616,8 @@ class SceneMemory:
         adam = Adam(params, [cfg.lr_means, cfg.lr_quats, cfg.lr_log_scales, cfg.lr_opacity,
                              cfg.lr_sh0])
         grad_sum = torch.zeros(len(self), device=self.device)
+        rigid = None if cfg.optimise_object_means else \
+            (self.gaussians.labels == BACKGROUND).float()[:, None]
         for it in range(cfg.iterations):
             batch = self._step_views(views, it)
             g = Gaussians(*params, labels=self.gaussians.labels)
@@ -532,8 +625,10 @@ class SceneMemory:
             out = render_gaussians(g, torch.stack([v["viewmat"] for v in batch]),
                                    torch.stack([v["K"] for v in batch]), w, h)
             loss = self._batch_loss(out, batch)
-            grads = torch.autograd.grad(loss, params)
+            grads = list(torch.autograd.grad(loss, params))
             grad_sum += grads[0].norm(dim=1)
+            if rigid is not None:
+                grads[0] = grads[0] * rigid
             adam.step(grads)
         self.gaussians = Gaussians(*(t.detach() for t in params), labels=self.gaussians.labels)
         return float(loss.detach()), grad_sum / cfg.iterations
@@ -692,5 +787,7 @@ class SceneMemory:
             record.num_gaussians = count
             if count < 4:
                 continue
-            record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ ((lo[k] + hi[k]) / 2)
+            offset = (lo[k] + hi[k]) / 2
+            if float(offset.norm()) > self.config.recentre_distance:
+                record.pose[:3, 3] = record.pose[:3, 3] + record.pose[:3, :3] @ offset
             record.half_extent = (hi[k] - lo[k]) / 2

@@ -119,7 +119,8 @@ def refine_pose(g: Gaussians, motion: torch.Tensor, depth: torch.Tensor, mask: t
     """Refine an object's rigid motion by rendering its Gaussians moved and matching the
     observed silhouette and depth (gradient descent on a twist about the object's centre).
 
-    ICP pairs points and leaves a flat face free to turn; the silhouette pins the turn.
+    ICP pairs points and leaves a flat face free to turn; the silhouette pins the turn, and
+    its soft edges resolve a fraction of a pixel.
     Args:
         g: the object's Gaussians in memory (before the motion).
         motion: (4, 4) starting estimate of the object's motion, world frame.
@@ -127,11 +128,13 @@ def refine_pose(g: Gaussians, motion: torch.Tensor, depth: torch.Tensor, mask: t
         visible: (H, W) bool, pixels where the object would not be hidden (not another
             object or the robot); K: (3, 3) renderer intrinsics; viewmat: (4, 4) world to camera.
     Returns:
-        (motion (4, 4), silhouette error: mean |alpha - mask| over the visible crop).
+        (motion (4, 4), loss at the start, loss at the end): the loss is the mean
+        |alpha - mask| over the visible crop plus depth_weight times the mean depth error
+        where both show the object.
     """
     rows, cols = torch.nonzero(mask, as_tuple=True)
     if rows.numel() == 0:
-        return motion, float("inf")
+        return motion, float("inf"), float("inf")
     # Render only a box around the object (plus a margin it may have moved into).
     h, w = mask.shape
     r0, r1, c0, c1 = (int(v) for v in torch.stack([rows.min(), rows.max(), cols.min(),
@@ -149,29 +152,39 @@ def refine_pose(g: Gaussians, motion: torch.Tensor, depth: torch.Tensor, mask: t
     # Translation [m] and rotation vector [rad / 5], so one Adam step size suits both.
     twist = torch.zeros(6, device=means.device, requires_grad=True)
     optimiser = torch.optim.Adam([twist], lr=2e-3)
+    n_mask = target.sum().clamp_min(1)
 
-    def render_moved():
+    def loss_of_twist():
         q = _axis_angle_quat(twist[3:] * 5.0)
         R = quat_to_rotmat(q[None])[0]
         moved = Gaussians((means - centre) @ R.T + centre + twist[:3],
                           quat_multiply(q.expand_as(quats), quats), g.log_scales,
                           g.opacity_logits, g.sh0, g.labels)
         out = render_gaussians(moved, viewmat[None], Kc[None], c1 - c0, r1 - r0)
-        alpha = out.alpha[0]
+        alpha, drawn = out.alpha[0], out.depth[0]
         silhouette = ((alpha - target).abs() * weight).sum() / weight.sum().clamp_min(1)
-        return R, alpha, out.depth[0], silhouette
-
-    n_mask = target.sum().clamp_min(1)
-    for _ in range(iterations):
-        _, alpha, drawn, silhouette = render_moved()
         inside = target * (alpha.detach() > 0.3)
-        loss = silhouette + depth_weight * ((drawn - observed).abs() * inside).sum() / n_mask
+        return R, silhouette + depth_weight * ((drawn - observed).abs() * inside).sum() / n_mask
+
+    losses, twists = [], []
+    for k in range(iterations + 1):
+        _, loss = loss_of_twist()
+        losses.append(loss.detach())
+        twists.append(twist.detach().clone())
+        if k == iterations:
+            break
+        # Adam moves by about its step size each step: shrink it tenfold over the last
+        # 40 % of the steps so the pose settles instead of dithering by a step.
+        late = max(0.0, (k - 0.6 * iterations) / max(1.0, 0.4 * iterations - 1))
+        optimiser.param_groups[0]["lr"] = 2e-3 * 0.1 ** min(1.0, late)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    with torch.no_grad():
-        R, _, _, silhouette = render_moved()
-        step = torch.eye(4, device=means.device)
-        step[:3, :3] = R
-        step[:3, 3] = centre + twist[:3] - R @ centre
-    return step @ motion, float(silhouette)
+    # The best twist seen (the last step may have overshot).
+    best = int(torch.argmin(torch.stack(losses)))
+    w = twists[best]
+    R = quat_to_rotmat(_axis_angle_quat(w[3:] * 5.0)[None])[0]
+    step = torch.eye(4, device=means.device)
+    step[:3, :3] = R
+    step[:3, 3] = centre + w[:3] - R @ centre
+    return step @ motion, float(losses[0]), float(losses[best])

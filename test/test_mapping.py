@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from gsplat_scene.mapping import (Adam, Frame, MappingConfig, SceneMemory, point_map,
                                   quats_aligning_z, surface_normals)
@@ -73,7 +74,7 @@ def test_moved_object_moves_in_memory(mapped):
     sim, memory, _ = mapped
     cube = OBJECT_IDS["cube"]
     before = memory.objects[cube].pose.clone()
-    old = sim.object_poses()["cube"][0].copy()
+    old, old_quat = (v.copy() for v in sim.object_poses()["cube"])
     count = int((memory.gaussians.labels == cube).sum())
     new = old + np.array([0.03, 0.04, 0.0])
     sim.set_object_pose("cube", new)
@@ -82,10 +83,14 @@ def test_moved_object_moves_in_memory(mapped):
     moved = memory.objects[cube].pose[:3, 3] - before[:3, 3]
     np.testing.assert_allclose(moved.numpy(), new - old, atol=0.01)
     means = memory.gaussians.means[memory.gaussians.labels == cube].numpy()
-    # Moved, not duplicated or smeared: (nearly) all cube Gaussians are at the new place.
-    near_new = np.linalg.norm(means - new, axis=1) < 0.06
-    near_old = np.linalg.norm(means - old, axis=1) < 0.02
-    assert near_new.mean() > 0.9 and near_old.sum() == 0, (near_new.mean(), near_old.sum())
+    # Moved, not duplicated or smeared: (nearly) all cube Gaussians are in the cube's new
+    # box (moved there upright: set_object_pose also undid its yaw) and none stayed behind.
+    half = sim.object_extents()["cube"]
+    old_axes = Rotation.from_quat(old_quat).as_matrix()
+    in_new = (np.abs(means - new) <= half + 0.01).all(axis=1)
+    in_old = (np.abs((means - old) @ old_axes) <= half - 0.005).all(axis=1)
+    assert in_new.mean() > 0.9 and (in_old & ~in_new).sum() == 0, \
+        (in_new.mean(), (in_old & ~in_new).sum())
     assert int((memory.gaussians.labels == cube).sum()) < 2 * count
 
 
@@ -192,3 +197,56 @@ def test_densify_splits_large_and_clones_small_gaussians():
         pull = torch.full((n,), 1e-3)
         pull[:2] = 1.0
         assert memory._densify(pull) == added
+
+
+def test_objects_are_rigid_and_their_poses_still_at_rest():
+    # Objects move only by tracking: the optimiser refines their looks, not their shape, and
+    # their frames do not creep as Gaussians come and go at rest.
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
+    view = sweep(sim, 3)[1]
+    memory = SceneMemory(MappingConfig(iterations=4, prune_opacity=0.0, max_scale=1.0))
+    memory.integrate(to_frame(view))
+    before = memory.gaussians.means.clone()
+    objects = memory.gaussians.labels > 1
+    poses = {oid: r.pose.clone() for oid, r in memory.objects.items()}
+    for _ in range(4):
+        assert not memory.integrate(to_frame(view)).tracked
+    n = len(before)  # nothing is pruned here, and new Gaussians are appended
+    torch.testing.assert_close(memory.gaussians.means[:n][objects], before[objects],
+                               rtol=0, atol=0)
+    assert (memory.gaussians.means[:n][~objects] - before[~objects]).abs().max() > 1e-4
+    for oid, pose in poses.items():
+        shift = float((memory.objects[oid].pose[:3, 3] - pose[:3, 3]).norm())
+        assert shift <= memory.config.recentre_distance, (oid, shift)
+    free = SceneMemory(MappingConfig(iterations=4, prune_opacity=0.0, max_scale=1.0,
+                                     optimise_object_means=True))
+    free.integrate(to_frame(view))
+    start, n = free.gaussians.means.clone(), len(free)
+    free.integrate(to_frame(view))
+    moved = (free.gaussians.means[:n] - start).abs().max(dim=1).values
+    assert moved[free.gaussians.labels[:n] > 1].max() > 1e-4  # what the option switches off
+
+
+def test_small_motion_after_a_push_is_followed():
+    # After a push the object is refined against every frame for a while: a further shift
+    # of about a pixel's footprint (3 mm at 0.8 m, 320 x 240), which the depth test does
+    # not see, is followed.
+    from sim_robot.views import arc_camera, render_view
+    w, h = 320, 240
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), w, h)
+    camera = arc_camera(0.3, 0.8, radius=0.8)
+    memory = SceneMemory(MappingConfig(iterations=4))
+    cube = OBJECT_IDS["cube"]
+    for _ in range(3):
+        memory.integrate(to_frame(render_view(sim, *camera, w, h)))
+    start, quat = (v.copy() for v in sim.object_poses()["cube"])
+    pose0 = memory.objects[cube].pose[:3, 3].clone()
+    moved = []
+    for offset in (np.array([0.0, 0.03, 0.0]), np.array([0.0, 0.033, 0.0])):
+        sim.set_object_pose("cube", start + offset, quat)
+        for _ in range(2):
+            memory.integrate(to_frame(render_view(sim, *camera, w, h)))
+        moved.append((memory.objects[cube].pose[:3, 3] - pose0).numpy())
+    assert np.linalg.norm(moved[0] - [0.0, 0.03, 0.0]) < 0.004, moved
+    assert np.linalg.norm(moved[1] - [0.0, 0.033, 0.0]) < 0.004, moved
+    assert 0.002 < np.linalg.norm(moved[1] - moved[0]) < 0.0045, moved

@@ -205,10 +205,15 @@ def evenly(n: int, k: int, device) -> torch.Tensor:
     return torch.linspace(0, n - 1, k, device=device).long()
 
 
+def _rotation_angle(rotation: torch.Tensor) -> float:
+    """Angle [rad] of a rotation matrix (3, 3)."""
+    return float(torch.arccos(((rotation.trace() - 1) / 2).clamp(-1, 1)))
+
+
 def _motion_size(motion: torch.Tensor, centre: torch.Tensor) -> tuple[float, float]:
     """(how far centre (3,) moves [m], rotation angle [rad]) under motion (4, 4)."""
     shift = float((motion[:3, :3] @ centre + motion[:3, 3] - centre).norm())
-    return shift, float(torch.arccos(((motion[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
+    return shift, _rotation_angle(motion[:3, :3])
 
 
 def _camera_still(before: torch.Tensor | None, now: torch.Tensor, limit: float) -> bool:
@@ -472,17 +477,17 @@ class SceneMemory:
             args = dict(depth=depth, mask=mask & valid, visible=mask | (labels == BACKGROUND),
                         K=render_K(K), viewmat=torch.linalg.inv(c2w))
             if agreement >= in_place:
-                motion = self._refinement(in_memory, args)
+                found = self._refinement(in_memory, args)
             elif still or self._vacated(in_memory, mask, depth, valid, K, c2w):
-                motion = self._realignment(record, in_memory, observed, n_agree, in_place,
-                                           interior, K, c2w, args)
+                found = self._realignment(record, in_memory, observed, n_agree, in_place,
+                                          interior, K, c2w, args)
             else:
-                motion = None  # a new side of the object, not a motion
-            if motion is None:
+                found = None  # a new side of the object, not a motion
+            if found is None:
                 if agreement < in_place:
                     record.agreement = agreement  # in place, as well as the map can show it
                 continue
-            moved[oid] = self._move_object(record, in_memory, motion, observed)
+            moved[oid] = self._move_object(record, in_memory, *found, observed)
         return moved
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
@@ -497,9 +502,10 @@ class SceneMemory:
         behind = footprint & ~near & valid & (depth > drawn + tolerance)
         return int(behind.sum()) >= max(3, 0.05 * int(footprint.sum()))
 
-    def _refinement(self, in_memory, refine_args) -> torch.Tensor | None:
-        """The render alignment from where the object is; None unless it lowers the loss by
-        refine_gain and moves the object by more than refine_min_motion."""
+    def _refinement(self, in_memory, refine_args) -> tuple | None:
+        """(motion, the map moved by it) of the render alignment from where the object is;
+        None unless it lowers the loss by refine_gain and moves the object by more than
+        refine_min_motion."""
         cfg = self.config
         eye = torch.eye(4, device=self.device)
         motion, before, after = refine_pose(self.gaussians.select(in_memory), eye, **refine_args)
@@ -507,11 +513,12 @@ class SceneMemory:
         if after > (1 - cfg.refine_gain) * before or \
                 (shift < cfg.refine_min_motion and angle < 5 * cfg.refine_min_motion):
             return None
-        return motion
+        return motion, transform_gaussians(self.gaussians, in_memory, motion)
 
     def _realignment(self, record, in_memory, observed, n_agree, in_place, interior, K, c2w,
-                     refine_args) -> torch.Tensor | None:
-        """ICP then render alignment; None unless the moved map agrees clearly better."""
+                     refine_args) -> tuple | None:
+        """(motion, the map moved by it) of ICP then render alignment; None unless the moved
+        map agrees clearly better."""
         cfg = self.config
         model = self.gaussians.means[in_memory]
         if record.surface is not None:
@@ -526,20 +533,22 @@ class SceneMemory:
             motion = torch.eye(4, device=self.device)  # the silhouette alone decides
         motion, _, _ = refine_pose(self.gaussians.select(in_memory), motion, **refine_args)
         shift, angle = _motion_size(motion, model.mean(0))
+        if shift > cfg.max_track_motion or \
+                (shift < max(cfg.track_min_motion, footprint) and angle < 0.01):
+            return None
         depth, mask = refine_args["depth"], refine_args["mask"]
         h, w = depth.shape
-        if shift > cfg.max_track_motion or \
-                (shift < max(cfg.track_min_motion, footprint) and angle < 0.01) or \
-                not self._agrees_better(mask, interior, depth, K[0, 0], n_agree, in_place,
-                                        self._render_depth(K, c2w, w, h, transform_gaussians(
-                                            self.gaussians, in_memory, motion))):
+        candidate = transform_gaussians(self.gaussians, in_memory, motion)
+        if not self._agrees_better(mask, interior, depth, K[0, 0], n_agree, in_place,
+                                   self._render_depth(K, c2w, w, h, candidate)):
             return None
-        return motion
+        return motion, candidate
 
-    def _move_object(self, record, in_memory, motion, observed) -> float:
-        """Apply a tracked motion to the object's Gaussians, surface and pose."""
+    def _move_object(self, record, in_memory, motion, moved_map, observed) -> float:
+        """Apply a tracked motion (moved_map: the map with the object's Gaussians moved by
+        it) to the object's Gaussians, surface and pose."""
         shift, _ = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
-        self.gaussians = transform_gaussians(self.gaussians, in_memory, motion)
+        self.gaussians = moved_map
         if record.surface is not None:
             record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
         record.surface = _merge_surface(record.surface, observed)
@@ -747,7 +756,7 @@ class SceneMemory:
         cfg = self.config
         for kf in self.keyframes:
             rel = torch.linalg.inv(kf["pose"]) @ view["pose"]
-            angle = torch.arccos(((rel[:3, :3].trace() - 1) / 2).clamp(-1, 1))
+            angle = _rotation_angle(rel[:3, :3])
             if rel[:3, 3].norm() < cfg.keyframe_translation and angle < cfg.keyframe_rotation:
                 return  # an existing keyframe already sees this
         self.keyframes.append(view)

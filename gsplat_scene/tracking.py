@@ -164,11 +164,11 @@ def refine_pose(g: Gaussians, motion: torch.Tensor, depth: torch.Tensor, mask: t
         alpha, drawn = out.alpha[0], out.depth[0]
         silhouette = ((alpha - target).abs() * weight).sum() / weight.sum().clamp_min(1)
         inside = target * (alpha.detach() > 0.3)
-        return R, silhouette + depth_weight * ((drawn - observed).abs() * inside).sum() / n_mask
+        return silhouette + depth_weight * ((drawn - observed).abs() * inside).sum() / n_mask
 
     losses, twists = [], []
     for k in range(iterations + 1):
-        _, loss = loss_of_twist()
+        loss = loss_of_twist()
         losses.append(loss.detach())
         twists.append(twist.detach().clone())
         if k == iterations:

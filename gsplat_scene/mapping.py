@@ -92,6 +92,15 @@ class MappingConfig:
     # moved this far from it: Gaussians added and pruned at rest shift the box by a
     # millimetre at a time, which would read as motion.
     recentre_distance: float = 0.005  # m
+    # Until an object first moves, its frame is turned about world z to the smallest box
+    # around its Gaussians' footprint (searched in steps of align_yaw_step) when that box is
+    # align_yaw_gain smaller than the current one: a cube turned on the table reads as
+    # turned, at its true size. Only boxy footprints, whose largest box over all turns is
+    # align_yaw_boxiness times their smallest (a square's: 2, seen partly: about 1.4; a
+    # disc's: 1, seen from one side: up to 1.26), so round objects keep their frame.
+    align_yaw_step: float = 0.035     # rad
+    align_yaw_gain: float = 0.1
+    align_yaw_boxiness: float = 1.33
     # Objects the robot touches in the image (its mask within touch_pixels of theirs) and
     # those that moved within the last settle_frames frames are refined every frame by the
     # render alignment alone, which resolves motions below the depth test's tolerance; such
@@ -136,6 +145,10 @@ class ObjectRecord:
     agreement: float = 1.0
     settling: int = 0           # frames left of refinement after the last motion
     seen_from: torch.Tensor | None = None  # (4, 4) camera pose when last seen
+    moved: bool = False         # tracked at least once: its axes follow the motion since
+    # Share of its Gaussians the latest frame shows as the object: below 1 where something
+    # (the robot's hand) hides it or it is out of view, and its pose may be stale.
+    visible: float = 0.0
 
 
 @dataclass
@@ -360,6 +373,7 @@ class SceneMemory:
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
+        self._update_visibility(labels, K, c2w)
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
         loss, mean_grad = self._optimise(view)
         added += self._densify(mean_grad)
@@ -490,6 +504,26 @@ class SceneMemory:
             moved[oid] = self._move_object(record, in_memory, *found, observed)
         return moved
 
+    def _update_visibility(self, labels, K, c2w) -> None:
+        """Each object's `visible`: the share of its Gaussians' centres that project into
+        the frame onto its own mask (within a pixel: centres on the rim fall just outside)."""
+        if not self.objects:
+            return
+        h, w = labels.shape
+        ids = torch.tensor(list(self.objects), device=self.device)
+        masks = F.max_pool2d((labels[None] == ids[:, None, None]).float()[None], 3, 1, 1)[0] > 0
+        cam = (self.gaussians.means - c2w[:3, 3]) @ c2w[:3, :3]
+        z = cam[:, 2].clamp_min(1e-6)
+        col = (cam[:, 0] / z * K[0, 0] + K[0, 2]).round().long()
+        row = (cam[:, 1] / z * K[1, 1] + K[1, 2]).round().long()
+        inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        col, row = col.clamp(0, w - 1), row.clamp(0, h - 1)
+        for mask, (oid, record) in zip(masks, self.objects.items()):
+            members = self.gaussians.labels == oid
+            n = int(members.sum())
+            shown = inside[members] & mask[row[members], col[members]]
+            record.visible = float(shown.sum()) / n if n else 0.0
+
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from
         where it is observed): it has left. A new viewpoint alone also lowers the depth
@@ -553,6 +587,7 @@ class SceneMemory:
             record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
         record.surface = _merge_surface(record.surface, observed)
         record.pose = motion @ record.pose
+        record.moved = True
         record.agreement = 1.0
         record.settling = self.config.settle_frames
         # Keyframes showing the object where it was would pull it back.
@@ -739,6 +774,32 @@ class SceneMemory:
         local = (offset[:, None, :] @ poses[slot, :3, :3])[:, 0]
         return members, slot, local
 
+    def _align_yaw(self) -> None:
+        """Turn the frames of objects that have not moved to their smallest footprint box
+        (robust: 2nd-98th percentile), see align_yaw_step."""
+        cfg = self.config
+        _, slot, local = self._object_members()
+        angles = torch.arange(-math.pi / 4, math.pi / 4, cfg.align_yaw_step, device=self.device)
+        cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+        levels = torch.tensor([0.02, 0.98], device=self.device)
+        current = int(angles.abs().argmin())
+        for k, oid in enumerate(sorted(self.objects)):
+            record = self.objects[oid]
+            xy = local[slot == k, :2]
+            if record.moved or len(xy) < 20:
+                continue
+            turned = torch.stack([xy[:, 0] * cos + xy[:, 1] * sin,
+                                  xy[:, 1] * cos - xy[:, 0] * sin])          # (2, A, N)
+            lo, hi = torch.quantile(turned, levels, dim=-1)                  # (2, A) each
+            area = (hi - lo).prod(0)
+            best = int(area.argmin())
+            boxy = area.max() >= cfg.align_yaw_boxiness * area[best]
+            if boxy and area[best] < (1 - cfg.align_yaw_gain) * area[current]:
+                c, s = float(cos[best]), float(sin[best])
+                turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+                                    device=self.device)
+                record.pose[:3, :3] = record.pose[:3, :3] @ turn
+
     def _stray_object_gaussians(self, margin: float = 0.02) -> torch.Tensor:
         """Object Gaussians outside their object's robust box (plus margin): optimisation
         strays that would smear the object."""
@@ -778,6 +839,7 @@ class SceneMemory:
         """
         if not self.objects:
             return
+        self._align_yaw()
         members, slot, local = self._object_members()
         counts = torch.bincount(slot, minlength=len(self.objects))
         if len(local) == 0:

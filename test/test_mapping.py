@@ -1,4 +1,6 @@
 """Online mapping of the simulated table from posed RGB-D views (small images, CPU)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,16 @@ def test_objects_match_true_geometry(mapped):
         assert np.linalg.norm(centre - truth[name][0]) < 0.025, name  # one side unseen: the box centre is biased
         np.testing.assert_allclose(record.half_extent.numpy(), sim.object_extents()[name],
                                    atol=0.02)
+        # The frame's yaw follows the footprint: the cube stands turned by 0.3 rad (its box
+        # is symmetric under quarter turns); the round can keeps the world's axes.
+        R = record.pose[:3, :3].numpy()
+        yaw = math.atan2(R[1, 0], R[0, 0])
+        true_yaw = Rotation.from_quat(truth[name][1]).as_euler("xyz")[2]
+        off = (yaw - true_yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+        assert abs(off) < math.radians(4 if name == "cube" else 10), (name, math.degrees(off))
+        assert abs(R[2, 2] - 1.0) < 1e-6, name  # turned about z only
+    cube = memory.objects[OBJECT_IDS["cube"]].half_extent.numpy()
+    assert np.abs(cube[:2] - sim.object_extents()["cube"][:2]).max() < 0.005, cube
 
 
 def test_moved_object_moves_in_memory(mapped):
@@ -250,3 +262,30 @@ def test_small_motion_after_a_push_is_followed():
     assert np.linalg.norm(moved[0] - [0.0, 0.03, 0.0]) < 0.004, moved
     assert np.linalg.norm(moved[1] - [0.0, 0.033, 0.0]) < 0.004, moved
     assert 0.002 < np.linalg.norm(moved[1] - moved[0]) < 0.0045, moved
+
+
+def test_visibility_drops_where_the_hand_hides_an_object():
+    # A hand over the cube (robot label, nearer depth) hides it: its pose is then stale, and
+    # `visible` says so; the other objects stay fully visible, and nothing moves.
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
+    view = sweep(sim, 3)[1]
+    memory = SceneMemory(MappingConfig(iterations=4))
+    for _ in range(2):
+        memory.integrate(to_frame(view))
+    cube = OBJECT_IDS["cube"]
+    assert all(r.visible > 0.9 for r in memory.objects.values()), \
+        {oid: r.visible for oid, r in memory.objects.items()}
+    pose = memory.objects[cube].pose.clone()
+    rows, cols = np.nonzero(view["instances"] == cube)
+    for share, low, high in ((0.5, 0.3, 0.75), (1.0, 0.0, 0.1)):
+        hidden = dict(view, instances=view["instances"].copy(), depth=view["depth"].copy())
+        covered = cols <= np.quantile(cols, share)  # the hand comes in from one side
+        hidden["instances"][rows[covered], cols[covered]] = 1
+        hidden["depth"][rows[covered], cols[covered]] -= 0.1
+        memory.integrate(to_frame(hidden))
+        assert low <= memory.objects[cube].visible <= high, (share, memory.objects[cube].visible)
+        others = [r.visible for oid, r in memory.objects.items() if oid != cube]
+        assert min(others) > 0.9, others
+    assert float((memory.objects[cube].pose[:3, 3] - pose[:3, 3]).norm()) < 0.003
+    memory.integrate(to_frame(view))
+    assert memory.objects[cube].visible > 0.9

@@ -69,7 +69,7 @@ class Episode:
     object_quats: np.ndarray         # (T, K, 4) x y z w
     object_extents: np.ndarray       # (K, 3) half sizes, m
     object_appearance: np.ndarray    # (K, APPEARANCE_DIM)
-    object_seen: np.ndarray          # (T, K) bool: the pose is known at that time
+    object_seen: np.ndarray          # (T, K) bool: the pose is observed at that time
     poses: str = "ground_truth"      # or "perceived"
     notes: list = field(default_factory=list)
 
@@ -211,7 +211,8 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
     Args:
         poses: "ground_truth" (the bag's ground-truth object topic) or "perceived" (object
             poses the scene memory tracks over the bag's camera frames; needs `perception`,
-            a callable (bag, layout, times) -> the same tracks as ground truth).
+            a callable (bag, layout, times) -> the same tracks as ground truth, optionally
+            with "known" where a pose is given but "seen" is false: an input, not a target).
     Raises:
         ValueError: the bag cannot be read at all, or lacks joint states or object poses.
             A bag that breaks off part-way (truncated) gives the episode up to the break,
@@ -295,7 +296,7 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
     seen = np.zeros((len(times), k), bool)
     for n, oid in enumerate(ids):
         tr = tracks[oid]
-        pos[:, n], quat[:, n] = _fill_unseen(tr["pos"], tr["quat"], tr["seen"])
+        pos[:, n], quat[:, n] = _fill_unseen(tr["pos"], tr["quat"], tr.get("known", tr["seen"]))
         seen[:, n] = tr["seen"]
     return Episode(
         name=bag.name, step=step, times=times, joint_positions=q_all[:, :j],

@@ -21,6 +21,8 @@ from world_model_node.episodes import APPEARANCE_DIM
 
 log = logging.getLogger(__name__)
 
+MIN_VISIBLE = 0.8  # share of an object the frame must show for its pose to count as seen
+
 
 def _frames(bag, layout, downscale: int):
     """Yield matched, validated Frames of a bag in stamp order (bad ones are skipped)."""
@@ -46,12 +48,16 @@ def _frames(bag, layout, downscale: int):
 
 
 def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
-                     config: MappingConfig | None = None, device="cpu") -> dict:
+                     config: MappingConfig | None = None, device="cpu",
+                     min_visible: float = MIN_VISIBLE) -> dict:
     """Map the bag's frames and sample each object's tracked pose at `times`.
 
-    Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "seen" (T,),
-    "appearance" (APPEARANCE_DIM,)}}; an object is "seen" from its first observation on
-    (the memory keeps objects that leave the view where they were last seen).
+    Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "known" (T,), "seen" (T,),
+    "visible" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
+    object (from its first observation on: the memory keeps objects that are hidden or leave
+    the view where it last saw them), "seen" where besides the frame shows at least
+    `min_visible` of it (`ObjectRecord.visible`). A hidden object's pose is stale: as a
+    training target it would teach the memory's lag, as an input it is what a robot has.
     Raises:
         ValueError: the bag has no usable camera frames.
     """
@@ -60,8 +66,8 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     for frame in _frames(bag, layout, downscale):
         memory.integrate(frame)
         stamps.append(frame.stamp)
-        records.append({oid: (r.pose.cpu().numpy().copy(), r.half_extent.cpu().numpy().copy())
-                        for oid, r in memory.objects.items()})
+        records.append({oid: (r.pose.cpu().numpy().copy(), r.half_extent.cpu().numpy().copy(),
+                              r.visible) for oid, r in memory.objects.items()})
     if not stamps:
         raise ValueError(f"bag {bag}: no camera frames to perceive objects from")
     stamps = np.asarray(stamps)
@@ -69,19 +75,21 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     before = times < stamps[0] - 1e-9
     colours = memory.object_colours()
     tracks = {}
-    extents = {oid: extent for r in records for oid, (_, extent) in r.items()}  # the latest
+    extents = {oid: extent for r in records for oid, (_, extent, _) in r.items()}  # the latest
     for oid in sorted(extents):
         pos = np.zeros((len(times), 3))
         quat = np.tile([0.0, 0.0, 0.0, 1.0], (len(times), 1))
-        seen = np.zeros(len(times), bool)
+        known, visible = np.zeros(len(times), bool), np.zeros(len(times))
         for k, i in enumerate(index):
             if before[k] or oid not in records[i]:
                 continue
-            pose = records[i][oid][0]
-            pos[k], quat[k], seen[k] = pose[:3, 3], Rotation.from_matrix(pose[:3, :3]).as_quat(), True
+            pose, _, visible[k] = records[i][oid]
+            known[k] = True
+            pos[k], quat[k] = pose[:3, 3], Rotation.from_matrix(pose[:3, :3]).as_quat()
         appearance = np.zeros(APPEARANCE_DIM)
         if oid in colours:
             appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
-        tracks[oid] = {"pos": pos, "quat": quat, "seen": seen, "extent": extents[oid],
-                       "appearance": appearance}
+        tracks[oid] = {"pos": pos, "quat": quat, "known": known,
+                       "seen": known & (visible >= min_visible), "visible": visible,
+                       "extent": extents[oid], "appearance": appearance}
     return tracks

@@ -61,22 +61,25 @@ def find_bags(paths) -> list[Path]:
     return bags
 
 
-def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout) -> str:
+def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout,
+               perception: str = "") -> str:
     stamp = max((f.stat().st_mtime_ns, f.stat().st_size) for f in bag.iterdir())
-    text = f"{bag.resolve()}|{stamp}|{poses}|{step}|{layout}"
+    text = f"{bag.resolve()}|{stamp}|{poses}|{step}|{layout}|{perception}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path | None,
                   log=print, downscale: int = 2) -> list[Episode]:
     """Read bags (through an .npz cache), reporting and skipping those that fail."""
-    perception = None
+    perception, settings = None, ""
     if poses == "perceived":
-        from world_model_node.perception import perceive_objects
+        from world_model_node.perception import MIN_VISIBLE, perceive_objects
         perception = functools.partial(perceive_objects, downscale=downscale)
+        settings = f"downscale {downscale}, min_visible {MIN_VISIBLE}"
     episodes = []
     for bag in bags:
-        path = cache / f"{bag.name}-{_cache_key(bag, poses, step, layout)}.npz" if cache else None
+        key = _cache_key(bag, poses, step, layout, settings)
+        path = cache / f"{bag.name}-{key}.npz" if cache else None
         try:
             if path is not None and path.exists():
                 data = dict(np.load(path))
@@ -229,11 +232,17 @@ def perception_gap(perceived: list[Episode], bags, args, layout, log) -> dict:
     h = round(1.0 / args.step)
     w = make_windows([p for p, _ in pairs], h, stride=2, references=[t for _, t in pairs])
     e = motion_errors(w, w.pos, w.rot, h)
+    # The model learns only from pairs whose object the memory sees at both ends.
+    kept = motion_errors(w, w.pos, w.rot, h, keep=w.seen[:, h - 1])
     log(f"perceived vs ground-truth object motion over 1 s: {e['position_m']:.4f} m, "
         f"{e['rotation_deg']:.2f} deg (true motion {e['static_position_m']:.4f} m) "
-        f"in {len(pairs)} episodes")
+        f"in {len(pairs)} episodes; where the memory sees the object at both ends "
+        f"({kept['pairs']} of {e['pairs']} pairs, the training targets): "
+        f"{kept['position_m']:.4f} m, {kept['rotation_deg']:.2f} deg")
     return {"motion_1s_m": e["position_m"], "motion_1s_deg": e["rotation_deg"],
-            "true_motion_1s_m": e["static_position_m"]}
+            "true_motion_1s_m": e["static_position_m"], "seen_motion_1s_m": kept["position_m"],
+            "seen_motion_1s_deg": kept["rotation_deg"],
+            "seen_share": kept["pairs"] / max(1, e["pairs"])}
 
 
 def _parse_args(argv=None):
@@ -265,6 +274,9 @@ def _parse_args(argv=None):
     ap.add_argument("--downscale", type=int, default=2,
                     help="image subsampling for perceived poses")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output")
+    ap.add_argument("--init", type=Path, help="start from this checkpoint's weights and "
+                    "normalisation (e.g. a model trained in simulation, fine-tuned on a "
+                    "robot's perceived poses); its width, layers and ensemble are kept")
     args = ap.parse_args(argv)
     for name in ("steps", "batch", "horizon", "ensemble", "eval_every", "layers", "downscale"):
         if getattr(args, name) < 1:
@@ -281,6 +293,10 @@ def _parse_args(argv=None):
         ap.error(f"--device: {err}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: CUDA is not available")
+    if args.init and args.resume:
+        ap.error("--init starts a new run; --resume continues one: pass one of them")
+    if args.init and not (args.init / "config.yaml").is_file():
+        ap.error(f"--init: {args.init} is not a checkpoint directory")
     if args.urdf and not args.urdf.is_file():
         ap.error(f"--urdf: no such file {args.urdf}")
     args.bag_layout = BagLayout()
@@ -350,6 +366,20 @@ def main(argv=None) -> int:
         with open(args.output / "metrics.csv") as f:
             rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
         log(f"resuming at step {start}")
+    elif args.init:
+        try:
+            model, _, config = load_checkpoint(args.init, args.device)
+        except ValueError as err:
+            raise SystemExit(f"--init: {err}")
+        if (model.config.joints, model.config.appearance) != (chain.dof, APPEARANCE_DIM):
+            raise SystemExit(f"--init {args.init}: a model of {model.config.joints} joints "
+                             f"cannot start one of {chain.dof}")
+        if abs(model.config.step - args.step) > 1e-9:
+            raise SystemExit(f"--init {args.init}: trained at {model.config.step} s per "
+                             f"action, not --step {args.step}")
+        before = config.get("training") or {}
+        log(f"starting from {args.init} ({before.get('step', '?')} steps on "
+            f"{before.get('poses', '?')} poses)")
     else:
         model = WorldModel(ModelConfig(joints=chain.dof, appearance=APPEARANCE_DIM,
                                        width=args.width, layers=args.layers,
@@ -406,6 +436,7 @@ def main(argv=None) -> int:
             f"  {rate:.1f} steps/s, {(args.steps - step) / rate / 60:.1f} min left")
         if rank == 0:
             training = {"step": step, "poses": args.poses, "horizon": args.horizon,
+                        "initialised_from": str(args.init) if args.init else None,
                         "episodes": [ep.name for ep in train_eps],
                         "held_out": [ep.name for ep in val_eps],
                         "bag_layout": {k: list(v) if isinstance(v, tuple) else v

@@ -66,9 +66,11 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
     out = capsys.readouterr().out
     assert "perceived vs ground-truth object motion over 1 s" in out, out
     assert "where the memory sees the object at both ends" in out, out
+    assert "pairs moving over 1 cm" in out, out
     _, _, config = load_checkpoint(tmp_path / "run")
     gap = config["training"]["perception_error"]
     assert gap["seen_motion_1s_m"] < 0.01 and 0.5 < gap["seen_share"] <= 1.0, gap
+    assert 0.0 <= gap["moving_hidden_share"] <= 1.0, gap
     [ep] = load_episodes(bags[:1], "perceived", 0.1, BagLayout(), tmp_path / "run" / "cache")
     truth = read_episode(bags[0])
     assert list(ep.object_ids) == list(truth.object_ids) and ep.object_seen[1:].any(0).all()

@@ -96,8 +96,8 @@ class MappingConfig:
     # around its Gaussians' footprint (searched in steps of align_yaw_step) when that box is
     # align_yaw_gain smaller than the current one: a cube turned on the table reads as
     # turned, at its true size. Only boxy footprints, whose largest box over all turns is
-    # align_yaw_boxiness times their smallest (a square's: 2, seen partly: about 1.4; a
-    # disc's: 1, seen from one side: up to 1.26), so round objects keep their frame.
+    # align_yaw_boxiness times their smallest (a square's: 2, less when seen partly; a
+    # disc's: 1, a little more when seen from one side), so round objects keep their frame.
     align_yaw_step: float = 0.035     # rad
     align_yaw_gain: float = 0.1
     align_yaw_boxiness: float = 1.33
@@ -510,19 +510,19 @@ class SceneMemory:
         if not self.objects:
             return
         h, w = labels.shape
-        ids = torch.tensor(list(self.objects), device=self.device)
+        members, slot, _ = self._object_members()
+        ids = torch.tensor(sorted(self.objects), device=self.device)
         masks = F.max_pool2d((labels[None] == ids[:, None, None]).float()[None], 3, 1, 1)[0] > 0
-        cam = (self.gaussians.means - c2w[:3, 3]) @ c2w[:3, :3]
+        cam = (self.gaussians.means[members] - c2w[:3, 3]) @ c2w[:3, :3]
         z = cam[:, 2].clamp_min(1e-6)
         col = (cam[:, 0] / z * K[0, 0] + K[0, 2]).round().long()
         row = (cam[:, 1] / z * K[1, 1] + K[1, 2]).round().long()
         inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        col, row = col.clamp(0, w - 1), row.clamp(0, h - 1)
-        for mask, (oid, record) in zip(masks, self.objects.items()):
-            members = self.gaussians.labels == oid
-            n = int(members.sum())
-            shown = inside[members] & mask[row[members], col[members]]
-            record.visible = float(shown.sum()) / n if n else 0.0
+        shown = inside & masks[slot, row.clamp(0, h - 1), col.clamp(0, w - 1)]
+        counts = torch.bincount(slot, minlength=len(ids))
+        hits = torch.bincount(slot, weights=shown.float(), minlength=len(ids))
+        for oid, n, hit in zip(ids.tolist(), counts.tolist(), hits.tolist()):
+            self.objects[oid].visible = hit / n if n else 0.0
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from
@@ -774,11 +774,12 @@ class SceneMemory:
         local = (offset[:, None, :] @ poses[slot, :3, :3])[:, 0]
         return members, slot, local
 
-    def _align_yaw(self) -> None:
+    def _align_yaw(self, slot: torch.Tensor, local: torch.Tensor) -> bool:
         """Turn the frames of objects that have not moved to their smallest footprint box
-        (robust: 2nd-98th percentile), see align_yaw_step."""
+        (robust: 2nd-98th percentile), see align_yaw_step; slot and local as
+        `_object_members` gives them. Returns whether a frame turned."""
         cfg = self.config
-        _, slot, local = self._object_members()
+        turned_any = False
         angles = torch.arange(-math.pi / 4, math.pi / 4, cfg.align_yaw_step, device=self.device)
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]
         levels = torch.tensor([0.02, 0.98], device=self.device)
@@ -799,6 +800,8 @@ class SceneMemory:
                 turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
                                     device=self.device)
                 record.pose[:3, :3] = record.pose[:3, :3] @ turn
+                turned_any = True
+        return turned_any
 
     def _stray_object_gaussians(self, margin: float = 0.02) -> torch.Tensor:
         """Object Gaussians outside their object's robust box (plus margin): optimisation
@@ -839,8 +842,9 @@ class SceneMemory:
         """
         if not self.objects:
             return
-        self._align_yaw()
         members, slot, local = self._object_members()
+        if self._align_yaw(slot, local):
+            members, slot, local = self._object_members()
         counts = torch.bincount(slot, minlength=len(self.objects))
         if len(local) == 0:
             for record in self.objects.values():

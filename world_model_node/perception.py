@@ -53,7 +53,7 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     """Map the bag's frames and sample each object's tracked pose at `times`.
 
     Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "known" (T,), "seen" (T,),
-    "visible" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
+    "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
     object (from its first observation on: the memory keeps objects that are hidden or leave
     the view where it last saw them), "seen" where besides the frame shows at least
     `min_visible` of it (`ObjectRecord.visible`). A hidden object's pose is stale: as a
@@ -90,6 +90,6 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
         if oid in colours:
             appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
         tracks[oid] = {"pos": pos, "quat": quat, "known": known,
-                       "seen": known & (visible >= min_visible), "visible": visible,
-                       "extent": extents[oid], "appearance": appearance}
+                       "seen": known & (visible >= min_visible), "extent": extents[oid],
+                       "appearance": appearance}
     return tracks

@@ -8,7 +8,8 @@
    were last seen;
 2. seed Gaussians where the map does not explain the frame (rendered alpha low, or the
    observed surface in front of the rendered one), back-projected from depth with a scale
-   from the pixel spacing;
+   from the pixel spacing; and carve the object Gaussians the frame sees through (an
+   object moved while hidden, seeded anew where it shows, leaves no stale copy);
 3. optimise means (the background's: objects are rigid), scales, rotations, opacities and
    colours against colour and depth over a window of keyframes plus the current frame, then
    split or clone the Gaussians the loss keeps pulling at;
@@ -113,6 +114,10 @@ class MappingConfig:
     settle_frames: int = 5
     refine_gain: float = 0.15
     refine_min_motion: float = 0.001  # m (or 0.005 rad)
+    # Object Gaussians the camera sees through (beyond carve_margin_pixels of the object's
+    # mask, the measured surface farther than the depth tolerance behind them) are removed.
+    carve_objects: bool = True
+    carve_margin_pixels: int = 2
 
 
 @dataclass
@@ -373,11 +378,11 @@ class SceneMemory:
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
-        self._update_visibility(labels, K, c2w)
+        pruned = self._check_object_views(depth, valid, labels, K, c2w)
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
         loss, mean_grad = self._optimise(view)
         added += self._densify(mean_grad)
-        pruned = self._prune()
+        pruned += self._prune()
         self._update_keyframes(view)
         self._refresh_objects()
         self.frames_integrated += 1
@@ -504,25 +509,46 @@ class SceneMemory:
             moved[oid] = self._move_object(record, in_memory, *found, observed)
         return moved
 
-    def _update_visibility(self, labels, K, c2w) -> None:
-        """Each object's `visible`: the share of its Gaussians' centres that project into
-        the frame onto its own mask (within a pixel: centres on the rim fall just outside)."""
+    def _check_object_views(self, depth, valid, labels, K, c2w) -> int:
+        """Each object's `visible` (the share of its Gaussians' centres that project into the
+        frame onto its own mask, within a pixel: centres on the rim fall just outside), and
+        free-space carving of object Gaussians: those the camera sees through (the measured
+        surface lies beyond them, away from the object's mask) are removed. An object moved
+        while hidden (the hand in front of it during a push) is seeded anew where it shows
+        again; carving its stale copy keeps the two from merging into one smeared object.
+        Returns the number of Gaussians carved."""
         if not self.objects:
-            return
+            return 0
+        cfg = self.config
         h, w = labels.shape
         members, slot, _ = self._object_members()
         ids = torch.tensor(sorted(self.objects), device=self.device)
-        masks = F.max_pool2d((labels[None] == ids[:, None, None]).float()[None], 3, 1, 1)[0] > 0
+        own = (labels[None] == ids[:, None, None]).float()[None]
+        masks = F.max_pool2d(own, 3, 1, 1)[0] > 0
+        margin = cfg.carve_margin_pixels
+        near = F.max_pool2d(own, 2 * margin + 1, 1, margin)[0] > 0
         cam = (self.gaussians.means[members] - c2w[:3, 3]) @ c2w[:3, :3]
         z = cam[:, 2].clamp_min(1e-6)
         col = (cam[:, 0] / z * K[0, 0] + K[0, 2]).round().long()
         row = (cam[:, 1] / z * K[1, 1] + K[1, 2]).round().long()
         inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        shown = inside & masks[slot, row.clamp(0, h - 1), col.clamp(0, w - 1)]
+        row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
+        shown = inside & masks[slot, row, col]
         counts = torch.bincount(slot, minlength=len(ids))
         hits = torch.bincount(slot, weights=shown.float(), minlength=len(ids))
         for oid, n, hit in zip(ids.tolist(), counts.tolist(), hits.tolist()):
             self.objects[oid].visible = hit / n if n else 0.0
+        if not cfg.carve_objects:
+            return 0
+        measured = depth[row, col]
+        tolerance = cfg.track_depth_tolerance + 2 * measured / K[0, 0]
+        through = inside & valid[row, col] & ~near[slot, row, col] & (z < measured - tolerance)
+        carved = int(through.sum())
+        if carved:
+            keep = torch.ones(len(self.gaussians), dtype=torch.bool, device=self.device)
+            keep[torch.nonzero(members)[:, 0][through]] = False
+            self.gaussians = self.gaussians.select(keep)
+        return carved
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import make_windows, motion_errors
 from world_model_node.episodes import BagLayout, read_episode
+from world_model_node.perception import MIN_VISIBLE
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState
 from world_model_node.train import find_bags, load_episodes, main as train_main
 
@@ -85,6 +86,13 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
            for e in (ep, truth)]
     off = (yaw[0] - yaw[1] + np.pi / 4) % (np.pi / 2) - np.pi / 4
     assert np.median(np.abs(off)) < np.radians(5), np.degrees(off)
+    # The cache keeps each frame's visible share: another --min-visible reads the same
+    # mapping with more (or fewer) targets, and only where the share passes it.
+    np.testing.assert_array_equal(seen, ep.object_visible >= MIN_VISIBLE)
+    [loose] = load_episodes(bags[:1], "perceived", 0.1, BagLayout(), tmp_path / "run" / "cache",
+                            log=pytest.fail, min_visible=0.3)
+    assert (loose.object_seen >= seen).all() and loose.object_seen.sum() > seen.sum()
+    np.testing.assert_array_equal(loose.object_positions, ep.object_positions)
 
 
 def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
@@ -287,6 +295,7 @@ def test_multi_process_training_under_torchrun(bags, tmp_path):
     (["--device", "bogus"], "--device"),
     (["--step", "0"], "must be positive"),
     (["--held-out", "1.5"], "--held-out"),
+    (["--min-visible", "0"], "--min-visible must be in (0, 1]"),
     (["--init", "/nonexistent"], "not a checkpoint directory"),
     (["--init", "/nonexistent", "--resume"], "--init starts a new run"),
 ])

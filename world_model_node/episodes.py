@@ -70,6 +70,9 @@ class Episode:
     object_extents: np.ndarray       # (K, 3) half sizes, m
     object_appearance: np.ndarray    # (K, APPEARANCE_DIM)
     object_seen: np.ndarray          # (T, K) bool: the pose is observed at that time
+    # (T, K) share of the object the frame shows (perceived poses: `ObjectRecord.visible`,
+    # 0 before the memory has it; ground truth: 1 where observed)
+    object_visible: np.ndarray
     poses: str = "ground_truth"      # or "perceived"
     notes: list = field(default_factory=list)
 
@@ -294,10 +297,12 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
     pos = np.zeros((len(times), k, 3))
     quat = np.zeros((len(times), k, 4))
     seen = np.zeros((len(times), k), bool)
+    visible = np.zeros((len(times), k))
     for n, oid in enumerate(ids):
         tr = tracks[oid]
         pos[:, n], quat[:, n] = _fill_unseen(tr["pos"], tr["quat"], tr.get("known", tr["seen"]))
         seen[:, n] = tr["seen"]
+        visible[:, n] = tr.get("visible", tr["seen"])
     return Episode(
         name=bag.name, step=step, times=times, joint_positions=q_all[:, :j],
         joint_velocities=qd, gripper=gripper, target_positions=targets,
@@ -306,4 +311,4 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
         object_extents=np.array([tracks[i]["extent"] for i in ids]).reshape(k, 3),
         object_appearance=np.array([appearance.get(i, np.zeros(APPEARANCE_DIM))
                                     for i in ids]).reshape(k, APPEARANCE_DIM),
-        object_seen=seen, poses=poses, notes=notes)
+        object_seen=seen, object_visible=visible, poses=poses, notes=notes)

@@ -53,10 +53,11 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     """Map the bag's frames and sample each object's tracked pose at `times`.
 
     Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "known" (T,), "seen" (T,),
-    "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
+    "visible" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
     object (from its first observation on: the memory keeps objects that are hidden or leave
-    the view where it last saw them), "seen" where besides the frame shows at least
-    `min_visible` of it (`ObjectRecord.visible`). A hidden object's pose is stale: as a
+    the view where it last saw them), "visible" the share of it the frame shows
+    (`ObjectRecord.visible`, 0 where not known), "seen" where it is known and visible is at
+    least `min_visible`. A hidden object's pose is stale: as a
     training target it would teach the memory's lag, as an input it is what a robot has.
     Raises:
         ValueError: the bag has no usable camera frames.
@@ -90,6 +91,7 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
         if oid in colours:
             appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
         tracks[oid] = {"pos": pos, "quat": quat, "known": known,
-                       "seen": known & (visible >= min_visible), "extent": extents[oid],
+                       "seen": known & (visible >= min_visible), "visible": visible,
+                       "extent": extents[oid],
                        "appearance": appearance}
     return tracks

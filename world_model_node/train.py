@@ -37,6 +37,7 @@ from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_e
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
     robot_features, so3_log
+from world_model_node.perception import MIN_VISIBLE, perceive_objects
 from world_model_node.predictor import LearnedPredictor
 
 # Error scales of the loss terms: what counts as "one unit" of error per step.
@@ -69,13 +70,19 @@ def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout,
 
 
 def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path | None,
-                  log=print, downscale: int = 2) -> list[Episode]:
-    """Read bags (through an .npz cache), reporting and skipping those that fail."""
+                  log=print, downscale: int = 2, min_visible: float | None = None
+                  ) -> list[Episode]:
+    """Read bags (through an .npz cache), reporting and skipping those that fail.
+
+    Perceived poses count as seen (training targets) where the frame shows at least
+    min_visible of the object (default `perception.MIN_VISIBLE`); the cache keeps each
+    frame's share, so another threshold needs no new mapping.
+    """
     perception, settings = None, ""
     if poses == "perceived":
-        from world_model_node.perception import MIN_VISIBLE, perceive_objects
         perception = functools.partial(perceive_objects, downscale=downscale)
-        settings = f"downscale {downscale}, min_visible {MIN_VISIBLE}"
+        settings = f"downscale {downscale}"
+        min_visible = MIN_VISIBLE if min_visible is None else min_visible
     episodes = []
     for bag in bags:
         key = _cache_key(bag, poses, step, layout, settings)
@@ -83,17 +90,19 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
         try:
             if path is not None and path.exists():
                 data = dict(np.load(path))
-                episodes.append(Episode(name=bag.name, step=step, poses=poses, **data))
-                continue
-            ep = read_episode(bag, layout, step, poses, perception)
+                ep = Episode(name=bag.name, step=step, poses=poses, **data)
+            else:
+                ep = read_episode(bag, layout, step, poses, perception)
+                for note in ep.notes:
+                    log(f"warning: {bag.name}: {note}")
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(path, **ep.arrays())
         except (ValueError, OSError) as err:
             log(f"error: skipped {bag}: {err}")
             continue
-        for note in ep.notes:
-            log(f"warning: {bag.name}: {note}")
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **ep.arrays())
+        if poses == "perceived":
+            ep.object_seen = ep.object_visible >= min_visible  # 0 where not known
         episodes.append(ep)
     return episodes
 
@@ -281,6 +290,9 @@ def _parse_args(argv=None):
     ap.add_argument("--cache", type=Path, help="episode cache (default <output>/cache)")
     ap.add_argument("--downscale", type=int, default=2,
                     help="image subsampling for perceived poses")
+    ap.add_argument("--min-visible", type=float, default=None,
+                    help="perceived poses: the share of an object a frame must show for its "
+                    f"pose to be a training target (default {MIN_VISIBLE})")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights and "
                     "normalisation (e.g. a model trained in simulation, fine-tuned on a "
@@ -295,6 +307,8 @@ def _parse_args(argv=None):
         ap.error("--step and --lr must be positive")
     if not 0.0 < args.held_out < 1.0:
         ap.error("--held-out must be in (0, 1)")
+    if args.min_visible is not None and not 0.0 < args.min_visible <= 1.0:
+        ap.error("--min-visible must be in (0, 1]")
     try:
         torch.device(args.device)
     except RuntimeError as err:
@@ -354,7 +368,8 @@ def main(argv=None) -> int:
     if not bags:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
     episodes = load_episodes(bags, args.poses, args.step, layout,
-                             args.cache or args.output / "cache", log, args.downscale)
+                             args.cache or args.output / "cache", log, args.downscale,
+                             args.min_visible)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")
     perception_error = perception_gap(episodes, bags, args, layout, log) \

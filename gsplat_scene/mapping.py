@@ -151,6 +151,11 @@ class ObjectRecord:
     settling: int = 0           # frames left of refinement after the last motion
     seen_from: torch.Tensor | None = None  # (4, 4) camera pose when last seen
     moved: bool = False         # tracked at least once: its axes follow the motion since
+    # The render alignment's motion of the object at rest from the current viewpoint (None
+    # until measured, and again when the camera moves): alpha compositing draws a slanted
+    # surface nearer than it is, so the alignment moves a resting object by millimetres
+    # along the view. Later alignments from there are corrected by it.
+    rest_alignment: torch.Tensor | None = None
     # Share of its Gaussians the latest frame shows as the object: below 1 where something
     # (the robot's hand) hides it or it is out of view, and its pose may be stale.
     visible: float = 0.0
@@ -240,6 +245,40 @@ def _camera_still(before: torch.Tensor | None, now: torch.Tensor, limit: float) 
         return False
     shift, angle = _motion_size(now @ torch.linalg.inv(before), before[:3, 3])
     return shift < limit and angle < limit
+
+
+def _rest_alignment(motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(4, 4): the rotation of motion (4, 4) about centre (3,) and the shift of centre."""
+    out = motion.clone()
+    out[:3, 3] = motion[:3, :3] @ centre + motion[:3, 3] - centre
+    return out
+
+
+def _with_rest(record, motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """motion (4, 4) of an object (its Gaussians' centre (3,) before it) followed by the
+    object's alignment at rest about where the motion takes it: where the render alignment
+    puts the object if it moved by motion. motion itself while the rest is unknown."""
+    if record.rest_alignment is None:
+        return motion
+    rot, shift = record.rest_alignment[:3, :3], record.rest_alignment[:3, 3]
+    end = motion[:3, :3] @ centre + motion[:3, 3]
+    rest = torch.eye(4, device=motion.device)
+    rest[:3, :3] = rot
+    rest[:3, 3] = end + shift - rot @ end
+    return rest @ motion
+
+
+def _off_rest(record, motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_with_rest`: a render alignment's motion with the object's
+    alignment at rest taken off."""
+    if record.rest_alignment is None:
+        return motion
+    rot, shift = record.rest_alignment[:3, :3], record.rest_alignment[:3, 3]
+    end = motion[:3, :3] @ centre + motion[:3, 3]
+    correction = torch.eye(4, device=motion.device)
+    correction[:3, :3] = rot.T
+    correction[:3, 3] = end - shift - rot.T @ end
+    return correction @ motion
 
 
 def _interior(labels: torch.Tensor) -> torch.Tensor:
@@ -485,6 +524,8 @@ class SceneMemory:
             settling = (touch or record.settling > 0) and still
             record.settling = max(0, record.settling - 1)
             record.seen_from = c2w
+            if not still:
+                record.rest_alignment = None
             if n_inner == 0 or (agreement >= in_place and not settling):
                 continue  # the map shows the object where it is
             in_memory = self.gaussians.labels == oid
@@ -495,8 +536,15 @@ class SceneMemory:
                 observed = observed[evenly(observed.shape[0], 1000, self.device)]
             args = dict(depth=depth, mask=mask & valid, visible=mask | (labels == BACKGROUND),
                         K=render_K(K), viewmat=torch.linalg.inv(c2w))
+            if agreement >= in_place and not record.moved and record.rest_alignment is None:
+                # The robot comes near an object that has not moved: it is at rest still.
+                eye = torch.eye(4, device=self.device)
+                rest = refine_pose(self.gaussians.select(in_memory), eye, **args)[0]
+                record.rest_alignment = _rest_alignment(
+                    rest, self.gaussians.means[in_memory].mean(0))
+                continue
             if agreement >= in_place:
-                found = self._refinement(in_memory, args)
+                found = self._refinement(record, in_memory, args)
             elif still or self._vacated(in_memory, mask, depth, valid, K, c2w):
                 found = self._realignment(record, in_memory, observed, n_agree, in_place,
                                           interior, K, c2w, args)
@@ -562,14 +610,18 @@ class SceneMemory:
         behind = footprint & ~near & valid & (depth > drawn + tolerance)
         return int(behind.sum()) >= max(3, 0.05 * int(footprint.sum()))
 
-    def _refinement(self, in_memory, refine_args) -> tuple | None:
+    def _refinement(self, record, in_memory, refine_args) -> tuple | None:
         """(motion, the map moved by it) of the render alignment from where the object is;
         None unless it lowers the loss by refine_gain and moves the object by more than
         refine_min_motion."""
         cfg = self.config
-        eye = torch.eye(4, device=self.device)
-        motion, before, after = refine_pose(self.gaussians.select(in_memory), eye, **refine_args)
-        shift, angle = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
+        # From where the alignment puts the object at rest: the gain is over that.
+        centre = self.gaussians.means[in_memory].mean(0)
+        start = _with_rest(record, torch.eye(4, device=self.device), centre)
+        motion, before, after = refine_pose(self.gaussians.select(in_memory), start,
+                                            **refine_args)
+        motion = _off_rest(record, motion, centre)
+        shift, angle = _motion_size(motion, centre)
         if after > (1 - cfg.refine_gain) * before or \
                 (shift < cfg.refine_min_motion and angle < 5 * cfg.refine_min_motion):
             return None
@@ -591,7 +643,10 @@ class SceneMemory:
         motion, rmse, inliers = align_to_model(observed, model, inlier_distance=tolerance)
         if rmse > tolerance or inliers < cfg.min_track_inliers:
             motion = torch.eye(4, device=self.device)  # the silhouette alone decides
-        motion, _, _ = refine_pose(self.gaussians.select(in_memory), motion, **refine_args)
+        centre = self.gaussians.means[in_memory].mean(0)
+        motion, _, _ = refine_pose(self.gaussians.select(in_memory),
+                                   _with_rest(record, motion, centre), **refine_args)
+        motion = _off_rest(record, motion, centre)
         shift, angle = _motion_size(motion, model.mean(0))
         if shift > cfg.max_track_motion or \
                 (shift < max(cfg.track_min_motion, footprint) and angle < 0.01):

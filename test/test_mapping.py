@@ -239,25 +239,35 @@ def test_objects_are_rigid_and_their_poses_still_at_rest():
     assert moved[free.gaussians.labels[:n] > 1].max() > 1e-4  # what the option switches off
 
 
-def test_small_motion_after_a_push_is_followed():
-    # After a push the object is refined against every frame for a while: a further shift
-    # of about a pixel's footprint (3 mm at 0.8 m, 320 x 240), which the depth test does
-    # not see, is followed.
+def _mapped_from_a_still_camera():
+    """(sim, memory of three frames, view(): the frame now) of a still 320 x 240 camera
+    0.8 m from the table."""
     from sim_robot.views import arc_camera, render_view
     w, h = 320, 240
     sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), w, h)
     camera = arc_camera(0.3, 0.8, radius=0.8)
+
+    def view():
+        return render_view(sim, *camera, w, h)
     memory = SceneMemory(MappingConfig(iterations=4))
-    cube = OBJECT_IDS["cube"]
     for _ in range(3):
-        memory.integrate(to_frame(render_view(sim, *camera, w, h)))
+        memory.integrate(to_frame(view()))
+    return sim, memory, view
+
+
+def test_small_motion_after_a_push_is_followed():
+    # After a push the object is refined against every frame for a while: a further shift
+    # of about a pixel's footprint (3 mm at 0.8 m, 320 x 240), which the depth test does
+    # not see, is followed.
+    sim, memory, view = _mapped_from_a_still_camera()
+    cube = OBJECT_IDS["cube"]
     start, quat = (v.copy() for v in sim.object_poses()["cube"])
     pose0 = memory.objects[cube].pose[:3, 3].clone()
     moved = []
     for offset in (np.array([0.0, 0.03, 0.0]), np.array([0.0, 0.033, 0.0])):
         sim.set_object_pose("cube", start + offset, quat)
         for _ in range(2):
-            memory.integrate(to_frame(render_view(sim, *camera, w, h)))
+            memory.integrate(to_frame(view()))
         moved.append((memory.objects[cube].pose[:3, 3] - pose0).numpy())
     assert np.linalg.norm(moved[0] - [0.0, 0.03, 0.0]) < 0.004, moved
     assert np.linalg.norm(moved[1] - [0.0, 0.033, 0.0]) < 0.004, moved
@@ -326,14 +336,8 @@ def test_the_hand_coming_near_leaves_a_resting_object_in_place():
     # compositing draws its slanted faces nearer than they are); measured when the hand
     # first comes near, that offset is taken off later alignments from the same viewpoint,
     # so the object stays where it is until it moves, and a push is still followed.
-    from sim_robot.views import arc_camera, render_view
-    w, h = 320, 240
-    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), w, h)
-    camera = arc_camera(0.3, 0.8, radius=0.8)
-    memory = SceneMemory(MappingConfig(iterations=4))
+    sim, memory, view = _mapped_from_a_still_camera()
     cube = OBJECT_IDS["cube"]
-    for _ in range(3):
-        memory.integrate(to_frame(render_view(sim, *camera, w, h)))
     pose0 = memory.objects[cube].pose[:3, 3].clone()
 
     def with_hand(view):
@@ -346,12 +350,12 @@ def test_the_hand_coming_near_leaves_a_resting_object_in_place():
         return view
 
     for _ in range(4):
-        memory.integrate(to_frame(with_hand(render_view(sim, *camera, w, h))))
+        memory.integrate(to_frame(with_hand(view())))
     shift = float((memory.objects[cube].pose[:3, 3] - pose0).norm())
     assert shift < 0.0015, shift
     start, quat = (v.copy() for v in sim.object_poses()["cube"])
     sim.set_object_pose("cube", start + np.array([0.0, 0.02, 0.0]), quat)
     for _ in range(3):
-        memory.integrate(to_frame(with_hand(render_view(sim, *camera, w, h))))
+        memory.integrate(to_frame(with_hand(view())))
     moved = (memory.objects[cube].pose[:3, 3] - pose0).numpy()
     assert np.linalg.norm(moved - [0.0, 0.02, 0.0]) < 0.004, moved

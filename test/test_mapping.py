@@ -359,3 +359,30 @@ def test_the_hand_coming_near_leaves_a_resting_object_in_place():
         memory.integrate(to_frame(with_hand(view())))
     moved = (memory.objects[cube].pose[:3, 3] - pose0).numpy()
     assert np.linalg.norm(moved - [0.0, 0.02, 0.0]) < 0.004, moved
+
+
+def test_rest_alignment_is_taken_off_about_where_the_object_goes():
+    # The alignment at rest (a turn about the object's centre and a shift of it) is applied
+    # after a motion about where the motion takes the object, and taken off the same way.
+    from gsplat_scene.mapping import ObjectRecord, _off_rest, _rest_alignment, _with_rest
+
+    def motion(rotvec, shift):
+        m = torch.eye(4)
+        m[:3, :3] = torch.tensor(Rotation.from_rotvec(rotvec).as_matrix(), dtype=torch.float32)
+        m[:3, 3] = torch.tensor(shift)
+        return m
+    record = ObjectRecord(10, torch.eye(4), torch.zeros(3), 0.0)
+    centre = torch.tensor([0.5, -0.2, 0.03])
+    eye, push = torch.eye(4), motion([0.0, 0.0, 0.3], [0.05, 0.01, 0.0])
+    assert _with_rest(record, push, centre) is push  # nothing known: nothing taken off
+    rest = motion([0.01, 0.02, 0.03], [0.004, -0.002, 0.003])
+    record.rest_alignment = _rest_alignment(rest, centre)
+    torch.testing.assert_close(_with_rest(record, eye, centre), rest, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_off_rest(record, rest, centre), eye, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_off_rest(record, _with_rest(record, push, centre), centre),
+                               push, atol=1e-6, rtol=0)
+    # After the push the same offset shows about the object's new place.
+    aligned = _with_rest(record, push, centre)
+    end = push[:3, :3] @ centre + push[:3, 3]
+    torch.testing.assert_close(aligned[:3, :3] @ centre + aligned[:3, 3] - end,
+                               record.rest_alignment[:3, 3], atol=1e-6, rtol=0)

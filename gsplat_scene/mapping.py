@@ -596,6 +596,9 @@ class SceneMemory:
             keep = torch.ones(len(self.gaussians), dtype=torch.bool, device=self.device)
             keep[torch.nonzero(members)[:, 0][through]] = False
             self.gaussians = self.gaussians.select(keep)
+            # The boxes follow what is left (the object's new Gaussians where it shows
+            # now), or the pruning would take those for strays of the carved box.
+            self._refresh_objects()
         return carved
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:

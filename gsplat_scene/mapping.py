@@ -8,8 +8,7 @@
    were last seen;
 2. seed Gaussians where the map does not explain the frame (rendered alpha low, or the
    observed surface in front of the rendered one), back-projected from depth with a scale
-   from the pixel spacing; and carve the object Gaussians the frame sees through (an
-   object moved while hidden, seeded anew where it shows, leaves no stale copy);
+   from the pixel spacing;
 3. optimise means (the background's: objects are rigid), scales, rotations, opacities and
    colours against colour and depth over a window of keyframes plus the current frame, then
    split or clone the Gaussians the loss keeps pulling at;
@@ -114,10 +113,6 @@ class MappingConfig:
     settle_frames: int = 5
     refine_gain: float = 0.15
     refine_min_motion: float = 0.001  # m (or 0.005 rad)
-    # Object Gaussians the camera sees through (beyond carve_margin_pixels of the object's
-    # mask, the measured surface farther than the depth tolerance behind them) are removed.
-    carve_objects: bool = True
-    carve_margin_pixels: int = 2
 
 
 @dataclass
@@ -151,11 +146,6 @@ class ObjectRecord:
     settling: int = 0           # frames left of refinement after the last motion
     seen_from: torch.Tensor | None = None  # (4, 4) camera pose when last seen
     moved: bool = False         # tracked at least once: its axes follow the motion since
-    # The render alignment's motion of the object at rest from the current viewpoint (None
-    # until measured, and again when the camera moves): alpha compositing draws a slanted
-    # surface nearer than it is, so the alignment moves a resting object by millimetres
-    # along the view. Later alignments from there are corrected by it.
-    rest_alignment: torch.Tensor | None = None
     # Share of its Gaussians the latest frame shows as the object: below 1 where something
     # (the robot's hand) hides it or it is out of view, and its pose may be stale.
     visible: float = 0.0
@@ -245,40 +235,6 @@ def _camera_still(before: torch.Tensor | None, now: torch.Tensor, limit: float) 
         return False
     shift, angle = _motion_size(now @ torch.linalg.inv(before), before[:3, 3])
     return shift < limit and angle < limit
-
-
-def _rest_alignment(motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """(4, 4): the rotation of motion (4, 4) about centre (3,) and the shift of centre."""
-    out = motion.clone()
-    out[:3, 3] = motion[:3, :3] @ centre + motion[:3, 3] - centre
-    return out
-
-
-def _with_rest(record, motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """motion (4, 4) of an object (its Gaussians' centre (3,) before it) followed by the
-    object's alignment at rest about where the motion takes it: where the render alignment
-    puts the object if it moved by motion. motion itself while the rest is unknown."""
-    if record.rest_alignment is None:
-        return motion
-    rot, shift = record.rest_alignment[:3, :3], record.rest_alignment[:3, 3]
-    end = motion[:3, :3] @ centre + motion[:3, 3]
-    rest = torch.eye(4, device=motion.device)
-    rest[:3, :3] = rot
-    rest[:3, 3] = end + shift - rot @ end
-    return rest @ motion
-
-
-def _off_rest(record, motion: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """The inverse of `_with_rest`: a render alignment's motion with the object's
-    alignment at rest taken off."""
-    if record.rest_alignment is None:
-        return motion
-    rot, shift = record.rest_alignment[:3, :3], record.rest_alignment[:3, 3]
-    end = motion[:3, :3] @ centre + motion[:3, 3]
-    correction = torch.eye(4, device=motion.device)
-    correction[:3, :3] = rot.T
-    correction[:3, 3] = end - shift - rot.T @ end
-    return correction @ motion
 
 
 def _interior(labels: torch.Tensor) -> torch.Tensor:
@@ -417,11 +373,11 @@ class SceneMemory:
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
-        pruned = self._check_object_views(depth, valid, labels, K, c2w)
+        self._update_visibility(labels, K, c2w)
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
         loss, mean_grad = self._optimise(view)
         added += self._densify(mean_grad)
-        pruned += self._prune()
+        pruned = self._prune()
         self._update_keyframes(view)
         self._refresh_objects()
         self.frames_integrated += 1
@@ -524,8 +480,6 @@ class SceneMemory:
             settling = (touch or record.settling > 0) and still
             record.settling = max(0, record.settling - 1)
             record.seen_from = c2w
-            if not still:
-                record.rest_alignment = None
             if n_inner == 0 or (agreement >= in_place and not settling):
                 continue  # the map shows the object where it is
             in_memory = self.gaussians.labels == oid
@@ -536,15 +490,8 @@ class SceneMemory:
                 observed = observed[evenly(observed.shape[0], 1000, self.device)]
             args = dict(depth=depth, mask=mask & valid, visible=mask | (labels == BACKGROUND),
                         K=render_K(K), viewmat=torch.linalg.inv(c2w))
-            if agreement >= in_place and not record.moved and record.rest_alignment is None:
-                # The robot comes near an object that has not moved: it is at rest still.
-                eye = torch.eye(4, device=self.device)
-                rest = refine_pose(self.gaussians.select(in_memory), eye, **args)[0]
-                record.rest_alignment = _rest_alignment(
-                    rest, self.gaussians.means[in_memory].mean(0))
-                continue
             if agreement >= in_place:
-                found = self._refinement(record, in_memory, args)
+                found = self._refinement(in_memory, args)
             elif still or self._vacated(in_memory, mask, depth, valid, K, c2w):
                 found = self._realignment(record, in_memory, observed, n_agree, in_place,
                                           interior, K, c2w, args)
@@ -557,49 +504,25 @@ class SceneMemory:
             moved[oid] = self._move_object(record, in_memory, *found, observed)
         return moved
 
-    def _check_object_views(self, depth, valid, labels, K, c2w) -> int:
-        """Each object's `visible` (the share of its Gaussians' centres that project into the
-        frame onto its own mask, within a pixel: centres on the rim fall just outside), and
-        free-space carving of object Gaussians: those the camera sees through (the measured
-        surface lies beyond them, away from the object's mask) are removed. An object moved
-        while hidden (the hand in front of it during a push) is seeded anew where it shows
-        again; carving its stale copy keeps the two from merging into one smeared object.
-        Returns the number of Gaussians carved."""
+    def _update_visibility(self, labels, K, c2w) -> None:
+        """Each object's `visible`: the share of its Gaussians' centres that project into
+        the frame onto its own mask (within a pixel: centres on the rim fall just outside)."""
         if not self.objects:
-            return 0
-        cfg = self.config
+            return
         h, w = labels.shape
         members, slot, _ = self._object_members()
         ids = torch.tensor(sorted(self.objects), device=self.device)
-        own = (labels[None] == ids[:, None, None]).float()[None]
-        masks = F.max_pool2d(own, 3, 1, 1)[0] > 0
-        margin = cfg.carve_margin_pixels
-        near = F.max_pool2d(own, 2 * margin + 1, 1, margin)[0] > 0
+        masks = F.max_pool2d((labels[None] == ids[:, None, None]).float()[None], 3, 1, 1)[0] > 0
         cam = (self.gaussians.means[members] - c2w[:3, 3]) @ c2w[:3, :3]
         z = cam[:, 2].clamp_min(1e-6)
         col = (cam[:, 0] / z * K[0, 0] + K[0, 2]).round().long()
         row = (cam[:, 1] / z * K[1, 1] + K[1, 2]).round().long()
         inside = (cam[:, 2] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
-        shown = inside & masks[slot, row, col]
+        shown = inside & masks[slot, row.clamp(0, h - 1), col.clamp(0, w - 1)]
         counts = torch.bincount(slot, minlength=len(ids))
         hits = torch.bincount(slot, weights=shown.float(), minlength=len(ids))
         for oid, n, hit in zip(ids.tolist(), counts.tolist(), hits.tolist()):
             self.objects[oid].visible = hit / n if n else 0.0
-        if not cfg.carve_objects:
-            return 0
-        measured = depth[row, col]
-        tolerance = cfg.track_depth_tolerance + 2 * measured / K[0, 0]
-        through = inside & valid[row, col] & ~near[slot, row, col] & (z < measured - tolerance)
-        carved = int(through.sum())
-        if carved:
-            keep = torch.ones(len(self.gaussians), dtype=torch.bool, device=self.device)
-            keep[torch.nonzero(members)[:, 0][through]] = False
-            self.gaussians = self.gaussians.select(keep)
-            # The boxes follow what is left (the object's new Gaussians where it shows
-            # now), or the pruning would take those for strays of the carved box.
-            self._refresh_objects()
-        return carved
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from
@@ -613,18 +536,14 @@ class SceneMemory:
         behind = footprint & ~near & valid & (depth > drawn + tolerance)
         return int(behind.sum()) >= max(3, 0.05 * int(footprint.sum()))
 
-    def _refinement(self, record, in_memory, refine_args) -> tuple | None:
+    def _refinement(self, in_memory, refine_args) -> tuple | None:
         """(motion, the map moved by it) of the render alignment from where the object is;
         None unless it lowers the loss by refine_gain and moves the object by more than
         refine_min_motion."""
         cfg = self.config
-        # From where the alignment puts the object at rest: the gain is over that.
-        centre = self.gaussians.means[in_memory].mean(0)
-        start = _with_rest(record, torch.eye(4, device=self.device), centre)
-        motion, before, after = refine_pose(self.gaussians.select(in_memory), start,
-                                            **refine_args)
-        motion = _off_rest(record, motion, centre)
-        shift, angle = _motion_size(motion, centre)
+        eye = torch.eye(4, device=self.device)
+        motion, before, after = refine_pose(self.gaussians.select(in_memory), eye, **refine_args)
+        shift, angle = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
         if after > (1 - cfg.refine_gain) * before or \
                 (shift < cfg.refine_min_motion and angle < 5 * cfg.refine_min_motion):
             return None
@@ -646,10 +565,7 @@ class SceneMemory:
         motion, rmse, inliers = align_to_model(observed, model, inlier_distance=tolerance)
         if rmse > tolerance or inliers < cfg.min_track_inliers:
             motion = torch.eye(4, device=self.device)  # the silhouette alone decides
-        centre = self.gaussians.means[in_memory].mean(0)
-        motion, _, _ = refine_pose(self.gaussians.select(in_memory),
-                                   _with_rest(record, motion, centre), **refine_args)
-        motion = _off_rest(record, motion, centre)
+        motion, _, _ = refine_pose(self.gaussians.select(in_memory), motion, **refine_args)
         shift, angle = _motion_size(motion, model.mean(0))
         if shift > cfg.max_track_motion or \
                 (shift < max(cfg.track_min_motion, footprint) and angle < 0.01):

@@ -107,9 +107,6 @@ class SceneNode(ManagedNode):
         p("track_agreement", 0.9, ranged("Fraction of an object's pixels the map must render at "
                                          "the measured depth for it to count as in place",
                                          0.0, 1.0, read_only=True))
-        p("carve_objects", True, ParameterDescriptor(
-            description="Remove object Gaussians the camera sees through (an object moved "
-                        "while hidden leaves no stale copy)", read_only=True))
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
                         "[0.0] maps everything in range", read_only=True))
@@ -163,8 +160,7 @@ class SceneNode(ManagedNode):
                                iterations=prm("iterations"), keyframes=prm("keyframes"),
                                views_per_step=prm("views_per_step"), bounds=bounds,
                                densify_grad=prm("densify_grad"),
-                               track_agreement=prm("track_agreement"),
-                               carve_objects=prm("carve_objects"))
+                               track_agreement=prm("track_agreement"))
         self.memory = SceneMemory(config, device=device)
         self.world = prm("world_frame")
         self.pose_source = prm("camera_pose_source")

@@ -95,6 +95,21 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
     np.testing.assert_array_equal(loose.object_positions, ep.object_positions)
 
 
+def test_an_unreadable_cache_entry_is_read_again_from_the_bag(bags, tmp_path):
+    # A damaged entry, or one of an older layout (no object_visible), is reported and the
+    # bag read again; the entry is rewritten.
+    [fresh] = load_episodes(bags[:1], "ground_truth", 0.1, BagLayout(), tmp_path)
+    [entry] = tmp_path.glob("*.npz")
+    np.savez(entry, object_seen=fresh.object_seen)
+    logged = []
+    [again] = load_episodes(bags[:1], "ground_truth", 0.1, BagLayout(), tmp_path, logged.append)
+    assert any("unreadable" in line for line in logged), logged
+    np.testing.assert_array_equal(again.object_positions, fresh.object_positions)
+    [cached] = load_episodes(bags[:1], "ground_truth", 0.1, BagLayout(), tmp_path,
+                             log=pytest.fail)
+    np.testing.assert_array_equal(cached.object_visible, fresh.object_visible)
+
+
 def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
     # Fine-tuning starts from the checkpoint's weights and normalisation: a few steps at a
     # tiny rate leave its predictions, where a fresh model's are far off.

@@ -87,11 +87,14 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
     for bag in bags:
         key = _cache_key(bag, poses, step, layout, settings)
         path = cache / f"{bag.name}-{key}.npz" if cache else None
+        ep = None
+        if path is not None and path.exists():
+            try:
+                ep = Episode(name=bag.name, step=step, poses=poses, **dict(np.load(path)))
+            except (TypeError, ValueError, OSError) as err:  # damaged, or an older layout
+                log(f"warning: cache entry {path.name} unreadable ({err}): reading the bag")
         try:
-            if path is not None and path.exists():
-                data = dict(np.load(path))
-                ep = Episode(name=bag.name, step=step, poses=poses, **data)
-            else:
+            if ep is None:
                 ep = read_episode(bag, layout, step, poses, perception)
                 for note in ep.notes:
                     log(f"warning: {bag.name}: {note}")

@@ -289,3 +289,58 @@ def test_visibility_drops_where_the_hand_hides_an_object():
     assert float((memory.objects[cube].pose[:3, 3] - pose[:3, 3]).norm()) < 0.003
     memory.integrate(to_frame(view))
     assert memory.objects[cube].visible > 0.9
+
+
+def test_a_held_object_moves_with_the_gripper_while_hidden():
+    # The gripper closed on the cube holds it: lifted 10 cm with the hand hiding it from the
+    # camera, the memory carries it along; once the gripper opens it is let go. Without the
+    # gripper's state the hidden cube stays where it was last seen.
+    from gsplat_scene.mapping import Gripper
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
+    cube = OBJECT_IDS["cube"]
+    start, quat = (v.copy() for v in sim.object_poses()["cube"])
+    camera = sweep(sim, 3)[1]
+
+    def grasp(position):
+        pose = torch.eye(4)
+        pose[:3, :3] = torch.tensor(Rotation.from_quat(quat).as_matrix(), dtype=torch.float32)
+        pose[:3, 3] = torch.tensor(position, dtype=torch.float32)
+        return pose
+
+    def hidden_view():
+        view = sweep(sim, 3)[1]
+        view = dict(view, instances=view["instances"].copy(), depth=view["depth"].copy())
+        inside = view["instances"] == cube
+        view["instances"][inside] = 1  # the hand in front of it
+        view["depth"][inside] -= 0.02
+        return view
+
+    lifted = start + np.array([0.0, 0.0, 0.1])
+    results = {}
+    for with_gripper in (True, False):
+        sim.set_object_pose("cube", start, quat)
+        memory = SceneMemory(MappingConfig(iterations=4))
+        for _ in range(2):
+            frame = to_frame(camera)
+            frame.gripper = Gripper(grasp(start), 0.05) if with_gripper else None
+            memory.integrate(frame)
+        assert memory.objects[cube].held == with_gripper
+        before = memory.objects[cube].pose[:3, 3].clone()
+        sim.set_object_pose("cube", lifted, quat)
+        frame = to_frame(hidden_view())
+        frame.gripper = Gripper(grasp(lifted), 0.05) if with_gripper else None
+        memory.integrate(frame)
+        assert memory.objects[cube].visible < 0.1
+        results[with_gripper] = (memory.objects[cube].pose[:3, 3] - before).numpy()
+        if with_gripper:
+            frame = to_frame(hidden_view())
+            frame.gripper = Gripper(grasp(lifted), 0.08)  # opened
+            memory.integrate(frame)
+            assert not memory.objects[cube].held
+            frame = to_frame(hidden_view())
+            frame.gripper = Gripper(grasp(lifted + [0.0, 0.0, 0.05]), 0.08)
+            memory.integrate(frame)
+            moved = (memory.objects[cube].pose[:3, 3] - before).numpy()
+            np.testing.assert_allclose(moved, results[True], atol=1e-3)  # let go
+    np.testing.assert_allclose(results[True], [0.0, 0.0, 0.1], atol=2e-3)
+    assert np.linalg.norm(results[False]) < 0.003, results[False]

@@ -113,22 +113,6 @@ class MappingConfig:
     settle_frames: int = 5
     refine_gain: float = 0.15
     refine_min_motion: float = 0.001  # m (or 0.005 rad)
-    # A gripper closed on an object holds it: its grasp frame within hold_margin of the
-    # object's box, and the opening between hold_min_opening (closed on nothing) and the
-    # object's width across the fingers plus hold_opening_margin (an open hand around it
-    # does not hold it). A held object moves with the gripper from frame to frame, seen or
-    # not (the hand hides much of what it holds), and tracking refines it where it is seen.
-    hold_margin: float = 0.015        # m
-    hold_opening_margin: float = 0.01  # m
-    hold_min_opening: float = 0.005   # m
-
-
-@dataclass
-class Gripper:
-    """The robot's gripper at a frame's stamp: pose (4, 4) of its grasp frame in the world
-    (fingers closing along its y axis, like the Panda's TCP); opening [m] between the fingers."""
-    pose: torch.Tensor
-    opening: float
 
 
 @dataclass
@@ -136,8 +120,7 @@ class Frame:
     """One posed RGB-D frame.
 
     rgb (H, W, 3) uint8 or float in [0, 1]; depth (H, W) float metres (NaN/0 = invalid);
-    K (3, 3) pinhole (OpenCV convention); cam_to_world (4, 4); instances (H, W) int ids or None;
-    gripper: where the gripper is at the stamp, or None (objects are then not carried).
+    K (3, 3) pinhole (OpenCV convention); cam_to_world (4, 4); instances (H, W) int ids or None.
     """
     rgb: torch.Tensor
     depth: torch.Tensor
@@ -145,7 +128,6 @@ class Frame:
     cam_to_world: torch.Tensor
     instances: torch.Tensor | None = None
     stamp: float = 0.0
-    gripper: Gripper | None = None
 
 
 @dataclass
@@ -167,7 +149,6 @@ class ObjectRecord:
     # Share of its Gaussians the latest frame shows as the object: below 1 where something
     # (the robot's hand) hides it or it is out of view, and its pose may be stale.
     visible: float = 0.0
-    held: bool = False          # in the gripper: moves with it (MappingConfig.hold_*)
 
 
 @dataclass
@@ -315,7 +296,6 @@ class SceneMemory:
         self.objects: dict[int, ObjectRecord] = {}
         self.keyframes: list[dict] = []
         self.frames_integrated = 0
-        self._gripper_pose: torch.Tensor | None = None  # at the last frame, (4, 4)
 
     # ---- state ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -387,7 +367,6 @@ class SceneMemory:
         seen = valid & ~self._ignored(labels)
         valid &= inside
         h, w = depth.shape
-        self._follow_gripper(frame.gripper)
         rendered = self._render_depth(K, c2w, w, h)
         tracked = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
                                       frame.stamp)
@@ -416,12 +395,7 @@ class SceneMemory:
         if frame.instances is not None and tuple(frame.instances.shape) != (h, w):
             raise ValueError(f"instance mask {tuple(frame.instances.shape)} does not match "
                              f"depth {(h, w)}")
-        matrices = [("K", frame.K, (3, 3)), ("pose", frame.cam_to_world, (4, 4))]
-        if frame.gripper is not None:
-            matrices.append(("gripper pose", frame.gripper.pose, (4, 4)))
-            if not math.isfinite(frame.gripper.opening):
-                raise ValueError(f"gripper opening {frame.gripper.opening} is not finite")
-        for name, m, shape in matrices:
+        for name, m, shape in [("K", frame.K, (3, 3)), ("pose", frame.cam_to_world, (4, 4))]:
             if tuple(m.shape) != shape or not torch.isfinite(m).all():
                 raise ValueError(f"{name} must be a finite {shape} matrix")
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
@@ -608,51 +582,17 @@ class SceneMemory:
         """Apply a tracked motion (moved_map: the map with the object's Gaussians moved by
         it) to the object's Gaussians, surface and pose."""
         shift, _ = _motion_size(motion, self.gaussians.means[in_memory].mean(0))
-        self._apply_motion(record, motion, moved_map)
-        record.surface = _merge_surface(record.surface, observed)
-        record.agreement = 1.0
-        return shift
-
-    def _apply_motion(self, record, motion, moved_map) -> None:
         self.gaussians = moved_map
         if record.surface is not None:
             record.surface = record.surface @ motion[:3, :3].T + motion[:3, 3]
+        record.surface = _merge_surface(record.surface, observed)
         record.pose = motion @ record.pose
         record.moved = True
+        record.agreement = 1.0
         record.settling = self.config.settle_frames
         # Keyframes showing the object where it was would pull it back.
         self.keyframes = [kf for kf in self.keyframes if record.id not in kf["objects"]]
-
-    def _follow_gripper(self, gripper: Gripper | None) -> None:
-        """Move the held objects with the gripper since the last frame, then decide which
-        objects it holds now."""
-        previous, self._gripper_pose = self._gripper_pose, None
-        if gripper is None:
-            for record in self.objects.values():
-                record.held = False
-            return
-        pose = gripper.pose.to(self.device, torch.float32)
-        self._gripper_pose = pose
-        motion = None if previous is None else pose @ torch.linalg.inv(previous)
-        for record in self.objects.values():
-            if record.held and motion is not None:
-                in_memory = self.gaussians.labels == record.id
-                shift, angle = _motion_size(motion, record.pose[:3, 3])
-                if shift > 1e-4 or angle > 1e-3:
-                    self._apply_motion(record, motion,
-                                       transform_gaussians(self.gaussians, in_memory, motion))
-            record.held = self._holds(record, pose, gripper.opening)
-
-    def _holds(self, record, grasp: torch.Tensor, opening: float) -> bool:
-        """The gripper at grasp (4, 4), open by opening [m], holds the object (see hold_*)."""
-        cfg = self.config
-        if record.num_gaussians < 4:
-            return False
-        local = record.pose[:3, :3].T @ (grasp[:3, 3] - record.pose[:3, 3])
-        across = record.pose[:3, :3].T @ grasp[:3, 1]  # the finger axis in the object frame
-        width = 2 * float((across.abs() * record.half_extent).sum())
-        return bool((local.abs() <= record.half_extent + cfg.hold_margin).all()) and \
-            cfg.hold_min_opening <= opening <= width + cfg.hold_opening_margin
+        return shift
 
     def _agrees_better(self, mask, interior, depth, fx, before: int, in_place: float,
                        rendered) -> bool:

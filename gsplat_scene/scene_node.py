@@ -2,9 +2,7 @@
 
 Subscribes colour, depth (32FC1 metres or 16UC1 millimetres), camera_info and an optional
 instance mask (sensor-data QoS, approximate stamp sync); takes the camera pose from tf2 where
-it exists, else from a PoseStamped topic, else from the static `camera_pose` parameter; and
-the gripper from /joint_states (its pose from tf2 or by forward kinematics of
-/robot_description), so that objects it holds move with it while the hand hides them.
+it exists, else from a PoseStamped topic, else from the static `camera_pose` parameter.
 Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
 octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
 Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
@@ -22,15 +20,13 @@ import torch
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
-from std_msgs.msg import String
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, look_at_camera, pose_to_matrix
-from gsplat_scene.gripper import GripperKinematics, JointHistory
-from gsplat_scene.mapping import Frame, Gripper, MappingConfig, SceneMemory
+from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
@@ -97,16 +93,6 @@ class SceneNode(ManagedNode):
         p("camera_pose", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], ParameterDescriptor(
             description="Static camera optical-frame pose in the world: x y z qx qy qz qw",
             read_only=True))
-        p("gripper_source", "auto", ParameterDescriptor(
-            description="Where the gripper's pose comes from, so that held objects move with "
-                        "it: auto (tf2 if present, else joint_states), tf, joint_states "
-                        "(forward kinematics of robot_description) or none", read_only=True))
-        p("gripper_frame", "panda_hand_tcp", ParameterDescriptor(
-            description="Grasp frame of the gripper (fingers closing along its y axis)",
-            read_only=True))
-        p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"], ParameterDescriptor(
-            description="Finger joints in joint_states; the opening is the sum of their "
-                        "positions [m]", read_only=True))
         p("max_gaussians", 300_000, ranged("Hard cap on Gaussians", 1000, 50_000_000, True,
                                            read_only=True))
         p("max_memory_mb", 1024.0, ranged("Hard cap on map memory [MB]", 1.0, 1e6,
@@ -189,20 +175,9 @@ class SceneNode(ManagedNode):
         if self.pose_source not in ("tf", "topic", "static"):
             self.get_logger().error(f"unknown camera_pose_source '{self.pose_source}'")
             return TransitionCallbackReturn.FAILURE
-        self.gripper_source = prm("gripper_source")
-        if self.gripper_source == "auto":
-            self.gripper_source = "tf" if tf2_ros is not None else "joint_states"
-        if self.gripper_source not in ("tf", "joint_states", "none"):
-            self.get_logger().error(f"unknown gripper_source '{self.gripper_source}'")
-            return TransitionCallbackReturn.FAILURE
-        if self.gripper_source == "tf" and tf2_ros is None:
-            self.get_logger().error("gripper_source 'tf' but tf2_ros is not installed")
-            return TransitionCallbackReturn.FAILURE
-        if "tf" in (self.pose_source, self.gripper_source):
+        if self.pose_source == "tf":
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
-        self.joints = JointHistory()
-        self.gripper_kinematics = None
         sensor = qos_profile_sensor_data
         self.scene_subs = [
             self.create_subscription(Image, "camera/color/image_raw",
@@ -215,13 +190,6 @@ class SceneNode(ManagedNode):
                                      lambda m: self._on_stream("instances", m), sensor),
             self.create_subscription(PoseStamped, "camera/pose", self._on_pose, 10),
         ]
-        if self.gripper_source != "none":
-            self.scene_subs.append(self.create_subscription(
-                JointState, "joint_states", self._on_joint_state, 10))
-        if self.gripper_source == "joint_states":
-            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            self.scene_subs.append(self.create_subscription(
-                String, "robot_description", self._on_description, latched))
         self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/gaussians", 1)
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
@@ -273,51 +241,6 @@ class SceneNode(ManagedNode):
         if self.pose_source == "topic":
             self._on_stream("pose", msg)
 
-    def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
-            self._warn("joints", "dropped joint state: names and positions differ in number")
-            return
-        self.joints.add(to_seconds(msg.header.stamp), msg.name, msg.position)
-
-    def _on_description(self, msg: String) -> None:
-        frame = self.get_parameter("gripper_frame").value
-        try:
-            self.gripper_kinematics = GripperKinematics(
-                msg.data, frame, self.get_parameter("gripper_joints").value)
-            self.get_logger().info(f"gripper: '{frame}' by forward kinematics of "
-                                   "robot_description")
-        except (ValueError, SyntaxError) as err:  # ET.ParseError is a SyntaxError
-            self.gripper_kinematics = None
-            self.get_logger().error(f"robot_description: no gripper frame '{frame}': {err}")
-
-    def _gripper(self, stamp: float) -> Gripper | None:
-        """The gripper at the frame's stamp, or None (with a throttled warning: held objects
-        are then not carried, and the frame is still mapped)."""
-        if self.gripper_source == "none":
-            return None
-        fingers = self.get_parameter("gripper_joints").value
-        opening = self.joints.at(stamp, fingers)
-        if opening is None:
-            self._warn("gripper", f"no joint states of {fingers} at the frame's stamp: held "
-                                  "objects are not carried")
-            return None
-        if self.gripper_source == "tf":
-            frame = self.get_parameter("gripper_frame").value
-            try:
-                pose = self._lookup(frame, stamp)
-            except ValueError as err:
-                self._warn("gripper", f"no gripper pose: {err}")
-                return None
-            return Gripper(torch.tensor(pose, dtype=torch.float32), sum(opening))
-        if self.gripper_kinematics is None:
-            self._warn("gripper", "no robot_description yet: held objects are not carried")
-            return None
-        gripper = self.gripper_kinematics.gripper(self.joints, stamp)
-        if gripper is None:
-            self._warn("gripper", "joint states do not cover the frame's stamp: held objects "
-                                  "are not carried")
-        return gripper
-
     def _on_stream(self, stream: str, msg) -> None:
         if not self._active:
             return
@@ -350,18 +273,14 @@ class SceneNode(ManagedNode):
             v = self.get_parameter("camera_pose").value
             return pose_to_matrix(v[:3], v[3:])
         if self.pose_source == "tf":
-            return self._lookup(frame_id, stamp)
-
-    def _lookup(self, frame_id: str, stamp: float) -> np.ndarray:
-        """(4, 4) pose of frame_id in the world frame at stamp, from tf2."""
-        try:
-            t = self.tf_buffer.lookup_transform(
-                self.world, frame_id, rclpy.time.Time(seconds=stamp),
-                timeout=rclpy.duration.Duration(seconds=0.05))
-        except Exception as err:  # tf2 raises several kinds
-            raise ValueError(f"no pose of '{frame_id}' from tf: {err}") from err
-        tr, rot = t.transform.translation, t.transform.rotation
-        return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
+            try:
+                t = self.tf_buffer.lookup_transform(
+                    self.world, frame_id, rclpy.time.Time(seconds=stamp),
+                    timeout=rclpy.duration.Duration(seconds=0.05))
+            except Exception as err:  # tf2 raises several kinds
+                raise ValueError(f"no camera pose from tf: {err}") from err
+            tr, rot = t.transform.translation, t.transform.rotation
+            return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
 
     def _to_frame(self, matched) -> Frame:
         stamp, rgb_msg = matched["rgb"]
@@ -370,11 +289,9 @@ class SceneNode(ManagedNode):
         if age > self.get_parameter("max_frame_age").value:
             raise ValueError(f"stale frame ({age:.2f} s old)")
         c2w = self._camera_pose(stamp, rgb_msg.header.frame_id, matched)
-        frame = frame_from_messages(rgb_msg, matched["depth"][1], matched["info"][1], c2w,
-                                    stamp, matched["instances"][1] if "instances" in matched
-                                    else None, self.get_parameter("downscale").value)
-        frame.gripper = self._gripper(stamp)
-        return frame
+        return frame_from_messages(rgb_msg, matched["depth"][1], matched["info"][1], c2w, stamp,
+                                   matched["instances"][1] if "instances" in matched else None,
+                                   self.get_parameter("downscale").value)
 
     def _integrate_loop(self) -> None:
         while self._running:

@@ -39,9 +39,6 @@ class BagLayout:
     camera_info: str = "/camera/color/camera_info"
     instances: str = "/camera/instances/image_raw"
     camera_pose: str = "/camera/pose"
-    # The gripper's grasp frame in the robot description (fingers closing along its y axis):
-    # the scene memory carries held objects with it. Empty: objects are not carried.
-    gripper_link: str = "panda_hand_tcp"
     arm_joints: tuple = tuple(f"panda_joint{i}" for i in range(1, 8))
     # The gripper width is the sum of these joints' positions (Panda: each finger opens
     # half the width).
@@ -76,8 +73,6 @@ class Episode:
     # (T, K) share of the object the frame shows (perceived poses: `ObjectRecord.visible`,
     # 0 before the memory has it; ground truth: 1 where observed)
     object_visible: np.ndarray
-    # (T, K) bool: in the gripper, carried with it by the scene memory (ground truth: False)
-    object_held: np.ndarray
     poses: str = "ground_truth"      # or "perceived"
     notes: list = field(default_factory=list)
 
@@ -303,13 +298,11 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
     quat = np.zeros((len(times), k, 4))
     seen = np.zeros((len(times), k), bool)
     visible = np.zeros((len(times), k))
-    held = np.zeros((len(times), k), bool)
     for n, oid in enumerate(ids):
         tr = tracks[oid]
         pos[:, n], quat[:, n] = _fill_unseen(tr["pos"], tr["quat"], tr.get("known", tr["seen"]))
         seen[:, n] = tr["seen"]
         visible[:, n] = tr.get("visible", tr["seen"])
-        held[:, n] = tr.get("held", False)
     return Episode(
         name=bag.name, step=step, times=times, joint_positions=q_all[:, :j],
         joint_velocities=qd, gripper=gripper, target_positions=targets,
@@ -318,4 +311,4 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
         object_extents=np.array([tracks[i]["extent"] for i in ids]).reshape(k, 3),
         object_appearance=np.array([appearance.get(i, np.zeros(APPEARANCE_DIM))
                                     for i in ids]).reshape(k, APPEARANCE_DIM),
-        object_seen=seen, object_visible=visible, object_held=held, poses=poses, notes=notes)
+        object_seen=seen, object_visible=visible, poses=poses, notes=notes)

@@ -8,14 +8,12 @@ so training on it teaches the model the memory's noise.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, pose_to_matrix
-from gsplat_scene.gripper import GripperKinematics, JointHistory
 from gsplat_scene.mapping import MappingConfig, SceneMemory
 from ros_io.bag import read_messages
 from ros_io.stamps import to_seconds
@@ -24,25 +22,6 @@ from world_model_node.episodes import APPEARANCE_DIM
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE = 0.8  # share of an object the frame must show for its pose to count as seen
-
-
-def gripper_track(bag, layout) -> tuple:
-    """(JointHistory of the whole bag, GripperKinematics) from its joint states and robot
-    description: where the gripper is at each camera frame.
-    Raises:
-        ValueError: the bag lacks either, or the description has no `layout.gripper_link`.
-    """
-    history, urdf = JointHistory(window=math.inf), None
-    for topic, _, _, msg in read_messages(bag, {layout.joint_states, layout.robot_description}):
-        if topic == layout.robot_description:
-            urdf = msg.data
-        else:
-            history.add(to_seconds(msg.header.stamp), msg.name, msg.position)
-    if urdf is None:
-        raise ValueError(f"no robot description on '{layout.robot_description}'")
-    if len(history.stamps) < 2:
-        raise ValueError(f"no joint states on '{layout.joint_states}'")
-    return history, GripperKinematics(urdf, layout.gripper_link, layout.gripper_joints)
 
 
 def _frames(bag, layout, downscale: int):
@@ -73,33 +52,23 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
                      min_visible: float = MIN_VISIBLE) -> dict:
     """Map the bag's frames and sample each object's tracked pose at `times`.
 
-    Objects the gripper holds are carried with it (`gripper_track`, where the bag has joint
-    states and the robot description and `layout.gripper_link` is set).
     Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "known" (T,), "seen" (T,),
-    "visible" (T,), "held" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory
-    holds the object (from its first observation on: the memory keeps objects that are hidden
-    or leave the view where it last saw them), "visible" the share of it the frame shows
-    (`ObjectRecord.visible`, 0 where not known), "held" where the gripper holds it, "seen"
-    where it is known and visible is at least `min_visible` or it is held. A hidden object's
-    pose is stale (unless held): as a training target it would teach the memory's lag, as an
-    input it is what a robot has.
+    "visible" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
+    object (from its first observation on: the memory keeps objects that are hidden or leave
+    the view where it last saw them), "visible" the share of it the frame shows
+    (`ObjectRecord.visible`, 0 where not known), "seen" where it is known and visible is at
+    least `min_visible`. A hidden object's pose is stale: as a
+    training target it would teach the memory's lag, as an input it is what a robot has.
     Raises:
         ValueError: the bag has no usable camera frames.
     """
     memory = SceneMemory(config or MappingConfig(iterations=3), device)
-    joints = kinematics = None
-    if layout.gripper_link:
-        try:
-            joints, kinematics = gripper_track(bag, layout)
-        except ValueError as err:
-            log.warning("%s: held objects are not carried with the gripper: %s", bag, err)
     stamps, records = [], []
     for frame in _frames(bag, layout, downscale):
-        frame.gripper = kinematics.gripper(joints, frame.stamp) if kinematics else None
         memory.integrate(frame)
         stamps.append(frame.stamp)
         records.append({oid: (r.pose.cpu().numpy().copy(), r.half_extent.cpu().numpy().copy(),
-                              r.visible, r.held) for oid, r in memory.objects.items()})
+                              r.visible) for oid, r in memory.objects.items()})
     if not stamps:
         raise ValueError(f"bag {bag}: no camera frames to perceive objects from")
     stamps = np.asarray(stamps)
@@ -107,23 +76,22 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     before = times < stamps[0] - 1e-9
     colours = memory.object_colours()
     tracks = {}
-    extents = {oid: extent for r in records for oid, (_, extent, _, _) in r.items()}  # latest
+    extents = {oid: extent for r in records for oid, (_, extent, _) in r.items()}  # the latest
     for oid in sorted(extents):
         pos = np.zeros((len(times), 3))
         quat = np.tile([0.0, 0.0, 0.0, 1.0], (len(times), 1))
-        known, held = np.zeros(len(times), bool), np.zeros(len(times), bool)
-        visible = np.zeros(len(times))
+        known, visible = np.zeros(len(times), bool), np.zeros(len(times))
         for k, i in enumerate(index):
             if before[k] or oid not in records[i]:
                 continue
-            pose, _, visible[k], held[k] = records[i][oid]
+            pose, _, visible[k] = records[i][oid]
             known[k] = True
             pos[k], quat[k] = pose[:3, 3], Rotation.from_matrix(pose[:3, :3]).as_quat()
         appearance = np.zeros(APPEARANCE_DIM)
         if oid in colours:
             appearance = np.concatenate([colours[oid].cpu().numpy(), [1.0]])
-        tracks[oid] = {"pos": pos, "quat": quat, "known": known, "held": held,
-                       "seen": known & ((visible >= min_visible) | held), "visible": visible,
+        tracks[oid] = {"pos": pos, "quat": quat, "known": known,
+                       "seen": known & (visible >= min_visible), "visible": visible,
                        "extent": extents[oid],
                        "appearance": appearance}
     return tracks

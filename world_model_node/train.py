@@ -75,9 +75,8 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
     """Read bags (through an .npz cache), reporting and skipping those that fail.
 
     Perceived poses count as seen (training targets) where the frame shows at least
-    min_visible of the object (default `perception.MIN_VISIBLE`) or the gripper holds it
-    (the memory carries it with the gripper); the cache keeps each frame's share, so another
-    threshold needs no new mapping.
+    min_visible of the object (default `perception.MIN_VISIBLE`); the cache keeps each
+    frame's share, so another threshold needs no new mapping.
     """
     perception, settings = None, ""
     if poses == "perceived":
@@ -106,7 +105,7 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
             log(f"error: skipped {bag}: {err}")
             continue
         if poses == "perceived":
-            ep.object_seen = (ep.object_visible >= min_visible) | ep.object_held
+            ep.object_seen = ep.object_visible >= min_visible  # 0 where not known
         episodes.append(ep)
     return episodes
 

@@ -108,6 +108,11 @@ def test_an_unreadable_cache_entry_is_read_again_from_the_bag(bags, tmp_path):
     [cached] = load_episodes(bags[:1], "ground_truth", 0.1, BagLayout(), tmp_path,
                              log=pytest.fail)
     np.testing.assert_array_equal(cached.object_visible, fresh.object_visible)
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    logged.clear()
+    [again] = load_episodes(bags[:1], "ground_truth", 0.1, BagLayout(), tmp_path, logged.append)
+    assert any("unreadable" in line for line in logged), logged
+    np.testing.assert_array_equal(again.object_positions, fresh.object_positions)
 
 
 def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):

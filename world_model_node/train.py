@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,10 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
         ep = None
         if path is not None and path.exists():
             try:
-                ep = Episode(name=bag.name, step=step, poses=poses, **dict(np.load(path)))
-            except (TypeError, ValueError, OSError) as err:  # damaged, or an older layout
+                with np.load(path) as data:
+                    ep = Episode(name=bag.name, step=step, poses=poses, **dict(data))
+            # Damaged (truncated, not a zip) or of an older layout (fields missing).
+            except (TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
                 log(f"warning: cache entry {path.name} unreadable ({err}): reading the bag")
         try:
             if ep is None:

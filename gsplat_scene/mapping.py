@@ -82,7 +82,9 @@ class MappingConfig:
     min_object_pixels: int = 40       # fewer observed pixels: object pose not updated
     max_track_rmse: float = 0.005     # m (or 1.5 pixel footprints); worse fits are not applied
     min_track_inliers: float = 0.7    # fraction of observed points the moved model explains
-    max_track_motion: float = 0.1     # m between integrated frames; more is a mismatch
+    # m between integrated frames; more is a mismatch. A push the hand hides can carry an
+    # object well beyond what the camera would see it move between two frames.
+    max_track_motion: float = 0.25
     track_min_motion: float = 0.002   # m (or a pixel footprint); smaller motions are noise
     # An object is in place (not re-aligned) while this fraction of its observed interior
     # pixels has a rendered depth within track_depth_tolerance of the measured one.
@@ -358,6 +360,15 @@ class SceneMemory:
 
     # ---- integration -------------------------------------------------------------------------
     def integrate(self, frame: Frame) -> IntegrationStats:
+        """Take in one frame: `track`, then `refine`."""
+        return self.refine(self.track(frame))
+
+    def track(self, frame: Frame) -> dict:
+        """Bring the objects up to date with a frame: re-align those that moved, and seed
+        Gaussians where the map does not explain it. What every frame needs; the map's
+        optimisation (`refine`) may follow or be skipped, as a mapper behind its camera does.
+        Returns the frame's view for `refine`.
+        """
         start = time.perf_counter()
         rgb, depth, valid, labels = self._prepare(frame)
         K = frame.K.to(self.device, torch.float32)
@@ -368,21 +379,35 @@ class SceneMemory:
         valid &= inside
         h, w = depth.shape
         rendered = self._render_depth(K, c2w, w, h)
-        tracked = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
-                                      frame.stamp)
+        tracked, glimpsed = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
+                                                frame.stamp)
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
+        # A glimpse of an object (too little of it to track) may show it where it has moved
+        # to: Gaussians seeded there would smear the object across both places.
+        valid &= ~torch.isin(labels, torch.tensor(sorted(glimpsed), dtype=labels.dtype,
+                                                  device=self.device))
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
         self._update_visibility(labels, K, c2w)
+        self._refresh_objects()
+        self.frames_integrated += 1
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
+        view["stats"] = IntegrationStats(added, 0, len(self), 0.0, time.perf_counter() - start,
+                                         tracked)
+        return view
+
+    def refine(self, view: dict) -> IntegrationStats:
+        """Optimise the map against a tracked frame's view and the keyframe window, densify
+        and prune, and keep the view as a keyframe where it shows something new."""
+        start = time.perf_counter()
         loss, mean_grad = self._optimise(view)
-        added += self._densify(mean_grad)
+        added = self._densify(mean_grad)
         pruned = self._prune()
         self._update_keyframes(view)
         self._refresh_objects()
-        self.frames_integrated += 1
-        return IntegrationStats(added, pruned, len(self), loss, time.perf_counter() - start,
-                                tracked)
+        tracked = view["stats"]
+        return IntegrationStats(tracked.added + added, pruned, len(self), loss,
+                                tracked.seconds + time.perf_counter() - start, tracked.tracked)
 
     def _prepare(self, frame: Frame):
         cfg = self.config
@@ -444,8 +469,11 @@ class SceneMemory:
         inner = masks & interior
         return torch.stack([inner.sum((1, 2)), (inner & agree).sum((1, 2))], dim=1)
 
-    def _track_objects(self, points, depth, valid, labels, rendered, K, c2w, stamp) -> dict:
+    def _track_objects(self, points, depth, valid, labels, rendered, K, c2w,
+                       stamp) -> tuple[dict, set]:
         """Re-align each seen object that the map no longer renders where it is observed.
+        Returns ({id: motion [m]} of the objects moved, the ids of objects glimpsed: seen at
+        fewer than min_object_pixels pixels, too few to track).
 
         The cheap test (rendered vs measured depth inside the object's mask, against
         track_agreement or the object's own last in-place agreement) keeps static objects
@@ -457,7 +485,7 @@ class SceneMemory:
         """
         cfg = self.config
         if rendered is None or not self.objects:
-            return {}
+            return {}, set()
         ids = torch.tensor(list(self.objects), device=self.device)
         interior = _interior(labels) & valid
         masks = labels[None] == ids[:, None, None]
@@ -467,11 +495,13 @@ class SceneMemory:
         seen = (masks & valid).sum((1, 2))
         counts = torch.cat([seen[:, None], self._agreement(masks, interior, depth, K[0, 0],
                                                            rendered)], dim=1).tolist()
-        moved = {}
+        moved, glimpsed = {}, set()
         for mask, oid, (n_seen, n_inner, n_agree), touch in zip(masks, self.objects, counts,
                                                                 touched.tolist()):
             record = self.objects[oid]
             if n_seen < cfg.min_object_pixels:
+                if n_seen > 0:
+                    glimpsed.add(oid)
                 continue
             record.last_seen = stamp
             agreement = n_agree / max(n_inner, 1)
@@ -502,7 +532,7 @@ class SceneMemory:
                     record.agreement = agreement  # in place, as well as the map can show it
                 continue
             moved[oid] = self._move_object(record, in_memory, *found, observed)
-        return moved
+        return moved, glimpsed
 
     def _update_visibility(self, labels, K, c2w) -> None:
         """Each object's `visible`: the share of its Gaussians' centres that project into

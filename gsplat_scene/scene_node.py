@@ -6,6 +6,11 @@ it exists, else from a PoseStamped topic, else from the static `camera_pose` par
 Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
 octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
 Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
+
+A worker thread takes the newest frame, tracks the objects in it and publishes them at once
+(stamped with the frame's time), then optimises the map against it only if no newer frame
+is waiting: where mapping is slower than the camera (a CPU), the objects keep up and the
+map's refinement waits for quieter moments.
 """
 from __future__ import annotations
 
@@ -113,7 +118,8 @@ class SceneNode(ManagedNode):
         p("downscale", 1, ranged("Integrate frames downscaled by this factor", 1, 16, True))
         p("sync_slop", 0.02, ranged("Largest stamp difference within a frame [s]", 0.0, 1.0))
         p("max_frame_age", 1.0, ranged("Frames older than this are stale [s]", 0.0, 3600.0))
-        p("publish_rate", 2.0, ranged("Cloud, info and objects rate [Hz]", 0.1, 100.0))
+        p("publish_rate", 2.0, ranged("Cloud, info and objects rate [Hz] (objects also after "
+                                      "every integrated frame)", 0.1, 100.0))
         p("render_rate", 1.0, ranged("Virtual camera rate [Hz] (0 = off)", 0.0, 100.0))
         p("virtual_camera.position", [1.4, -0.7, 0.95], ParameterDescriptor(
             description="Virtual camera position in the world [m]"))
@@ -135,6 +141,8 @@ class SceneNode(ManagedNode):
         self._warned: dict[str, float] = {}
         self.frames_dropped = 0
         self.frames_integrated = 0
+        self.frames_unrefined = 0  # tracked, but not optimised against: the camera was ahead
+        self._frame_stamp = None   # of the latest integrated frame (the objects' poses)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -302,12 +310,27 @@ class SceneNode(ManagedNode):
                 if self.memory is None:
                     return
                 try:
-                    self.memory.config.iterations = self.get_parameter("iterations").value
-                    stats = self.memory.integrate(frame)
+                    view = self.memory.track(frame)
                 except Exception as err:  # a bad frame must not stop the mapping thread
                     self._warn("integrate", f"frame not integrated: {type(err).__name__}: {err}")
                     continue
+                self._frame_stamp = to_time_msg(frame.stamp)
+                objects = self._objects_msg(self._frame_stamp)
             self.frames_integrated += 1
+            self.pub_objects.publish(objects)  # as soon as tracked: the planner acts on them
+            if not self._frames.empty():
+                # A newer frame waits: the objects in it matter more than a refined map.
+                self.frames_unrefined += 1
+                continue
+            with self._lock:
+                if self.memory is None:
+                    return
+                try:
+                    self.memory.config.iterations = self.get_parameter("iterations").value
+                    stats = self.memory.refine(view)
+                except Exception as err:
+                    self._warn("integrate", f"map not refined: {type(err).__name__}: {err}")
+                    continue
             self.get_logger().debug(f"integrated frame: {stats}")
 
     # ---- output ----------------------------------------------------------------------------
@@ -330,8 +353,9 @@ class SceneNode(ManagedNode):
     def _publish_state(self) -> None:
         if not self._active or self.memory is None:
             return
-        stamp = self.get_clock().now().to_msg()
+        now = self.get_clock().now().to_msg()
         with self._lock:
+            stamp = self._frame_stamp or now
             g = self.memory.gaussians
             means, colors = g.means.cpu().numpy(), g.colors.cpu().numpy()
             objects = self._objects_msg(stamp)

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from gsplat_scene.ply import load_ply
 from gsplat_scene.scene_node import bounds_param
 from ros_io.images import image_to_numpy
+from ros_io.stamps import to_seconds
 from sim_robot.scene import OBJECT_IDS
 from support.graph import output_of, ros_context, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
@@ -37,7 +39,10 @@ def graph():
             ros_process(SCENE_ARGS, ready_line=": configured on", timeout=120) as scene:
         node = rclpy.create_node("scene_probe",
                                  parameter_overrides=[Parameter("use_sim_time", value=True)])
-        node.latest = {}
+        node.latest, node.camera_stamps = {}, set()
+        node.create_subscription(Image, "/camera/color/image_raw",
+                                 lambda m: node.camera_stamps.add(to_seconds(m.header.stamp)),
+                                 qos_profile_sensor_data)
         for topic, cls in [("/gsplat_scene/info", SceneInfo), ("/gsplat_scene/gaussians",
                                                                 PointCloud2),
                            ("/gsplat_scene/objects", ObjectArray),
@@ -66,6 +71,9 @@ def test_builds_a_map_with_objects(graph):
             p = obj.pose.position
             assert np.linalg.norm(np.subtract([p.x, p.y, p.z], truth[name])) < 0.05, name
     assert info.memory_bytes > 0 and info.device == "cpu"
+    # The poses are stamped with the time of the frame they were tracked in.
+    for msg in (info, graph.latest["/gsplat_scene/objects"]):
+        assert to_seconds(msg.header.stamp) in graph.camera_stamps, to_seconds(msg.header.stamp)
     assert spin_until(graph, lambda: "/gsplat_scene/gaussians" in graph.latest
                       and "/gsplat_scene/render/image" in graph.latest, 30.0)
     cloud = graph.latest["/gsplat_scene/gaussians"]

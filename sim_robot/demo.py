@@ -8,7 +8,9 @@ memory; success is judged on the simulator's ground truth. Writes to --output:
   report.json / report.md   per goal: success, final error, time, planning cycles, the
                             time spent in each planner stage
   errors.png                goal error over time: the planner's (from its feedback, on the
-                            scene memory's poses) and the ground truth's
+                            scene memory's poses) and the ground truth's; below it the scene
+                            memory's cube against the truth: its xy error and the age of its
+                            pose (how far the memory lags the camera)
   demo.gif                  the camera view with the sampled futures (end-effector paths,
                             coloured by cost) and the chosen plan drawn over it
 
@@ -161,6 +163,20 @@ class DemoClient:
                               p.orientation.w])
         return overlay(rgb, self.latest.get("/planner_node/futures"), K, cam), self.now()
 
+    def memory_error(self) -> tuple[float, float]:
+        """(xy distance [m] of the scene memory's cube from the simulator's, age [s] of the
+        memory's pose), NaN while the memory has no cube."""
+        from sim_robot.scene import OBJECT_IDS
+
+        objects = self.latest.get("/gsplat_scene/objects")
+        cube = next((o for o in getattr(objects, "objects", []) if o.id == OBJECT_IDS["cube"]),
+                    None)
+        if cube is None:
+            return math.nan, math.nan
+        xy = np.array([cube.pose.position.x, cube.pose.position.y])
+        stamp = objects.header.stamp.sec + objects.header.stamp.nanosec * 1e-9
+        return float(np.linalg.norm(xy - self.truth()["cube"][0][:2])), self.now() - stamp
+
     def true_error(self, task: str, target: np.ndarray) -> float:
         """The goal error on the simulator's ground truth: the cube's xy for a push, the
         tool's position for a reach."""
@@ -173,7 +189,7 @@ class DemoClient:
 
     def run_goal(self, spec, task: str, target: np.ndarray, timeout: float, frames: list,
                  frame_period: float) -> dict:
-        feedback, truth = [], []
+        feedback, truth, memory = [], [], []
         send = self.action.send_goal_async(self.PlanToGoal.Goal(goal=spec),
                                            feedback_callback=lambda m: feedback.append(
                                                (self.now(), m.feedback)))
@@ -193,18 +209,25 @@ class DemoClient:
                     next_frame = now + frame_period
             if now >= next_truth:
                 truth.append((now, self.true_error(task, target)))
+                memory.append((now, *self.memory_error()))
                 next_truth = now + 0.1
             return result_future.done()
         self.spin_until(done, max(1.0, deadline - time.monotonic()))
         if not result_future.done():
             return {"accepted": True, "success": False, "reason": "no result in time"}
         r = result_future.result().result
+        _, memory_error, memory_age = np.array(memory or [(math.nan,) * 3]).T
         return {"accepted": True, "planner_success": bool(r.success),
                 "reason": r.failure_reason, "iterations": int(r.iterations),
                 "elapsed_s": r.elapsed.sec + r.elapsed.nanosec * 1e-9,
                 "planner_final_error_m": float(r.final_position_error),
                 "stages": stage_durations([(t, f.stage) for t, f in feedback]),
-                "feedback": [(t, f.position_error) for t, f in feedback], "truth": truth}
+                "memory_error_mean_m": float(np.nanmean(memory_error)),
+                "memory_error_max_m": float(np.nanmax(memory_error)),
+                "memory_age_mean_s": float(np.nanmean(memory_age)),
+                "memory_age_max_s": float(np.nanmax(memory_age)),
+                "feedback": [(t, f.position_error) for t, f in feedback], "truth": truth,
+                "memory": memory}
 
 
 def stage_durations(stamped: list) -> str:
@@ -218,24 +241,35 @@ def stage_durations(stamped: list) -> str:
     return ", ".join(f"{stage} {d:.1f} s" for stage, d in spans)
 
 
+def memory_summary(run: dict) -> str:
+    """'0.0042 / 0.0180, 0.41 / 1.20' of a run's scene-memory figures, or ''."""
+    if "memory_error_mean_m" not in run:
+        return ""
+    return (f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f}, "
+            f"{run['memory_age_mean_s']:.2f} / {run['memory_age_max_s']:.2f}")
+
+
 def write_outputs(output: Path, runs: list, frames: list) -> None:
     import imageio.v2 as imageio
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    report = [{k: v for k, v in r.items() if k not in ("feedback", "truth")} for r in runs]
+    report = [{k: v for k, v in r.items() if k not in ("feedback", "truth", "memory")}
+              for r in runs]
     (output / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# Planning demo on the simulated robot", "",
-             "| task | success | final error [m] | sim time [s] | cycles | stages | note |",
-             "|---|---|---|---|---|---|---|"]
+             "| task | success | final error [m] | sim time [s] | cycles | stages | "
+             "memory's cube: xy error mean / max [m], age mean / max [s] | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report:
         lines.append(f"| {r['task']} | {r.get('success')} | "
                      f"{r.get('final_error_m', math.nan):.4f} | "
                      f"{r.get('elapsed_s', math.nan):.1f} | {r.get('iterations', 0)} | "
-                     f"{r.get('stages', '')} | {r.get('reason', '')} |")
+                     f"{r.get('stages', '')} | {memory_summary(r)} | {r.get('reason', '')} |")
     (output / "report.md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax, ax_memory) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    ax_age = ax_memory.twinx()
     for r in runs:
         if r.get("feedback"):
             t, err = zip(*r["feedback"])
@@ -244,10 +278,19 @@ def write_outputs(output: Path, runs: list, frames: list) -> None:
                 tt, true = zip(*r["truth"])
                 ax.plot(np.subtract(tt, t[0]), true, ls=":", color=line.get_color(),
                         label=f"{r['task']} (ground truth)")
+            if r.get("memory"):
+                tm, error, age = np.array(r["memory"]).T
+                ax_memory.plot(tm - t[0], error, color=line.get_color(),
+                               label=f"{r['task']}: xy error")
+                ax_age.plot(tm - t[0], age, ls=":", color=line.get_color(),
+                            label=f"{r['task']}: age")
     ax.axhline(0.02, color="grey", ls="--", lw=0.8, label="2 cm")
-    ax.set_xlabel("sim time since the goal [s]")
     ax.set_ylabel("goal error [m]")
     ax.legend()
+    ax_memory.set_xlabel("sim time since the goal [s]")
+    ax_memory.set_ylabel("memory's cube xy error [m]")
+    ax_age.set_ylabel("age of its pose [s] (dotted)")
+    ax_memory.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(output / "errors.png", dpi=100)
     plt.close(fig)
@@ -289,7 +332,7 @@ def main(argv=None) -> int:
         start("sim_robot.sim_node", [f"real_time_factor:={args.real_time_factor}",
                                      "clock_rate:=50.0", "joint_state_rate:=50.0",
                                      "camera_rate:=5.0", "ground_truth_rate:=10.0"]),
-        start("gsplat_scene.scene_node", ["use_sim_time:=true"]),
+        start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1"]),
         start("planner_node.planner_node",
               [f"model:={args.model}", "use_sim_time:=true",
                f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",
@@ -328,6 +371,11 @@ def main(argv=None) -> int:
             print(f"{task}: success {run['success']}, error {error:.4f} m, "
                   f"{run.get('iterations', 0)} cycles ({run.get('stages', '')}) "
                   f"{run.get('reason', '')}", flush=True)
+            if "memory_error_mean_m" in run:
+                print(f"{task}: scene memory's cube xy error mean / max "
+                      f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f} m, "
+                      f"age of its pose mean / max {run['memory_age_mean_s']:.2f} / "
+                      f"{run['memory_age_max_s']:.2f} s", flush=True)
             runs.append(run)
         write_outputs(args.output, runs, frames)
         print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")

@@ -30,6 +30,9 @@ def test_demo_reaches_and_writes_its_report(tmp_path):
     assert report[0]["task"] == "reach" and report[0]["success"], report
     assert report[0]["final_error_m"] < 0.02
     assert report[0]["stages"].startswith("reach "), report
+    # The arm does not touch the cube: the memory holds it where it stands, and fresh.
+    assert report[0]["memory_error_max_m"] < 0.03, report
+    assert 0.0 <= report[0]["memory_age_mean_s"] < 3.0, report
     for name in ("report.md", "errors.png", "demo.gif"):
         assert (out / name).stat().st_size > 100, name
 

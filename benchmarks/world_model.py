@@ -13,6 +13,9 @@ the recorded actions. Figures:
   perceived_*                          (full run) the model trained on perceived poses, fed
                                        the scene memory's poses of the held-out bags, judged
                                        on the true motion
+  perceived_pose_err_mean_m, _p95_m    (full run) the scene memory's object positions against
+  perceived_moving_pose_err_mean_m     the truth over those bags (every object and step; the
+                                       last over objects more than 1 cm from where they began)
   predict_ms, steps_per_s, batch, horizon, objects   one prediction of `batch` sequences x
                                        `horizon` steps with `objects` objects
   static_predict_ms                    the baseline's call, same batch
@@ -26,6 +29,7 @@ the recorded actions. Figures:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.report import report  # noqa: E402
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from world_model_node.dataset import coverage_90, make_windows, motion_errors, \
@@ -100,10 +105,26 @@ def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
         pw = make_windows(perceived, round(2.0 / step), stride=2,
                           references=truth[:len(subset)]).to(device)
         results["perceived_episodes"] = len(subset)
+        results.update(pose_errors(perceived, truth[:len(subset)]))
         results.update(accuracy(LearnedPredictor.from_checkpoint(
             args.perceived_checkpoint, device), pw, step, "perceived_"))
         results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
     return results
+
+
+def pose_errors(perceived: list, truth: list) -> dict:
+    """The perceived object positions' distances from the true ones, pooled over episodes."""
+    errors, moved = [], []
+    for p, t in zip(perceived, truth):
+        index = [list(t.object_ids).index(i) for i in p.object_ids]
+        true = t.object_positions[:, index]
+        errors.append(np.linalg.norm(p.object_positions - true, axis=-1).ravel())
+        moved.append((np.linalg.norm(true - true[:1], axis=-1) > 0.01).ravel())
+    errors, moved = np.concatenate(errors), np.concatenate(moved)
+    return {"perceived_pose_err_mean_m": float(errors.mean()),
+            "perceived_pose_err_p95_m": float(np.percentile(errors, 95)),
+            "perceived_moving_pose_err_mean_m": float(errors[moved].mean())
+            if moved.any() else math.nan}
 
 
 def synthetic_request(predictor, batch: int, horizon: int, objects: int, device):

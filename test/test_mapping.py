@@ -239,25 +239,32 @@ def test_objects_are_rigid_and_their_poses_still_at_rest():
     assert moved[free.gaussians.labels[:n] > 1].max() > 1e-4  # what the option switches off
 
 
+def cube_close_up():
+    """The cube mapped from three frames of a close fixed camera at 320 x 240: (sim, a
+    function rendering its current view, the memory, the cube's true start position and
+    quaternion, its mapped start position)."""
+    from sim_robot.views import arc_camera, render_view
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), 320, 240)
+    camera = arc_camera(0.3, 0.8, radius=0.8)
+    memory = SceneMemory(MappingConfig(iterations=4))
+    for _ in range(3):
+        memory.integrate(to_frame(render_view(sim, *camera, 320, 240)))
+    start, quat = (v.copy() for v in sim.object_poses()["cube"])
+    return (sim, lambda: render_view(sim, *camera, 320, 240), memory, start, quat,
+            memory.objects[OBJECT_IDS["cube"]].pose[:3, 3].clone())
+
+
 def test_small_motion_after_a_push_is_followed():
     # After a push the object is refined against every frame for a while: a further shift
     # of about a pixel's footprint (3 mm at 0.8 m, 320 x 240), which the depth test does
     # not see, is followed.
-    from sim_robot.views import arc_camera, render_view
-    w, h = 320, 240
-    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), w, h)
-    camera = arc_camera(0.3, 0.8, radius=0.8)
-    memory = SceneMemory(MappingConfig(iterations=4))
+    sim, view_now, memory, start, quat, pose0 = cube_close_up()
     cube = OBJECT_IDS["cube"]
-    for _ in range(3):
-        memory.integrate(to_frame(render_view(sim, *camera, w, h)))
-    start, quat = (v.copy() for v in sim.object_poses()["cube"])
-    pose0 = memory.objects[cube].pose[:3, 3].clone()
     moved = []
     for offset in (np.array([0.0, 0.03, 0.0]), np.array([0.0, 0.033, 0.0])):
         sim.set_object_pose("cube", start + offset, quat)
         for _ in range(2):
-            memory.integrate(to_frame(render_view(sim, *camera, w, h)))
+            memory.integrate(to_frame(view_now()))
         moved.append((memory.objects[cube].pose[:3, 3] - pose0).numpy())
     assert np.linalg.norm(moved[0] - [0.0, 0.03, 0.0]) < 0.004, moved
     assert np.linalg.norm(moved[1] - [0.0, 0.033, 0.0]) < 0.004, moved
@@ -296,21 +303,13 @@ def test_a_glimpse_of_a_moved_object_neither_smears_nor_stops_it():
     # where it has gone but are too few to track. Seeded, they would grow the cube's model
     # across both places and pass for it being in place once it shows again; instead the
     # cube is found at its new place when the hand leaves.
-    from sim_robot.views import arc_camera, render_view
-    w, h = 320, 240
-    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), w, h)
-    camera = arc_camera(0.3, 0.8, radius=0.8)
-    memory = SceneMemory(MappingConfig(iterations=4))
+    sim, view_now, memory, start, quat, pose0 = cube_close_up()
     cube = OBJECT_IDS["cube"]
-    for _ in range(3):
-        memory.integrate(to_frame(render_view(sim, *camera, w, h)))
-    start, quat = (v.copy() for v in sim.object_poses()["cube"])
-    pose0 = memory.objects[cube].pose[:3, 3].clone()
     count = int((memory.gaussians.labels == cube).sum())
     for step in range(1, 5):   # 2 cm at a time, glimpsed at each
         shift = np.array([0.0, 0.02 * step, 0.0])
         sim.set_object_pose("cube", start + shift, quat)
-        view = render_view(sim, *camera, w, h)
+        view = view_now()
         rows, cols = np.nonzero(view["instances"] == cube)
         hidden = dict(view, instances=view["instances"].copy(), depth=view["depth"].copy())
         covered = cols > np.sort(cols)[20]  # the hand leaves a sliver of 20-odd pixels

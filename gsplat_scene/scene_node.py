@@ -141,7 +141,6 @@ class SceneNode(ManagedNode):
         self._warned: dict[str, float] = {}
         self.frames_dropped = 0
         self.frames_integrated = 0
-        self.frames_unrefined = 0  # tracked, but not optimised against: the camera was ahead
         self._frame_stamp = None   # of the latest integrated frame (the objects' poses)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -317,11 +316,10 @@ class SceneNode(ManagedNode):
                 self._frame_stamp = to_time_msg(frame.stamp)
                 objects = self._objects_msg(self._frame_stamp)
             self.frames_integrated += 1
-            self.pub_objects.publish(objects)  # as soon as tracked: the planner acts on them
+            if self._active:  # as soon as tracked: the planner acts on them
+                self.pub_objects.publish(objects)
             if not self._frames.empty():
-                # A newer frame waits: the objects in it matter more than a refined map.
-                self.frames_unrefined += 1
-                continue
+                continue  # a newer frame waits: its objects matter more than a refined map
             with self._lock:
                 if self.memory is None:
                     return

@@ -8,7 +8,7 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gsplat_scene.ply import load_ply
 from gsplat_scene.scene_node import bounds_param
@@ -40,7 +40,8 @@ def graph():
         node = rclpy.create_node("scene_probe",
                                  parameter_overrides=[Parameter("use_sim_time", value=True)])
         node.latest, node.camera_stamps = {}, set()
-        node.create_subscription(Image, "/camera/color/image_raw",
+        # The frames' stamps, from their (small) camera_info.
+        node.create_subscription(CameraInfo, "/camera/color/camera_info",
                                  lambda m: node.camera_stamps.add(to_seconds(m.header.stamp)),
                                  qos_profile_sensor_data)
         for topic, cls in [("/gsplat_scene/info", SceneInfo), ("/gsplat_scene/gaussians",
@@ -71,9 +72,15 @@ def test_builds_a_map_with_objects(graph):
             p = obj.pose.position
             assert np.linalg.norm(np.subtract([p.x, p.y, p.z], truth[name])) < 0.05, name
     assert info.memory_bytes > 0 and info.device == "cpu"
-    # The poses are stamped with the time of the frame they were tracked in.
-    for msg in (info, graph.latest["/gsplat_scene/objects"]):
-        assert to_seconds(msg.header.stamp) in graph.camera_stamps, to_seconds(msg.header.stamp)
+    # The poses are stamped with the time of the frame they were tracked in (checked once the
+    # probe has seen the camera's frames up to that time).
+    def stamped():
+        return [to_seconds(graph.latest[t].header.stamp)
+                for t in ("/gsplat_scene/info", "/gsplat_scene/objects")]
+    assert spin_until(graph, lambda: graph.camera_stamps and
+                      max(graph.camera_stamps) >= max(stamped()), 30.0), graph.camera_stamps
+    for stamp in stamped():
+        assert stamp in graph.camera_stamps, (stamp, sorted(graph.camera_stamps)[-5:])
     assert spin_until(graph, lambda: "/gsplat_scene/gaussians" in graph.latest
                       and "/gsplat_scene/render/image" in graph.latest, 30.0)
     cloud = graph.latest["/gsplat_scene/gaussians"]

@@ -396,11 +396,13 @@ class SceneMemory:
                                          tracked)
         return view
 
-    def refine(self, view: dict) -> IntegrationStats:
+    def refine(self, view: dict, stop=None) -> IntegrationStats:
         """Optimise the map against a tracked frame's view and the keyframe window, densify
-        and prune, and keep the view as a keyframe where it shows something new."""
+        and prune, and keep the view as a keyframe where it shows something new. stop: a
+        callable; when it returns True the optimisation ends early (after one step), e.g.
+        because a newer frame waits to be tracked."""
         start = time.perf_counter()
-        loss, mean_grad = self._optimise(view)
+        loss, mean_grad = self._optimise(view, stop)
         added = self._densify(mean_grad)
         pruned = self._prune()
         self._update_keyframes(view)
@@ -680,7 +682,7 @@ class SceneMemory:
                 self._new_object(int(oid), stamp)
         return n
 
-    def _optimise(self, current: dict) -> float:
+    def _optimise(self, current: dict, stop=None) -> tuple:
         cfg = self.config
         views = [v for v in [current] + self.keyframes if v["n_mapped"] > 0]
         if len(self) == 0 or cfg.iterations == 0 or not views:
@@ -704,8 +706,10 @@ class SceneMemory:
             if rigid is not None:
                 grads[0] = grads[0] * rigid
             adam.step(grads)
+            if stop is not None and stop():
+                break
         self.gaussians = Gaussians(*(t.detach() for t in params), labels=self.gaussians.labels)
-        return float(loss.detach()), grad_sum / cfg.iterations
+        return float(loss.detach()), grad_sum / (it + 1)
 
     def _densify(self, mean_grad: torch.Tensor | None) -> int:
         """Split or clone the Gaussians the loss keeps pulling at (gsplat's default strategy,

@@ -325,7 +325,8 @@ class SceneNode(ManagedNode):
                     return
                 try:
                     self.memory.config.iterations = self.get_parameter("iterations").value
-                    stats = self.memory.refine(view)
+                    # A newer frame arriving cuts the optimisation short.
+                    stats = self.memory.refine(view, lambda: not self._frames.empty())
                 except Exception as err:
                     self._warn("integrate", f"map not refined: {type(err).__name__}: {err}")
                     continue

@@ -12,8 +12,9 @@ Seeded tasks:
 """
 from __future__ import annotations
 
+import collections
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -120,8 +121,13 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
 
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
                 scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
-                settle_cycles: int = 2, record: bool = False) -> EpisodeResult:
-    """Plan and execute until the goal holds for settle_cycles cycles or timeout_s passes."""
+                settle_cycles: int = 2, record: bool = False,
+                object_latency_s: float = 0.0) -> EpisodeResult:
+    """Plan and execute until the goal holds for settle_cycles cycles (as the planner sees
+    it) or timeout_s passes; success: it held, and it holds on the truth at the end.
+
+    object_latency_s: the planner sees the objects as they were that long ago (a camera and
+    scene memory's latency), and judges the goal on them as planner_node does."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -136,14 +142,22 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     held = 0
     last_acc = None
+    seen = collections.deque()      # (time, WorldState) of the objects as perceived
     while sim.time - t0 < timeout_s:
-        error = current_error(goal, sim)
+        now = sim.time
+        world = world_state(sim)
+        seen.append((now, world))
+        while len(seen) > 1 and seen[1][0] <= now - object_latency_s + 1e-9:
+            seen.popleft()
+        old = seen[0][1]
+        world = replace(world, object_positions=old.object_positions,
+                        object_rotations=old.object_rotations)
+        error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
+                           world.object_rotations)
         held = held + 1 if within_tolerance(goal, error) else 0
         if held >= settle_cycles:
-            result.success = True
             break
-        now = sim.time
-        plan = planner.plan(world_state(sim), follower.sample(now), goal, scene, gripper)
+        plan = planner.plan(world, follower.sample(now), goal, scene, gripper)
         result.plan_ms.append(plan.elapsed_s * 1e3)
         send_plan(follower, planner, now, plan, execute_steps)
         if record:
@@ -159,6 +173,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             sim.set_arm_targets(q, qd)
             sim.step()
     result.position_error, result.orientation_error = current_error(goal, sim)
+    result.success = held >= settle_cycles and within_tolerance(
+        goal, (result.position_error, result.orientation_error))
     result.time_s = sim.time - t0
     result.peak_acceleration, result.peak_jerk = peak_acc, peak_jerk
     return result

@@ -9,8 +9,9 @@ memory; success is judged on the simulator's ground truth. Writes to --output:
                             time spent in each planner stage
   errors.png                goal error over time: the planner's (from its feedback, on the
                             scene memory's poses) and the ground truth's; below it the scene
-                            memory's cube against the truth: its xy error and the age of its
-                            pose (how far the memory lags the camera)
+                            memory's cube against the truth: its xy error, the age of its
+                            pose (how far the memory lags the camera) and how long the memory
+                            had not seen it (hidden)
   demo.gif                  the camera view with the sampled futures (end-effector paths,
                             coloured by cost) and the chosen plan drawn over it
 
@@ -163,19 +164,22 @@ class DemoClient:
                               p.orientation.w])
         return overlay(rgb, self.latest.get("/planner_node/futures"), K, cam), self.now()
 
-    def memory_error(self) -> tuple[float, float]:
+    def memory_error(self) -> tuple[float, float, float]:
         """(xy distance [m] of the scene memory's cube from the simulator's, age [s] of the
-        memory's pose), NaN while the memory has no cube."""
+        memory's pose, how long [s] the memory has not seen the cube at that time), NaN
+        while the memory has no cube."""
         from sim_robot.scene import OBJECT_IDS
 
         objects = self.latest.get("/gsplat_scene/objects")
         cube = next((o for o in getattr(objects, "objects", []) if o.id == OBJECT_IDS["cube"]),
                     None)
         if cube is None:
-            return math.nan, math.nan
+            return math.nan, math.nan, math.nan
         xy = np.array([cube.pose.position.x, cube.pose.position.y])
         stamp = objects.header.stamp.sec + objects.header.stamp.nanosec * 1e-9
-        return float(np.linalg.norm(xy - self.truth()["cube"][0][:2])), self.now() - stamp
+        seen = cube.last_seen.sec + cube.last_seen.nanosec * 1e-9
+        return (float(np.linalg.norm(xy - self.truth()["cube"][0][:2])), self.now() - stamp,
+                stamp - seen)
 
     def true_error(self, task: str, target: np.ndarray) -> float:
         """The goal error on the simulator's ground truth: the cube's xy for a push, the
@@ -216,7 +220,7 @@ class DemoClient:
         if not result_future.done():
             return {"accepted": True, "success": False, "reason": "no result in time"}
         r = result_future.result().result
-        _, memory_error, memory_age = np.array(memory or [(math.nan,) * 3]).T
+        _, memory_error, memory_age, unseen = np.array(memory or [(math.nan,) * 4]).T
         return {"accepted": True, "planner_success": bool(r.success),
                 "reason": r.failure_reason, "iterations": int(r.iterations),
                 "elapsed_s": r.elapsed.sec + r.elapsed.nanosec * 1e-9,
@@ -226,6 +230,7 @@ class DemoClient:
                 "memory_error_max_m": float(np.nanmax(memory_error)),
                 "memory_age_mean_s": float(np.nanmean(memory_age)),
                 "memory_age_max_s": float(np.nanmax(memory_age)),
+                "memory_unseen_max_s": float(np.nanmax(unseen)),
                 "feedback": [(t, f.position_error) for t, f in feedback], "truth": truth,
                 "memory": memory}
 
@@ -242,11 +247,12 @@ def stage_durations(stamped: list) -> str:
 
 
 def memory_summary(run: dict) -> str:
-    """'0.0042 / 0.0180, 0.41 / 1.20' of a run's scene-memory figures, or ''."""
+    """'0.0042 / 0.0180, 0.41 / 1.20, 0.00' of a run's scene-memory figures, or ''."""
     if "memory_error_mean_m" not in run:
         return ""
     return (f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f}, "
-            f"{run['memory_age_mean_s']:.2f} / {run['memory_age_max_s']:.2f}")
+            f"{run['memory_age_mean_s']:.2f} / {run['memory_age_max_s']:.2f}, "
+            f"{run['memory_unseen_max_s']:.2f}")
 
 
 def write_outputs(output: Path, runs: list, frames: list) -> None:
@@ -260,7 +266,8 @@ def write_outputs(output: Path, runs: list, frames: list) -> None:
     (output / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# Planning demo on the simulated robot", "",
              "| task | success | final error [m] | sim time [s] | cycles | stages | "
-             "memory's cube: xy error mean / max [m], age mean / max [s] | note |",
+             "memory's cube: xy error mean / max [m], age mean / max [s], unseen max [s] | "
+             "note |",
              "|---|---|---|---|---|---|---|---|"]
     for r in report:
         lines.append(f"| {r['task']} | {r.get('success')} | "
@@ -279,17 +286,19 @@ def write_outputs(output: Path, runs: list, frames: list) -> None:
                 ax.plot(np.subtract(tt, t[0]), true, ls=":", color=line.get_color(),
                         label=f"{r['task']} (ground truth)")
             if r.get("memory"):
-                tm, error, age = np.array(r["memory"]).T
+                tm, error, age, unseen = np.array(r["memory"]).T
                 ax_memory.plot(tm - t[0], error, color=line.get_color(),
                                label=f"{r['task']}: xy error")
                 ax_age.plot(tm - t[0], age, ls=":", color=line.get_color(),
                             label=f"{r['task']}: age")
+                ax_age.plot(tm - t[0], unseen, ls="--", color=line.get_color(),
+                            label=f"{r['task']}: unseen")
     ax.axhline(0.02, color="grey", ls="--", lw=0.8, label="2 cm")
     ax.set_ylabel("goal error [m]")
     ax.legend()
     ax_memory.set_xlabel("sim time since the goal [s]")
     ax_memory.set_ylabel("memory's cube xy error [m]")
-    ax_age.set_ylabel("age of its pose [s] (dotted)")
+    ax_age.set_ylabel("age of its pose (dotted), time unseen (dashed) [s]")
     ax_memory.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(output / "errors.png", dpi=100)
@@ -375,7 +384,8 @@ def main(argv=None) -> int:
                 print(f"{task}: scene memory's cube xy error mean / max "
                       f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f} m, "
                       f"age of its pose mean / max {run['memory_age_mean_s']:.2f} / "
-                      f"{run['memory_age_max_s']:.2f} s", flush=True)
+                      f"{run['memory_age_max_s']:.2f} s, unseen for up to "
+                      f"{run['memory_unseen_max_s']:.2f} s", flush=True)
             runs.append(run)
         write_outputs(args.output, runs, frames)
         print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")

@@ -33,6 +33,7 @@ def test_demo_reaches_and_writes_its_report(tmp_path):
     # The arm does not touch the cube: the memory holds it where it stands, and fresh.
     assert report[0]["memory_error_max_m"] < 0.03, report
     assert 0.0 <= report[0]["memory_age_mean_s"] < 3.0, report
+    assert 0.0 <= report[0]["memory_unseen_max_s"] < 15.0, report
     for name in ("report.md", "errors.png", "demo.gif"):
         assert (out / name).stat().st_size > 100, name
 

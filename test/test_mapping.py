@@ -125,6 +125,21 @@ def test_caps_and_bad_frames():
     assert not (memory.gaussians.labels == OBJECT_IDS["cube"]).any()
 
 
+def test_refine_stops_early_when_asked():
+    """The node cuts a frame's optimisation short when a newer frame waits: one step, then
+    the rest of refine (densify, prune, keyframes) as usual."""
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
+    memory = SceneMemory(MappingConfig(iterations=5, max_gaussians=20_000))
+    first, second = (to_frame(v) for v in sweep(sim, 2))
+    memory.integrate(first)
+    asked = []
+    stats = memory.refine(memory.track(second), lambda: asked.append(1) or True)
+    assert len(asked) == 1 and stats.num_gaussians == len(memory) and stats.loss > 0
+    asked.clear()
+    memory.refine(memory.track(second), lambda: asked.append(1) and False)
+    assert len(asked) == 5
+
+
 def test_bounds_keep_the_map_inside_the_workspace():
     sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), W, H)
     lo, hi = (-0.3, -0.7, -0.05), (1.1, 0.7, 0.8)

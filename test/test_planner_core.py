@@ -286,15 +286,21 @@ def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
     assert float(wound_up[0]) == pytest.approx((0.5 - scene.push_speed) / 5, rel=1e-3)
 
 
-def test_mpc_reaches_a_pose_on_the_simulated_robot():
-    """Closed loop in one process, static world model (reach needs only the arm)."""
+def closed_loop_episode(model: str, task: str, seed: int, timeout_s: float, **options):
+    """(start error [m], EpisodeResult, planner) of one seeded episode in one process."""
     config = PlannerConfig(horizon=16, sampling=SamplerConfig(samples=96, iterations=3,
                                                               elites=12))
-    planner = build_planner("static", DEFAULT_CHECKPOINT, config)
+    planner = build_planner(model, DEFAULT_CHECKPOINT, config)
     sim = PandaSim(Scenario(), 64, 48)
-    goal = closed_loop.sample_goal("reach", sim.object_poses(), np.random.default_rng(1))
+    goal = closed_loop.sample_goal(task, sim.object_poses(), np.random.default_rng(seed))
     start_error = closed_loop.current_error(goal, sim)[0]
-    result = closed_loop.run_episode(sim, planner, goal, "reach", 1, timeout_s=6.0)
+    return start_error, closed_loop.run_episode(sim, planner, goal, task, seed,
+                                                timeout_s=timeout_s, **options), planner
+
+
+def test_mpc_reaches_a_pose_on_the_simulated_robot():
+    """Closed loop in one process, static world model (reach needs only the arm)."""
+    start_error, result, planner = closed_loop_episode("static", "reach", 1, 6.0)
     assert result.success, (start_error, result.position_error, result.orientation_error)
     assert result.position_error < 0.02 < start_error
     assert np.all(result.peak_acceleration <= planner.limits.acceleration.numpy() * 1.01)
@@ -305,14 +311,8 @@ def test_mpc_pushes_the_cube_though_it_sees_it_a_second_late():
     """Closed loop in one process, learned model, the objects seen 1 s late (a camera and
     scene memory's latency): the planner judges the goal on what it sees, and the push must
     hold on the truth when it stops."""
-    config = PlannerConfig(horizon=16, sampling=SamplerConfig(samples=96, iterations=3,
-                                                              elites=12))
-    planner = build_planner("learned", DEFAULT_CHECKPOINT, config)
-    sim = PandaSim(Scenario(), 64, 48)
-    goal = closed_loop.sample_goal("push", sim.object_poses(), np.random.default_rng(2))
-    start_error = closed_loop.current_error(goal, sim)[0]
-    result = closed_loop.run_episode(sim, planner, goal, "push", 2, timeout_s=12.0,
-                                     object_latency_s=1.0)
+    start_error, result, _ = closed_loop_episode("learned", "push", 2, 12.0,
+                                                 object_latency_s=1.0)
     assert result.success, (start_error, result.position_error, result.time_s)
     assert result.position_error < 0.02 < start_error
 

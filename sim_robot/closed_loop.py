@@ -31,6 +31,10 @@ from sim_robot.trajectory_follower import JointTrajectoryFollower
 from world_model_node.predictor import WorldState
 
 TASKS = ("reach", "push")
+# What the scene memory needs to track an object: its mapping.MappingConfig.min_object_pixels
+# in the simulated robot's 320x240 camera image.
+VIEW_SIZE = (320, 240)
+MIN_VISIBLE_PIXELS = 40
 
 
 @dataclass
@@ -46,6 +50,7 @@ class EpisodeResult:
     peak_acceleration: np.ndarray | None = None    # (J,) rad/s^2 commanded
     peak_jerk: np.ndarray | None = None            # (J,) rad/s^3 commanded
     frames: list = field(default_factory=list)     # (rgb, plan) per cycle when recording
+    hidden_s: float = 0.0          # sim time the goal's object was hidden (with occlusion)
 
 
 def sample_goal(task: str, poses: dict, rng: np.random.Generator) -> Goal:
@@ -109,6 +114,13 @@ def within_tolerance(goal: Goal, error: tuple) -> bool:
         or angle <= goal.orientation_tolerance)
 
 
+def shown(sim: PandaSim, object_ids: list) -> torch.Tensor:
+    """(K,) bool: the camera shows at least MIN_VISIBLE_PIXELS pixels of each object."""
+    instances = sim.render(*VIEW_SIZE)[2]
+    return torch.tensor([int((instances == i).sum()) >= MIN_VISIBLE_PIXELS
+                         for i in object_ids])
+
+
 def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float, plan,
               execute_steps: int) -> None:
     """Queue the plan's first knots and a braking tail, starting at `now`."""
@@ -122,12 +134,14 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
                 scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
                 settle_cycles: int = 2, record: bool = False,
-                object_latency_s: float = 0.0) -> EpisodeResult:
+                object_latency_s: float = 0.0, occlusion: bool = False) -> EpisodeResult:
     """Plan and execute until the goal holds for settle_cycles cycles (as the planner sees
     it) or timeout_s passes; success: it held, and it holds on the truth at the end.
 
     object_latency_s: the planner sees the objects as they were that long ago (a camera and
-    scene memory's latency), and judges the goal on them as planner_node does."""
+    scene memory's latency), and judges the goal on them as planner_node does; occlusion:
+    an object the camera shows at fewer than MIN_VISIBLE_PIXELS pixels (the arm hides it)
+    stays where it was last seen, as in the scene memory."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -142,16 +156,25 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     held = 0
     last_acc = None
-    seen = collections.deque()      # (time, WorldState) of the objects as perceived
+    seen = collections.deque()      # (time, WorldState, (K,) shown) as the camera saw them
+    perceived = None                # (positions, rotations) last seen, as the planner has them
     while sim.time - t0 < timeout_s:
         now = sim.time
         world = world_state(sim)
-        seen.append((now, world))
+        seen.append((now, world, shown(sim, world.object_ids) if occlusion else None))
         while len(seen) > 1 and seen[1][0] <= now - object_latency_s + 1e-9:
             seen.popleft()
-        old = seen[0][1]
-        world = replace(world, object_positions=old.object_positions,
-                        object_rotations=old.object_rotations)
+        _, old, visible = seen[0]
+        if perceived is None:
+            perceived = (old.object_positions.clone(), old.object_rotations.clone())
+        update = torch.ones(len(old.object_ids), dtype=torch.bool) if visible is None \
+            else visible
+        perceived[0][update], perceived[1][update] = (old.object_positions[update],
+                                                      old.object_rotations[update])
+        if goal.kind == OBJECT and not bool(update[old.object_ids.index(goal.object_id)]):
+            result.hidden_s += cycle
+        world = replace(world, object_positions=perceived[0].clone(),
+                        object_rotations=perceived[1].clone())
         error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
                            world.object_rotations)
         held = held + 1 if within_tolerance(goal, error) else 0

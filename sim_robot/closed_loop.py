@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from planner_node.actions import executed_knots
 from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
+from gsplat_scene.mapping import MappingConfig
 from planner_node.mpc import MPCPlanner
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
@@ -31,10 +32,7 @@ from sim_robot.trajectory_follower import JointTrajectoryFollower
 from world_model_node.predictor import WorldState
 
 TASKS = ("reach", "push")
-# What the scene memory needs to track an object: its mapping.MappingConfig.min_object_pixels
-# in the simulated robot's 320x240 camera image.
-VIEW_SIZE = (320, 240)
-MIN_VISIBLE_PIXELS = 40
+VIEW_SIZE = (320, 240)    # the simulated robot's camera image, as the scene memory maps it
 
 
 @dataclass
@@ -114,11 +112,38 @@ def within_tolerance(goal: Goal, error: tuple) -> bool:
         or angle <= goal.orientation_tolerance)
 
 
-def shown(sim: PandaSim, object_ids: list) -> torch.Tensor:
-    """(K,) bool: the camera shows at least MIN_VISIBLE_PIXELS pixels of each object."""
-    instances = sim.render(*VIEW_SIZE)[2]
-    return torch.tensor([int((instances == i).sum()) >= MIN_VISIBLE_PIXELS
-                         for i in object_ids])
+class PerceivedObjects:
+    """The objects as a camera-fed scene memory gives them: `latency_s` late and, with
+    occlusion, each held where it was last seen while the camera (VIEW_SIZE) shows fewer
+    pixels of it than the memory needs to track it (MappingConfig.min_object_pixels)."""
+
+    def __init__(self, latency_s: float = 0.0, occlusion: bool = False):
+        self.latency_s, self.occlusion = latency_s, occlusion
+        self.min_pixels = MappingConfig().min_object_pixels
+        self._frames = collections.deque()   # (time, WorldState, (K,) shown)
+        self._poses = None                   # (positions, rotations) as last seen
+
+    def _shown(self, sim: PandaSim, object_ids: list) -> torch.Tensor:
+        instances = sim.render(*VIEW_SIZE)[2]
+        return torch.tensor([int((instances == i).sum()) >= self.min_pixels
+                             for i in object_ids])
+
+    def see(self, sim: PandaSim, world: WorldState) -> tuple[WorldState, torch.Tensor]:
+        """world (the truth at sim.time) with the objects as perceived, and (K,) whether
+        each was seen in the frame that shows."""
+        now = sim.time
+        shown = self._shown(sim, world.object_ids) if self.occlusion else \
+            torch.ones(len(world.object_ids), dtype=torch.bool)
+        self._frames.append((now, world, shown))
+        while len(self._frames) > 1 and self._frames[1][0] <= now - self.latency_s + 1e-9:
+            self._frames.popleft()
+        _, old, seen = self._frames[0]
+        if self._poses is None:
+            self._poses = (old.object_positions.clone(), old.object_rotations.clone())
+        self._poses[0][seen] = old.object_positions[seen]
+        self._poses[1][seen] = old.object_rotations[seen]
+        return replace(world, object_positions=self._poses[0].clone(),
+                       object_rotations=self._poses[1].clone()), seen
 
 
 def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float, plan,
@@ -140,8 +165,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
 
     object_latency_s: the planner sees the objects as they were that long ago (a camera and
     scene memory's latency), and judges the goal on them as planner_node does; occlusion:
-    an object the camera shows at fewer than MIN_VISIBLE_PIXELS pixels (the arm hides it)
-    stays where it was last seen, as in the scene memory."""
+    an object the camera shows at too few pixels to track (the arm hides it) stays where it
+    was last seen, as in the scene memory (PerceivedObjects)."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -156,25 +181,12 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     held = 0
     last_acc = None
-    seen = collections.deque()      # (time, WorldState, (K,) shown) as the camera saw them
-    perceived = None                # (positions, rotations) last seen, as the planner has them
+    perception = PerceivedObjects(object_latency_s, occlusion)
     while sim.time - t0 < timeout_s:
         now = sim.time
-        world = world_state(sim)
-        seen.append((now, world, shown(sim, world.object_ids) if occlusion else None))
-        while len(seen) > 1 and seen[1][0] <= now - object_latency_s + 1e-9:
-            seen.popleft()
-        _, old, visible = seen[0]
-        if perceived is None:
-            perceived = (old.object_positions.clone(), old.object_rotations.clone())
-        update = torch.ones(len(old.object_ids), dtype=torch.bool) if visible is None \
-            else visible
-        perceived[0][update], perceived[1][update] = (old.object_positions[update],
-                                                      old.object_rotations[update])
-        if goal.kind == OBJECT and not bool(update[old.object_ids.index(goal.object_id)]):
+        world, seen = perception.see(sim, world_state(sim))
+        if goal.kind == OBJECT and not bool(seen[world.object_ids.index(goal.object_id)]):
             result.hidden_s += cycle
-        world = replace(world, object_positions=perceived[0].clone(),
-                        object_rotations=perceived[1].clone())
         error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
                            world.object_rotations)
         held = held + 1 if within_tolerance(goal, error) else 0

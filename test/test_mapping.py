@@ -133,10 +133,16 @@ def test_refine_stops_early_when_asked():
     first, second = (to_frame(v) for v in sweep(sim, 2))
     memory.integrate(first)
     asked = []
-    stats = memory.refine(memory.track(second), lambda: asked.append(1) or True)
+
+    def stop_when(answer):
+        def stop():
+            asked.append(answer)
+            return answer
+        return stop
+    stats = memory.refine(memory.track(second), stop_when(True))
     assert len(asked) == 1 and stats.num_gaussians == len(memory) and stats.loss > 0
     asked.clear()
-    memory.refine(memory.track(second), lambda: asked.append(1) and False)
+    memory.refine(memory.track(second), stop_when(False))
     assert len(asked) == 5
 
 

@@ -7,8 +7,9 @@ the cube to a point 6-14 cm away, within 2 cm) and runs the planner until the go
 the timeout. Push is run twice: with the learned world model, and with the `static` one (the
 baseline: the same planner and costs, objects that never move), and once more seeing the
 objects as a camera-fed scene memory gives them: `--delay` seconds late, and held where
-last seen while the camera (320x240) shows fewer than 40 pixels of them, as when the arm
-hides them (the planner judges the goal on what it sees; success is judged on the truth).
+last seen while none of `--cameras` (320x240; the main job's scene memory maps both) shows
+40 pixels of them, as when the arm hides them (the planner judges the goal on what it
+sees; success is judged on the truth).
 Figures:
   reach_success, push_success, static_push_success   share of episodes that succeeded
   reach_time_s, push_time_s                           mean sim time of the successful ones
@@ -21,7 +22,7 @@ Figures:
   episodes, samples, horizon, iterations, device
 
     python benchmarks/closed_loop.py [--quick] [--json PATH] [--episodes N] [--delay S]
-                                     [--device cuda]
+                                     [--cameras camera,side_camera] [--device cuda]
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ from benchmarks.report import report  # noqa: E402
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK  # noqa: E402
 from planner_node.mpc import PlannerConfig, build_planner  # noqa: E402
 from planner_node.samplers import SamplerConfig  # noqa: E402
-from sim_robot.closed_loop import run_episode, sample_goal  # noqa: E402
+from sim_robot.closed_loop import PerceivedObjects, run_episode, sample_goal  # noqa: E402
 from sim_robot.scenario import Perturbation, Scenario  # noqa: E402
+from sim_robot.scene import CAMERA_NAMESPACES  # noqa: E402
 from sim_robot.sim import PandaSim  # noqa: E402
 
 CHECKPOINT = REPO / "models" / "world_model"
@@ -53,16 +55,17 @@ SCENARIO = replace(Scenario(), perturbation=Perturbation(object_shift=0.05,
 
 
 def run(task: str, model: str, episodes: int, config: PlannerConfig, device,
-        delay: float = 0.0, occlusion: bool = False) -> list:
+        delay: float = 0.0, cameras: tuple | None = None) -> list:
     planner = build_planner(model, CHECKPOINT, config, device=device)
     sim = PandaSim(Scenario(), 64, 48)
     results = []
-    label = f"{model}, perceived ({delay:g} s late, hidden)" if occlusion else model
+    label = f"{model}, perceived ({delay:g} s late, hidden from {'+'.join(cameras)})" \
+        if cameras else model
     for seed in range(episodes):
         sim.reset(SCENARIO.perturbed(seed))
         goal = sample_goal(task, sim.object_poses(), np.random.default_rng(seed))
         r = run_episode(sim, planner, goal, task, seed, timeout_s=TIMEOUT_S[task],
-                        object_latency_s=delay, occlusion=occlusion)
+                        perception=PerceivedObjects(delay, cameras) if cameras else None)
         print(f"{task} {label} seed {seed}: success {r.success}, error "
               f"{r.position_error:.4f} m, {r.time_s:.1f} s, "
               f"{np.mean(r.plan_ms):.0f} ms/cycle", flush=True)
@@ -78,12 +81,19 @@ def main():
     ap.add_argument("--delay", type=float, default=0.5,
                     help="how late [s] the perceived run sees the objects (default 0.5, the "
                          "main job's mean scene-memory pose age)")
+    ap.add_argument("--cameras", default="camera,side_camera",
+                    help="cameras whose views the perceived run's objects hide from "
+                         "(default both of the simulated robot's, as in the main job)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     if args.episodes is not None and args.episodes < 1:
         ap.error("--episodes must be at least 1")
     if not 0.0 <= args.delay <= 10.0:
         ap.error("--delay must lie in [0, 10] s")
+    names = [c for c in args.cameras.split(",") if c]
+    if not names or any(c not in CAMERA_NAMESPACES for c in names):
+        ap.error(f"--cameras: a comma-separated list of {', '.join(CAMERA_NAMESPACES)}")
+    cameras = tuple(CAMERA_NAMESPACES[c] for c in names)
     device = torch.device(args.device)
     episodes = args.episodes or (1 if args.quick else 50)
     samples = 1024 if device.type == "cuda" else (48 if args.quick else 128)
@@ -92,7 +102,7 @@ def main():
     reach = run("reach", "learned", episodes, config, device)
     push = run("push", "learned", episodes, config, device)
     static = run("push", "static", episodes, config, device)
-    perceived = run("push", "learned", episodes, config, device, args.delay, occlusion=True)
+    perceived = run("push", "learned", episodes, config, device, args.delay, cameras)
 
     def share(rs):
         return float(np.mean([r.success for r in rs]))
@@ -112,6 +122,7 @@ def main():
         "static_push_final_error_m": float(np.mean([r.position_error for r in static])),
         "perceived_push_success": share(perceived), "object_delay_s": args.delay,
         "perceived_hidden_s": float(np.mean([r.hidden_s for r in perceived])),
+        "perceived_cameras": "+".join(names),
         "plan_cycle_ms": float(np.mean([np.mean(r.plan_ms) for r in push])),
         "peak_acceleration_ratio": float(np.max(peak_acc / np.array(PANDA_ACCELERATION))),
         "peak_jerk_ratio": float(np.max(peak_jerk / np.array(PANDA_JERK))),

@@ -36,7 +36,8 @@ def look_at_camera(position, look_at, width: int, height: int,
 
 
 def frame_from_messages(rgb_msg, depth_msg, info_msg, cam_to_world, stamp: float,
-                        instances_msg=None, downscale: int = 1) -> Frame:
+                        instances_msg=None, downscale: int = 1,
+                        camera: str | None = None) -> Frame:
     """Decode and check one matched set of camera messages.
 
     Args:
@@ -45,6 +46,7 @@ def frame_from_messages(rgb_msg, depth_msg, info_msg, cam_to_world, stamp: float
         cam_to_world: (4, 4) optical frame in the world frame.
         instances_msg: optional instance-id image of the same size.
         downscale: integer subsampling (keeps depth values and ids exact).
+        camera: the camera's name in the memory (default: the colour image's frame_id).
     Raises:
         ValueError: naming what is wrong (encoding, size mismatch, invalid K, no valid depth).
     """
@@ -74,4 +76,5 @@ def frame_from_messages(rgb_msg, depth_msg, info_msg, cam_to_world, stamp: float
                  torch.tensor(K, dtype=torch.float32),
                  torch.tensor(np.asarray(cam_to_world), dtype=torch.float32),
                  None if instances is None else
-                 torch.from_numpy(instances.astype(np.int64)), stamp)
+                 torch.from_numpy(instances.astype(np.int64)), stamp,
+                 rgb_msg.header.frame_id if camera is None else camera)

@@ -123,6 +123,8 @@ class Frame:
 
     rgb (H, W, 3) uint8 or float in [0, 1]; depth (H, W) float metres (NaN/0 = invalid);
     K (3, 3) pinhole (OpenCV convention); cam_to_world (4, 4); instances (H, W) int ids or None.
+    camera names the camera it came from (its optical frame): with several cameras, each
+    camera's view of an object is compared with that same camera's earlier views.
     """
     rgb: torch.Tensor
     depth: torch.Tensor
@@ -130,6 +132,7 @@ class Frame:
     cam_to_world: torch.Tensor
     instances: torch.Tensor | None = None
     stamp: float = 0.0
+    camera: str = ""
 
 
 @dataclass
@@ -146,11 +149,18 @@ class ObjectRecord:
     # only when the agreement drops below this, not on every frame.
     agreement: float = 1.0
     settling: int = 0           # frames left of refinement after the last motion
-    seen_from: torch.Tensor | None = None  # (4, 4) camera pose when last seen
+    # Camera name -> (4, 4) pose of that camera when it last saw the object.
+    seen_from: dict = field(default_factory=dict)
     moved: bool = False         # tracked at least once: its axes follow the motion since
-    # Share of its Gaussians the latest frame shows as the object: below 1 where something
-    # (the robot's hand) hides it or it is out of view, and its pose may be stale.
-    visible: float = 0.0
+    # Camera name -> share of its Gaussians that camera's latest frame shows as the object.
+    visible_in: dict = field(default_factory=dict)
+
+    @property
+    def visible(self) -> float:
+        """Share of the object the latest frames show (the best camera's): below 1 where
+        something (the robot's hand) hides it or it is out of view, and its pose may be
+        stale."""
+        return max(self.visible_in.values(), default=0.0)
 
 
 @dataclass
@@ -380,7 +390,7 @@ class SceneMemory:
         h, w = depth.shape
         rendered = self._render_depth(K, c2w, w, h)
         tracked, glimpsed = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
-                                                frame.stamp)
+                                                frame.stamp, frame.camera)
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         # A glimpse of an object (too little of it to track) may show it where it has moved
@@ -388,7 +398,7 @@ class SceneMemory:
         valid &= ~torch.isin(labels, torch.tensor(sorted(glimpsed), dtype=labels.dtype,
                                                   device=self.device))
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
-        self._update_visibility(labels, K, c2w)
+        self._update_visibility(labels, K, c2w, frame.camera)
         self._refresh_objects()
         self.frames_integrated += 1
         view = self._training_view(rgb, depth, seen & inside, seen & ~inside, labels, K, c2w)
@@ -472,7 +482,7 @@ class SceneMemory:
         return torch.stack([inner.sum((1, 2)), (inner & agree).sum((1, 2))], dim=1)
 
     def _track_objects(self, points, depth, valid, labels, rendered, K, c2w,
-                       stamp) -> tuple[dict, set]:
+                       stamp, camera) -> tuple[dict, set]:
         """Re-align each seen object that the map no longer renders where it is observed.
         Returns ({id: motion [m]} of the objects moved, the ids of objects glimpsed: seen at
         fewer than min_object_pixels pixels, too few to track).
@@ -508,10 +518,10 @@ class SceneMemory:
             record.last_seen = stamp
             agreement = n_agree / max(n_inner, 1)
             in_place = min(cfg.track_agreement, record.agreement - 0.1)
-            still = _camera_still(record.seen_from, c2w, cfg.refine_camera_motion)
+            still = _camera_still(record.seen_from.get(camera), c2w, cfg.refine_camera_motion)
             settling = (touch or record.settling > 0) and still
             record.settling = max(0, record.settling - 1)
-            record.seen_from = c2w
+            record.seen_from[camera] = c2w
             if n_inner == 0 or (agreement >= in_place and not settling):
                 continue  # the map shows the object where it is
             in_memory = self.gaussians.labels == oid
@@ -536,9 +546,10 @@ class SceneMemory:
             moved[oid] = self._move_object(record, in_memory, *found, observed)
         return moved, glimpsed
 
-    def _update_visibility(self, labels, K, c2w) -> None:
-        """Each object's `visible`: the share of its Gaussians' centres that project into
-        the frame onto its own mask (within a pixel: centres on the rim fall just outside)."""
+    def _update_visibility(self, labels, K, c2w, camera: str) -> None:
+        """Each object's `visible_in[camera]`: the share of its Gaussians' centres that
+        project into the frame onto its own mask (within a pixel: centres on the rim fall
+        just outside)."""
         if not self.objects:
             return
         h, w = labels.shape
@@ -554,7 +565,7 @@ class SceneMemory:
         counts = torch.bincount(slot, minlength=len(ids))
         hits = torch.bincount(slot, weights=shown.float(), minlength=len(ids))
         for oid, n, hit in zip(ids.tolist(), counts.tolist(), hits.tolist()):
-            self.objects[oid].visible = hit / n if n else 0.0
+            self.objects[oid].visible_in[camera] = hit / n if n else 0.0
 
     def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from

@@ -1,21 +1,25 @@
 """ROS 2 lifecycle node `gsplat_scene`: the Gaussian-splat scene memory on a live graph.
 
-Subscribes colour, depth (32FC1 metres or 16UC1 millimetres), camera_info and an optional
-instance mask (sensor-data QoS, approximate stamp sync); takes the camera pose from tf2 where
-it exists, else from a PoseStamped topic, else from the static `camera_pose` parameter.
+Subscribes, for each camera namespace NS in `cameras`, NS/color/image_raw, NS/depth/image_raw
+(32FC1 metres or 16UC1 millimetres), NS/color/camera_info and an optional
+NS/instances/image_raw mask (sensor-data QoS, approximate stamp sync per camera); takes each
+camera's pose from tf2 where it exists, else from NS/pose (PoseStamped), else (one camera
+only) from the static `camera_pose` parameter.
 Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
 octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
 Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
 
-A worker thread takes the newest frame, tracks the objects in it and publishes them at once
-(stamped with the frame's time), then optimises the map against it only if no newer frame
-is waiting: where mapping is slower than the camera (a CPU), the objects keep up and the
-map's refinement waits for quieter moments.
+A worker thread takes the newest frame of each camera in turn (the oldest of those waiting
+first), tracks the objects in it and publishes them at once (stamped with the frame's time),
+then optimises the map against it only if no other frame is waiting: where mapping is slower
+than the cameras (a CPU), the objects keep up and the map's refinement waits for quieter
+moments. Further cameras see what the arm hides from the first: their frames are taken
+while the first camera's latest frame hides an object, and otherwise once per
+`extra_camera_period` to map what the first camera does not see.
 """
 from __future__ import annotations
 
 import math
-import queue
 import threading
 import time
 
@@ -39,6 +43,8 @@ from ros_io.params import ranged, report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
+
+HIDDEN_BELOW = 0.8   # share of an object a frame shows (ObjectRecord.visible_in) when hidden
 
 try:  # tf2 is on every robot; not installable here
     import tf2_ros
@@ -92,12 +98,20 @@ class SceneNode(ManagedNode):
         p("device", "cpu", ParameterDescriptor(
             description="Torch device of the memory (cpu, cuda, cuda:N)", read_only=True))
         p("world_frame", "world", ParameterDescriptor(description="Map frame", read_only=True))
+        p("cameras", ["camera"], ParameterDescriptor(
+            description="Camera namespaces: NS/color/image_raw, NS/depth/image_raw, "
+                        "NS/color/camera_info, NS/instances/image_raw, NS/pose",
+            read_only=True))
         p("camera_pose_source", "auto", ParameterDescriptor(
             description="auto (tf2 if present, else topic), tf, topic or static",
             read_only=True))
         p("camera_pose", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], ParameterDescriptor(
             description="Static camera optical-frame pose in the world: x y z qx qy qz qw",
             read_only=True))
+        p("extra_camera_period", 2.0, ranged(
+            "Frames of the cameras after the first are integrated while the first one's "
+            "latest frame hides an object (shows less than 80 % of it), else once per this "
+            "period [s] to map what the first does not see (0 = every frame)", 0.0, 3600.0))
         p("max_gaussians", 300_000, ranged("Hard cap on Gaussians", 1000, 50_000_000, True,
                                            read_only=True))
         p("max_memory_mb", 1024.0, ranged("Hard cap on map memory [MB]", 1.0, 1e6,
@@ -137,7 +151,10 @@ class SceneNode(ManagedNode):
         self.memory: SceneMemory | None = None
         self._active = False
         self._lock = threading.Lock()
-        self._frames: queue.Queue = queue.Queue(maxsize=1)
+        self._pending: dict = {}   # camera -> its newest frame not yet integrated
+        self._integrated_at: dict = {}   # camera -> stamp of its last integrated frame
+        self.frames_skipped = 0    # extra cameras' frames not needed (extra_camera_period)
+        self._frame_ready = threading.Condition()
         self._warned: dict[str, float] = {}
         self.frames_dropped = 0
         self.frames_integrated = 0
@@ -173,9 +190,20 @@ class SceneNode(ManagedNode):
         self.pose_source = prm("camera_pose_source")
         if self.pose_source == "auto":
             self.pose_source = "tf" if tf2_ros is not None else "topic"
+        self.cameras = list(prm("cameras"))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras) or \
+                not all(c.strip("/") for c in self.cameras):
+            self.get_logger().error(f"cameras must be distinct non-empty namespaces, got "
+                                    f"{self.cameras}")
+            return TransitionCallbackReturn.FAILURE
+        if self.pose_source == "static" and len(self.cameras) > 1:
+            self.get_logger().error("camera_pose_source 'static' holds one camera's pose; "
+                                    f"{len(self.cameras)} cameras need tf or pose topics")
+            return TransitionCallbackReturn.FAILURE
         # A pose topic is one more stream of the frame; tf and static poses are looked up.
         streams = ["rgb", "depth", "info"] + (["pose"] if self.pose_source == "topic" else [])
-        self.sync = FrameSync(streams, ["instances"], slop=prm("sync_slop"))
+        self.syncs = {ns: FrameSync(streams, ["instances"], slop=prm("sync_slop"))
+                      for ns in self.cameras}
         if self.pose_source == "tf" and tf2_ros is None:
             self.get_logger().error("camera_pose_source 'tf' but tf2_ros is not installed")
             return TransitionCallbackReturn.FAILURE
@@ -186,17 +214,17 @@ class SceneNode(ManagedNode):
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
         sensor = qos_profile_sensor_data
-        self.scene_subs = [
-            self.create_subscription(Image, "camera/color/image_raw",
-                                     lambda m: self._on_stream("rgb", m), sensor),
-            self.create_subscription(Image, "camera/depth/image_raw",
-                                     lambda m: self._on_stream("depth", m), sensor),
-            self.create_subscription(CameraInfo, "camera/color/camera_info",
-                                     lambda m: self._on_stream("info", m), sensor),
-            self.create_subscription(Image, "camera/instances/image_raw",
-                                     lambda m: self._on_stream("instances", m), sensor),
-            self.create_subscription(PoseStamped, "camera/pose", self._on_pose, 10),
-        ]
+        self.scene_subs = []
+        for ns in self.cameras:
+            for cls, topic, stream in [(Image, "color/image_raw", "rgb"),
+                                       (Image, "depth/image_raw", "depth"),
+                                       (CameraInfo, "color/camera_info", "info"),
+                                       (Image, "instances/image_raw", "instances")]:
+                self.scene_subs.append(self.create_subscription(
+                    cls, f"{ns}/{topic}", lambda m, c=ns, s=stream: self._on_stream(c, s, m),
+                    sensor))
+            self.scene_subs.append(self.create_subscription(
+                PoseStamped, f"{ns}/pose", lambda m, c=ns: self._on_pose(c, m), 10))
         self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/gaussians", 1)
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
@@ -212,14 +240,16 @@ class SceneNode(ManagedNode):
         self._running = True
         self._worker = threading.Thread(target=self._integrate_loop, daemon=True)
         self._worker.start()
-        self.get_logger().info(f"configured on {device}, camera pose from {self.pose_source}")
+        self.get_logger().info(f"configured on {device}, cameras {', '.join(self.cameras)}, "
+                               f"camera poses from {self.pose_source}")
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
         self._active = False
         self._running = False
         if getattr(self, "_worker", None) is not None:
-            self._frames.put(None) if self._frames.empty() else None
+            with self._frame_ready:
+                self._frame_ready.notify_all()
             self._worker.join(timeout=5.0)
             self._worker = None
         for sub in getattr(self, "scene_subs", []):
@@ -239,38 +269,72 @@ class SceneNode(ManagedNode):
             self._warned[key] = now
             self.get_logger().warning(text)
 
-    def _on_pose(self, msg: PoseStamped) -> None:
+    def _on_pose(self, camera: str, msg: PoseStamped) -> None:
         p, q = msg.pose.position, msg.pose.orientation
         values = [p.x, p.y, p.z, q.x, q.y, q.z, q.w]
         if not all(math.isfinite(v) for v in values) or abs(np.linalg.norm(values[3:]) - 1) > 1e-3:
-            self._warn("pose", "dropped camera pose: not finite or not a unit quaternion")
+            self._warn("pose", f"dropped {camera} pose: not finite or not a unit quaternion")
             return
         if self.pose_source == "topic":
-            self._on_stream("pose", msg)
+            self._on_stream(camera, "pose", msg)
 
-    def _on_stream(self, stream: str, msg) -> None:
+    def _on_stream(self, camera: str, stream: str, msg) -> None:
         if not self._active:
             return
-        matched = self.sync.add(stream, to_seconds(msg.header.stamp), msg)
+        sync = self.syncs[camera]
+        matched = sync.add(stream, to_seconds(msg.header.stamp), msg)
         if matched is None:
-            missing = self.sync.unmatched() if stream == "rgb" else []
+            missing = sync.unmatched() if stream == "rgb" else []
             if missing:
                 self.frames_dropped += 1
-                self._warn("frame", f"dropped frame: no {', '.join(missing)} within "
-                                    f"{self.sync.slop} s of the colour image")
+                self._warn("frame", f"dropped {camera} frame: no {', '.join(missing)} within "
+                                    f"{sync.slop} s of the colour image")
             return
         try:
-            frame = self._to_frame(matched)
+            frame = self._to_frame(camera, matched)
         except ValueError as err:
             self.frames_dropped += 1
-            self._warn("frame", f"dropped frame: {err}")
+            self._warn("frame", f"dropped {camera} frame: {err}")
             return
-        try:  # the worker takes the newest frame; an unprocessed older one is replaced
-            self._frames.get_nowait()
-            self.frames_dropped += 1
-        except queue.Empty:
-            pass
-        self._frames.put(frame)
+        with self._frame_ready:  # an unprocessed older frame of this camera is replaced
+            if camera in self._pending:
+                self.frames_dropped += 1
+            self._pending[camera] = frame
+            self._frame_ready.notify()
+
+    def _frame_waiting(self) -> bool:
+        """A frame the worker will integrate waits."""
+        return any(self._needed(c, f.stamp) for c, f in list(self._pending.items()))
+
+    def _next_frame(self) -> Frame | None:
+        """The oldest of the cameras' newest frames that is needed (`_needed`), once there
+        is one (None on shutdown)."""
+        while True:
+            with self._frame_ready:
+                while self._running and not self._pending:
+                    self._frame_ready.wait(timeout=0.5)
+                if not self._running:
+                    return None
+                camera = min(self._pending, key=lambda c: self._pending[c].stamp)
+                frame = self._pending.pop(camera)
+            if self._needed(camera, frame.stamp):
+                self._integrated_at[camera] = frame.stamp
+                return frame
+            self.frames_skipped += 1
+
+    def _needed(self, camera: str, stamp: float) -> bool:
+        """Every frame of the first camera; another camera's while the first one's latest
+        frame hides an object, or when its own last integrated frame is a period old. On a
+        CPU each frame costs as much as the cameras' frame interval: the extra views are
+        spent where they see what the first camera cannot."""
+        period = self.get_parameter("extra_camera_period").value
+        if camera == self.cameras[0] or period == 0:
+            return True
+        if stamp - self._integrated_at.get(camera, -math.inf) >= period:
+            return True
+        memory, first = self.memory, self.cameras[0]
+        return memory is not None and any(r.visible_in.get(first, 0.0) < HIDDEN_BELOW
+                                          for r in list(memory.objects.values()))
 
     def _camera_pose(self, stamp: float, frame_id: str, matched) -> np.ndarray:
         if self.pose_source == "topic":
@@ -289,7 +353,7 @@ class SceneNode(ManagedNode):
             tr, rot = t.transform.translation, t.transform.rotation
             return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
 
-    def _to_frame(self, matched) -> Frame:
+    def _to_frame(self, camera: str, matched) -> Frame:
         stamp, rgb_msg = matched["rgb"]
         now = self.get_clock().now().nanoseconds * 1e-9
         age = now - stamp
@@ -298,12 +362,12 @@ class SceneNode(ManagedNode):
         c2w = self._camera_pose(stamp, rgb_msg.header.frame_id, matched)
         return frame_from_messages(rgb_msg, matched["depth"][1], matched["info"][1], c2w, stamp,
                                    matched["instances"][1] if "instances" in matched else None,
-                                   self.get_parameter("downscale").value)
+                                   self.get_parameter("downscale").value, camera)
 
     def _integrate_loop(self) -> None:
         while self._running:
-            frame = self._frames.get()
-            if frame is None or not self._running:
+            frame = self._next_frame()
+            if frame is None:
                 return
             with self._lock:
                 if self.memory is None:
@@ -318,7 +382,7 @@ class SceneNode(ManagedNode):
             self.frames_integrated += 1
             if self._active:  # as soon as tracked: the planner acts on them
                 self.pub_objects.publish(objects)
-            if not self._frames.empty():
+            if self._frame_waiting():
                 continue  # a newer frame waits: its objects matter more than a refined map
             with self._lock:
                 if self.memory is None:
@@ -326,7 +390,7 @@ class SceneNode(ManagedNode):
                 try:
                     self.memory.config.iterations = self.get_parameter("iterations").value
                     # A newer frame arriving cuts the optimisation short.
-                    stats = self.memory.refine(view, lambda: not self._frames.empty())
+                    stats = self.memory.refine(view, self._frame_waiting)
                 except Exception as err:
                     self._warn("integrate", f"map not refined: {type(err).__name__}: {err}")
                     continue

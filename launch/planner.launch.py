@@ -47,11 +47,14 @@ def generate_launch_description():
                               description="JointState topic of the arm"),
         DeclareLaunchArgument("estop_topic", default_value="/estop",
                               description="std_msgs/Bool e-stop topic"),
+        DeclareLaunchArgument("cameras", default_value="[camera]",
+                              description="Namespaces of the RGB-D cameras' topics (YAML list)"),
     ]
     scene = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "scene_memory.launch.py")),
         launch_arguments={"use_sim_time": use_sim_time,
-                          "device": LaunchConfiguration("device")}.items())
+                          "device": LaunchConfiguration("device"),
+                          "cameras": LaunchConfiguration("cameras")}.items())
     planner = LifecycleNode(
         package="world_model_planning", executable="planner_node", name="planner_node",
         namespace="", output="screen",

@@ -1,13 +1,14 @@
-"""Bring up the Gaussian-splat scene memory (gsplat_scene) on a robot's RGB-D camera, with
+"""Bring up the Gaussian-splat scene memory (gsplat_scene) on a robot's RGB-D cameras, with
 optional RViz.
 
-    ros2 launch world_model_planning scene_memory.launch.py camera:=/camera device:=cuda
+    ros2 launch world_model_planning scene_memory.launch.py cameras:="[camera]" device:=cuda
     ros2 launch world_model_planning scene_memory.launch.py sim:=true rviz:=true
 
-The node reads <camera>/color/image_raw, <camera>/depth/image_raw, <camera>/color/camera_info,
-<camera>/instances/image_raw (optional) and, without tf, <camera>/pose.
+For each namespace NS in `cameras` the node reads NS/color/image_raw, NS/depth/image_raw,
+NS/color/camera_info, NS/instances/image_raw (optional) and, without tf, NS/pose.
 """
 import os
+from typing import List  # launch_ros's value types are typing's
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -16,15 +17,17 @@ from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description():
     share = get_package_share_directory("world_model_planning")
-    camera = LaunchConfiguration("camera")
     use_sim_time = LaunchConfiguration("use_sim_time")
     args = [
-        DeclareLaunchArgument("camera", default_value="camera",
-                              description="Namespace of the RGB-D camera topics"),
+        DeclareLaunchArgument("cameras", default_value="[camera]",
+                              description="Namespaces of the RGB-D cameras' topics (a YAML "
+                                          "list; the simulated robot has camera and "
+                                          "side_camera)"),
         DeclareLaunchArgument("device", default_value="cpu",
                               description="Torch device of the memory (cpu, cuda, cuda:N)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
@@ -34,14 +37,13 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false",
                               description="Start RViz with config/scene_memory.rviz"),
     ]
-    remaps = [(f"camera/{stream}", [camera, f"/{stream}"]) for stream in (
-        "color/image_raw", "depth/image_raw", "color/camera_info", "instances/image_raw",
-        "pose")]
     scene = LifecycleNode(
         package="world_model_planning", executable="gsplat_scene", name="gsplat_scene",
-        namespace="", output="screen", remappings=remaps,
+        namespace="", output="screen",
         parameters=[os.path.join(share, "config", "gsplat_scene.yaml"),
-                    {"device": LaunchConfiguration("device"), "use_sim_time": use_sim_time}],
+                    {"device": LaunchConfiguration("device"), "use_sim_time": use_sim_time,
+                     "cameras": ParameterValue(LaunchConfiguration("cameras"),
+                                               value_type=List[str])}],
     )
     sim = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "sim_robot.launch.py")),

@@ -35,7 +35,8 @@ def generate_launch_description():
     planning = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "planner.launch.py")),
         launch_arguments={"use_sim_time": "true", "model": LaunchConfiguration("model"),
-                          "device": LaunchConfiguration("device")}.items())
+                          "device": LaunchConfiguration("device"),
+                          "cameras": "[camera, side_camera]"}.items())
     rviz = Node(package="rviz2", executable="rviz2", output="screen",
                 arguments=["-d", os.path.join(share, "config", "planner.rviz")],
                 parameters=[{"use_sim_time": True}],

@@ -114,25 +114,29 @@ def within_tolerance(goal: Goal, error: tuple) -> bool:
 
 class PerceivedObjects:
     """The objects as a camera-fed scene memory gives them: `latency_s` late and, with
-    occlusion, each held where it was last seen while the camera (VIEW_SIZE) shows fewer
-    pixels of it than the memory needs to track it (MappingConfig.min_object_pixels)."""
+    `cameras`, each held where it was last seen while none of those cameras (VIEW_SIZE)
+    shows as many pixels of it as the memory needs to track it
+    (MappingConfig.min_object_pixels): the arm hides it. cameras=None: nothing is hidden."""
 
-    def __init__(self, latency_s: float = 0.0, occlusion: bool = False):
-        self.latency_s, self.occlusion = latency_s, occlusion
+    def __init__(self, latency_s: float = 0.0, cameras: tuple[str, ...] | None = None):
+        self.latency_s, self.cameras = latency_s, cameras
         self.min_pixels = MappingConfig().min_object_pixels
         self._frames = collections.deque()   # (time, WorldState, (K,) shown)
         self._poses = None                   # (positions, rotations) as last seen
 
     def _shown(self, sim: PandaSim, object_ids: list) -> torch.Tensor:
-        instances = sim.render(*VIEW_SIZE)[2]
-        return torch.tensor([int((instances == i).sum()) >= self.min_pixels
-                             for i in object_ids])
+        shown = torch.zeros(len(object_ids), dtype=torch.bool)
+        for camera in self.cameras:
+            instances = sim.render(*VIEW_SIZE, camera)[2]
+            shown |= torch.tensor([int((instances == i).sum()) >= self.min_pixels
+                                   for i in object_ids])
+        return shown
 
     def see(self, sim: PandaSim, world: WorldState) -> tuple[WorldState, torch.Tensor]:
         """world (the truth at sim.time) with the objects as perceived, and (K,) whether
         each was seen in the frame that shows."""
         now = sim.time
-        shown = self._shown(sim, world.object_ids) if self.occlusion else \
+        shown = self._shown(sim, world.object_ids) if self.cameras else \
             torch.ones(len(world.object_ids), dtype=torch.bool)
         self._frames.append((now, world, shown))
         while len(self._frames) > 1 and self._frames[1][0] <= now - self.latency_s + 1e-9:
@@ -159,14 +163,13 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
                 scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
                 settle_cycles: int = 2, record: bool = False,
-                object_latency_s: float = 0.0, occlusion: bool = False) -> EpisodeResult:
+                perception: PerceivedObjects | None = None) -> EpisodeResult:
     """Plan and execute until the goal holds for settle_cycles cycles (as the planner sees
     it) or timeout_s passes; success: it held, and it holds on the truth at the end.
 
-    object_latency_s: the planner sees the objects as they were that long ago (a camera and
-    scene memory's latency), and judges the goal on them as planner_node does; occlusion:
-    an object the camera shows at too few pixels to track (the arm hides it) stays where it
-    was last seen, as in the scene memory (PerceivedObjects)."""
+    perception: the planner sees the objects as it gives them (late, and held where the
+    cameras lose them, as the scene memory does) and judges the goal on them as
+    planner_node does; default: the truth, at once."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -181,7 +184,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     held = 0
     last_acc = None
-    perception = PerceivedObjects(object_latency_s, occlusion)
+    perception = perception or PerceivedObjects()
     while sim.time - t0 < timeout_s:
         now = sim.time
         world, seen = perception.see(sim, world_state(sim))

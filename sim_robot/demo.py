@@ -1,7 +1,8 @@
 """The main job: the planning stack closes the loop on the simulated robot over DDS.
 
-Starts the simulated robot, the scene memory (gsplat_scene) and the MPC planner (planner_node,
-world model in-process) as separate processes on one DDS graph, waits until the scene memory
+Starts the simulated robot, the scene memory (gsplat_scene, mapping both of the robot's
+cameras unless --cameras says otherwise) and the MPC planner (planner_node, world model
+in-process) as separate processes on one DDS graph, waits until the scene memory
 has found the cube, then sends PlanToGoal goals: `reach` (the tool to a top-down pose) and
 `push` (the cube to a point on the table). The planner sees only the camera-built scene
 memory; success is judged on the simulator's ground truth. Writes to --output:
@@ -316,12 +317,16 @@ def main(argv=None) -> int:
     ap.add_argument("--real-time-factor", type=float, default=0.5)
     ap.add_argument("--goal-timeout", type=float, default=25.0,
                     help="sim seconds each goal may take")
+    ap.add_argument("--cameras", default="camera,side_camera",
+                    help="cameras the scene memory maps (camera, side_camera or both)")
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
+    cameras = [c for c in args.cameras.split(",") if c]
     if not tasks or any(t not in ("reach", "push") for t in tasks) \
-            or args.real_time_factor <= 0 or args.goal_timeout <= 0:
-        print("tasks must be reach and/or push; the real-time factor and the goal timeout "
-              "positive", file=sys.stderr)
+            or args.real_time_factor <= 0 or args.goal_timeout <= 0 \
+            or not cameras or any(c not in ("camera", "side_camera") for c in cameras):
+        print("tasks must be reach and/or push, cameras camera and/or side_camera; the "
+              "real-time factor and the goal timeout positive", file=sys.stderr)
         return 2
 
     import rclpy
@@ -340,8 +345,10 @@ def main(argv=None) -> int:
     procs = [
         start("sim_robot.sim_node", [f"real_time_factor:={args.real_time_factor}",
                                      "clock_rate:=50.0", "joint_state_rate:=50.0",
-                                     "camera_rate:=5.0", "ground_truth_rate:=10.0"]),
-        start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1"]),
+                                     "camera_rate:=5.0", "ground_truth_rate:=10.0",
+                                     f"side_camera:={str('side_camera' in cameras).lower()}"]),
+        start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1",
+                                          f"cameras:=[{', '.join(cameras)}]"]),
         start("planner_node.planner_node",
               [f"model:={args.model}", "use_sim_time:=true",
                f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",

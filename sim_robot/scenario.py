@@ -60,6 +60,11 @@ class Scenario:
     camera_position: tuple[float, float, float] = (1.4, -0.7, 0.95)
     camera_look_at: tuple[float, float, float] = (0.4, 0.0, 0.22)
     camera_fovy_deg: float = 58.0
+    # A second fixed camera across the table, on the robot's left: where the hand hides an
+    # object from the main camera while pushing it, this one mostly sees it.
+    side_camera_position: tuple[float, float, float] = (0.45, 1.0, 0.8)
+    side_camera_look_at: tuple[float, float, float] = (0.45, 0.0, 0.05)
+    side_camera_fovy_deg: float = 58.0
     perturbation: Perturbation = field(default_factory=Perturbation)
 
     def perturbed(self, rng_seed: int) -> Scenario:
@@ -73,13 +78,18 @@ class Scenario:
             objects[name] = ObjectPose((pose.xyz[0] + dx, pose.xyz[1] + dy, pose.xyz[2]), pose.yaw)
         intensity = float(rng.uniform(*p.lighting))
         jitter = rng.uniform(-p.camera_viewpoint, p.camera_viewpoint, 3)
+        seed = int(rng.integers(2**31 - 1))
+        side_jitter = rng.uniform(-p.camera_viewpoint, p.camera_viewpoint, 3)  # drawn last:
+        # the draws before it are those of scenarios without a side camera
         return replace(
             self,
-            seed=int(rng.integers(2**31 - 1)),
+            seed=seed,
             objects=objects,
             distractor_count=p.distractors,
             light_intensity=intensity,
             camera_position=tuple(float(v) for v in np.add(self.camera_position, jitter)),
+            side_camera_position=tuple(float(v) for v in np.add(self.side_camera_position,
+                                                                side_jitter)),
         )
 
 
@@ -147,7 +157,8 @@ def _parse_perturbation(raw) -> Perturbation:
 
 def scenario_from_dict(raw) -> Scenario:
     """Validated ``Scenario`` from a plain mapping (the YAML layout); missing keys keep defaults."""
-    _check_keys(raw, ("seed", "objects", "distractor_count", "light", "camera", "perturbation"), "")
+    _check_keys(raw, ("seed", "objects", "distractor_count", "light", "camera", "side_camera",
+                      "perturbation"), "")
     base = Scenario()
     values = {}
     if "seed" in raw:
@@ -166,22 +177,32 @@ def scenario_from_dict(raw) -> Scenario:
             if np.linalg.norm(direction) < 1e-6:
                 raise ValueError("'light.direction' must be non-zero")
             values["light_direction"] = direction
-    if "camera" in raw:
-        camera = raw["camera"]
-        _check_keys(camera, ("position", "look_at", "fovy_deg"), "camera.")
-        if "position" in camera:
-            values["camera_position"] = _vector(camera["position"], "camera.position", 3)
-        if "look_at" in camera:
-            values["camera_look_at"] = _vector(camera["look_at"], "camera.look_at", 3)
-        if "fovy_deg" in camera:
-            values["camera_fovy_deg"] = _number(camera["fovy_deg"], "camera.fovy_deg", 1.0, 170.0)
+    for key in ("camera", "side_camera"):
+        if key in raw:
+            values.update(_parse_camera(raw[key], key))
     if "perturbation" in raw:
         values["perturbation"] = _parse_perturbation(raw["perturbation"])
     scenario = replace(base, **values)
-    # The camera's image x axis is horizontal, so it cannot look straight up or down.
-    if np.linalg.norm(np.subtract(scenario.camera_look_at, scenario.camera_position)[:2]) < 1e-6:
-        raise ValueError("'camera.look_at' must be horizontally offset from 'camera.position'")
+    # A camera's image x axis is horizontal, so it cannot look straight up or down.
+    for key in ("camera", "side_camera"):
+        if np.linalg.norm(np.subtract(getattr(scenario, f"{key}_look_at"),
+                                      getattr(scenario, f"{key}_position"))[:2]) < 1e-6:
+            raise ValueError(f"'{key}.look_at' must be horizontally offset from "
+                             f"'{key}.position'")
     return scenario
+
+
+def _parse_camera(camera, key: str) -> dict:
+    """Scenario fields of one camera section (position, look_at, fovy_deg)."""
+    _check_keys(camera, ("position", "look_at", "fovy_deg"), f"{key}.")
+    values = {}
+    if "position" in camera:
+        values[f"{key}_position"] = _vector(camera["position"], f"{key}.position", 3)
+    if "look_at" in camera:
+        values[f"{key}_look_at"] = _vector(camera["look_at"], f"{key}.look_at", 3)
+    if "fovy_deg" in camera:
+        values[f"{key}_fovy_deg"] = _number(camera["fovy_deg"], f"{key}.fovy_deg", 1.0, 170.0)
+    return values
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -1,4 +1,4 @@
-"""The simulated world as MJCF: floor, table, the Panda, manipulable objects, light and camera.
+"""The simulated world as MJCF: floor, table, the Panda, manipulable objects, light and two cameras.
 
 World frame: origin at the robot base on the table top, z up; the table top surface is z = 0
 and spans x in [-0.2, 1.0] m, y in [-0.6, 0.6] m. Object body frames sit at the centre of the
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 TIMESTEP = 0.002  # s
 CAMERA_NAME = "scene_camera"
+SIDE_CAMERA_NAME = "side_camera"
+# The cameras' ROS topic namespaces (sim_robot node) -> their names in the model.
+CAMERA_NAMESPACES = {"camera": CAMERA_NAME, "side_camera": SIDE_CAMERA_NAME}
 LIGHT_NAME = "key_light"
 TABLE_X = (-0.2, 1.0)  # m, extent of the table top
 TABLE_Y = (-0.6, 0.6)
@@ -238,11 +241,14 @@ def build_mjcf(scenario: Scenario) -> str:
         pos=_fmt(np.array([0.4, 0.0, 0.0]) - 2.0 * direction), dir=_fmt(direction),
         diffuse=_fmt([intensity] * 3), specular=_fmt([0.2 * intensity] * 3),
     )
-    axes = camera_axes(scenario.camera_position, scenario.camera_look_at)
-    ET.SubElement(
-        worldbody, "camera", name=CAMERA_NAME, pos=_fmt(scenario.camera_position),
-        xyaxes=_fmt([*axes[:, 0], *axes[:, 1]]), fovy=_fmt([scenario.camera_fovy_deg]),
-    )
+    for name, position, look_at, fovy in [
+            (CAMERA_NAME, scenario.camera_position, scenario.camera_look_at,
+             scenario.camera_fovy_deg),
+            (SIDE_CAMERA_NAME, scenario.side_camera_position, scenario.side_camera_look_at,
+             scenario.side_camera_fovy_deg)]:
+        axes = camera_axes(position, look_at)
+        ET.SubElement(worldbody, "camera", name=name, pos=_fmt(position),
+                      xyaxes=_fmt([*axes[:, 0], *axes[:, 1]]), fovy=_fmt([fovy]))
     ET.SubElement(worldbody, "geom", name="floor", type="plane", size="3 3 0.1", pos=_fmt([0, 0, FLOOR_Z]), material="floor")
     _add_table(worldbody)
     worldbody.append(panda.mjcf_robot_body())

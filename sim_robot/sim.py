@@ -1,4 +1,4 @@
-"""MuJoCo simulation of the Panda on a table with objects, and a fixed RGB-D + instance camera."""
+"""MuJoCo simulation of the Panda on a table with objects, and two fixed RGB-D + instance cameras."""
 
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def _matrix_to_xyzw(matrix) -> np.ndarray:
 
 
 class _CameraRenderer:
-    """Off-screen renderer of one fixed camera at one image size.
+    """Off-screen renderer of the model's fixed cameras at one image size.
 
     Each frame takes two passes: a lit colour pass, and an unlit segmentation pass whose
     colour buffer encodes geom ids and whose depth buffer gives metric depth.
     """
 
-    def __init__(self, model: mujoco.MjModel, camera_id: int, width: int, height: int):
+    def __init__(self, model: mujoco.MjModel, width: int, height: int):
         self._gl = None  # lets close() run even if context creation fails
         self._gl = mujoco.GLContext(width, height)
         self._gl.make_current()
@@ -48,7 +48,6 @@ class _CameraRenderer:
         self._option = mujoco.MjvOption()
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        self._camera.fixedcamid = camera_id
         self._rect = mujoco.MjrRect(0, 0, width, height)
         self._color = np.empty((height, width, 3), np.uint8)
         self._segment = np.empty((height, width, 3), np.uint8)
@@ -60,9 +59,12 @@ class _CameraRenderer:
         self._depth_scale = np.float32(far - near)
         self._depth_offset = np.float32(near)
 
-    def render(self, model: mujoco.MjModel, data: mujoco.MjData, geom_instance: np.ndarray):
-        """(rgb (H, W, 3) uint8, depth (H, W) float32 m or NaN, instance (H, W) uint16), new arrays."""
+    def render(self, model: mujoco.MjModel, data: mujoco.MjData, geom_instance: np.ndarray,
+               camera_id: int):
+        """(rgb (H, W, 3) uint8, depth (H, W) float32 m or NaN, instance (H, W) uint16) of
+        fixed camera camera_id, new arrays."""
         self._gl.make_current()
+        self._camera.fixedcamid = camera_id
         mujoco.mjv_updateScene(
             model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
         )
@@ -178,7 +180,8 @@ class PandaSim:
         self._arm_velocity_act = np.array([actuator_id(f"{n}_velocity") for n in panda.ARM_JOINT_NAMES])
         self._gripper_act = actuator_id("gripper")
         self._tcp_site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, panda.TCP_FRAME)
-        self._camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, scene.CAMERA_NAME)
+        self._camera_ids = {name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+                            for name in (scene.CAMERA_NAME, scene.SIDE_CAMERA_NAME)}
 
         distractors = scene.distractor_specs(self._scenario)
         self._object_extents = {name: np.array(scene.OBJECT_HALF_EXTENTS[name]) for name in scene.MAIN_OBJECTS}
@@ -321,41 +324,57 @@ class PandaSim:
 
     # --- camera ---
 
-    def render(self, width: int | None = None, height: int | None = None):
-        """Images of ``scene_camera``: (rgb (H, W, 3) uint8, depth (H, W) float32, instance (H, W) uint16).
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Names of the fixed cameras: ``scene.CAMERA_NAME`` first, then the side camera."""
+        return tuple(self._camera_ids)
+
+    def _camera(self, name: str) -> int:
+        if name not in self._camera_ids:
+            raise ValueError(f"unknown camera '{name}' (cameras: {', '.join(self._camera_ids)})")
+        return self._camera_ids[name]
+
+    def render(self, width: int | None = None, height: int | None = None,
+               camera: str = scene.CAMERA_NAME):
+        """Images of a fixed camera: (rgb (H, W, 3) uint8, depth (H, W) float32, instance (H, W) uint16).
 
         Depth is the distance along the optical axis in metres, NaN where nothing is within
         the far plane. Instance ids are those of ``scene.OBJECT_IDS`` (0 background, 1 robot).
         Defaults to the size given at construction.
         """
+        camera_id = self._camera(camera)
         size = (width or self._width, height or self._height)
         renderer = self._renderers.get(size)
         if renderer is None:
             global_visual = self._model.vis.global_
             global_visual.offwidth = max(global_visual.offwidth, size[0])
             global_visual.offheight = max(global_visual.offheight, size[1])
-            renderer = _CameraRenderer(self._model, self._camera_id, *size)
+            renderer = _CameraRenderer(self._model, *size)
             self._renderers[size] = renderer
-        return renderer.render(self._model, self._data, self._geom_instance)
+        return renderer.render(self._model, self._data, self._geom_instance, camera_id)
 
-    def set_camera(self, position, look_at) -> None:
-        """Move ``scene_camera`` (world-fixed) to position (3,) m, looking at look_at (3,) m."""
+    def set_camera(self, position, look_at, camera: str = scene.CAMERA_NAME) -> None:
+        """Move a (world-fixed) camera to position (3,) m, looking at look_at (3,) m."""
+        camera_id = self._camera(camera)
         rotation = scene.camera_axes(position, look_at)
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, rotation.reshape(-1))
-        self._model.cam_pos[self._camera_id] = position
-        self._model.cam_quat[self._camera_id] = quat
+        self._model.cam_pos[camera_id] = position
+        self._model.cam_quat[camera_id] = quat
         mujoco.mj_kinematics(self._model, self._data)
         mujoco.mj_camlight(self._model, self._data)
 
-    def camera_intrinsics(self, width: int | None = None, height: int | None = None) -> tuple[float, float, float, float]:
+    def camera_intrinsics(self, width: int | None = None, height: int | None = None,
+                          camera: str = scene.CAMERA_NAME) -> tuple[float, float, float, float]:
         """Pinhole (fx, fy, cx, cy) in pixels of the rendered image; pixel centres at integers."""
         width = width or self._width
         height = height or self._height
-        fy = 0.5 * height / math.tan(math.radians(self._model.cam_fovy[self._camera_id]) / 2)
+        fovy = self._model.cam_fovy[self._camera(camera)]
+        fy = 0.5 * height / math.tan(math.radians(fovy) / 2)
         return fy, fy, (width - 1) / 2, (height - 1) / 2
 
-    def camera_pose(self) -> tuple[np.ndarray, np.ndarray]:
+    def camera_pose(self, camera: str = scene.CAMERA_NAME) -> tuple[np.ndarray, np.ndarray]:
         """Optical frame (z forward, x right, y down) in the world: (position (3,) m, quat_xyzw (4,))."""
-        rotation = self._data.cam_xmat[self._camera_id].reshape(3, 3) @ _MUJOCO_TO_OPTICAL
-        return self._data.cam_xpos[self._camera_id].copy(), _matrix_to_xyzw(rotation)
+        camera_id = self._camera(camera)
+        rotation = self._data.cam_xmat[camera_id].reshape(3, 3) @ _MUJOCO_TO_OPTICAL
+        return self._data.cam_xpos[camera_id].copy(), _matrix_to_xyzw(rotation)

@@ -1,7 +1,8 @@
 """ROS 2 node: the simulated Panda behaving like a ros2_control robot.
 
-Publishes /clock, /joint_states, /robot_description, an RGB-D camera with CameraInfo and an
-instance mask (sensor-data QoS), the camera pose, and ground truth for evaluation under
+Publishes /clock, /joint_states, /robot_description, two fixed RGB-D cameras (camera/... and,
+unless `side_camera` is off, side_camera/...) each with CameraInfo and an instance mask
+(sensor-data QoS) and its pose (topic and tf), and ground truth for evaluation under
 /ground_truth. Accepts trajectory_msgs/JointTrajectory on
 /joint_trajectory_controller/joint_trajectory (joint_trajectory_controller semantics, see
 trajectory_follower.py) and gripper widths on /gripper_controller/commands
@@ -30,7 +31,7 @@ from ros_io.params import report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds, to_time_msg
 from sim_robot import panda
-from sim_robot.scene import OBJECT_IDS
+from sim_robot.scene import CAMERA_NAMESPACES, OBJECT_IDS
 from sim_robot.scenario import Scenario, load_scenario
 from sim_robot.sim import PandaSim
 from sim_robot.trajectory_follower import JointTrajectoryFollower, TrajectoryRejected
@@ -83,7 +84,10 @@ class SimNode(Node):
         p("world_frame", "world", _descriptor("Fixed frame of every pose", read_only=True))
         p("camera_frame", "camera_color_optical_frame",
           _descriptor("Optical frame of the camera (z forward, x right, y down)", read_only=True))
-        p("publish_instances", True, _descriptor("Publish the instance-mask image"))
+        p("side_camera", True, _descriptor(
+            "Publish the second camera across the table (side_camera/...; optical frame "
+            "side_camera_color_optical_frame)", read_only=True))
+        p("publish_instances", True, _descriptor("Publish the instance-mask images"))
         prm = self.get_parameter
         report_unknown_overrides(self)
 
@@ -108,7 +112,11 @@ class SimNode(Node):
         # Simulation time keeps running across resets so /clock never jumps back.
         self._time_offset = 0.0
         self._world = prm("world_frame").value
-        self._camera_frame = prm("camera_frame").value
+        # Topic namespace -> (simulator camera, optical frame).
+        self._cameras = {"camera": (CAMERA_NAMESPACES["camera"], prm("camera_frame").value)}
+        if prm("side_camera").value:
+            self._cameras["side_camera"] = (CAMERA_NAMESPACES["side_camera"],
+                                            "side_camera_color_optical_frame")
 
         self.pub_clock = self.create_publisher(Clock, "/clock", 10)
         self.pub_joints = self.create_publisher(JointState, "/joint_states", 10)
@@ -116,12 +124,14 @@ class SimNode(Node):
         self.pub_description = self.create_publisher(String, "/robot_description", latched)
         self.pub_description.publish(String(data=panda.urdf()))
         sensor = qos_profile_sensor_data
-        self.pub_rgb = self.create_publisher(Image, "camera/color/image_raw", sensor)
-        self.pub_rgb_info = self.create_publisher(CameraInfo, "camera/color/camera_info", sensor)
-        self.pub_depth = self.create_publisher(Image, "camera/depth/image_raw", sensor)
-        self.pub_depth_info = self.create_publisher(CameraInfo, "camera/depth/camera_info", sensor)
-        self.pub_instances = self.create_publisher(Image, "camera/instances/image_raw", sensor)
-        self.pub_camera_pose = self.create_publisher(PoseStamped, "camera/pose", 10)
+        self.pub_cameras = {ns: {
+            "rgb": self.create_publisher(Image, f"{ns}/color/image_raw", sensor),
+            "rgb_info": self.create_publisher(CameraInfo, f"{ns}/color/camera_info", sensor),
+            "depth": self.create_publisher(Image, f"{ns}/depth/image_raw", sensor),
+            "depth_info": self.create_publisher(CameraInfo, f"{ns}/depth/camera_info", sensor),
+            "instances": self.create_publisher(Image, f"{ns}/instances/image_raw", sensor),
+            "pose": self.create_publisher(PoseStamped, f"{ns}/pose", 10)}
+            for ns in self._cameras}
         self.pub_tf = self.create_publisher(TFMessage, "/tf", 10) if TFMessage else None
         self.pub_gt_objects = self.create_publisher(ObjectArray, "/ground_truth/objects", 10)
         self.pub_gt_tcp = self.create_publisher(PoseStamped, "/ground_truth/tcp_pose", 10)
@@ -138,8 +148,9 @@ class SimNode(Node):
         self._thread = threading.Thread(target=self._physics_loop, daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"simulated robot up: scenario {self._scenario_path}, camera "
-            f"{self.sim.width}x{self.sim.height} at {prm('camera_rate').value} Hz, "
+            f"simulated robot up: scenario {self._scenario_path}, cameras "
+            f"{', '.join(self._cameras)} {self.sim.width}x{self.sim.height} at "
+            f"{prm('camera_rate').value} Hz, "
             f"real-time factor {prm('real_time_factor').value}")
 
     # ---- time ---------------------------------------------------------------------------
@@ -272,7 +283,8 @@ class SimNode(Node):
                              np.concatenate([self.sim.joint_efforts(),
                                              self.sim.finger_efforts()]))
         if "camera" in due:
-            out["camera"] = self.sim.render() + (self.sim.camera_pose(),)
+            out["camera"] = {ns: self.sim.render(camera=name) + (self.sim.camera_pose(name),)
+                             for ns, (name, _) in self._cameras.items()}
         if "truth" in due:
             out["truth"] = (self.sim.object_poses(), self.sim.object_extents(), self.sim.tcp_pose())
         return out
@@ -288,33 +300,36 @@ class SimNode(Node):
             msg.header.stamp = stamp
             self.pub_joints.publish(msg)
         if "camera" in out:
-            self._publish_camera(stamp, *out["camera"])
+            for ns, images in out["camera"].items():
+                self._publish_camera(ns, stamp, *images)
         if "truth" in out:
             self._publish_truth(stamp, *out["truth"])
 
-    def _camera_info(self, stamp) -> CameraInfo:
-        fx, fy, cx, cy = self.sim.camera_intrinsics()
+    def _camera_info(self, ns: str, stamp) -> CameraInfo:
+        name, frame = self._cameras[ns]
+        fx, fy, cx, cy = self.sim.camera_intrinsics(camera=name)
         info = CameraInfo(width=self.sim.width, height=self.sim.height,
                           distortion_model="plumb_bob", d=[0.0] * 5)
-        info.header.stamp, info.header.frame_id = stamp, self._camera_frame
+        info.header.stamp, info.header.frame_id = stamp, frame
         info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
         info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         return info
 
-    def _publish_camera(self, stamp, rgb, depth, instances, camera_pose) -> None:
-        frame = self._camera_frame
-        info = self._camera_info(stamp)
-        self.pub_rgb.publish(numpy_to_image(rgb, "rgb8", stamp, frame))
-        self.pub_rgb_info.publish(info)
-        self.pub_depth.publish(numpy_to_image(depth, "32FC1", stamp, frame))
-        self.pub_depth_info.publish(info)
+    def _publish_camera(self, ns: str, stamp, rgb, depth, instances, camera_pose) -> None:
+        frame = self._cameras[ns][1]
+        pub = self.pub_cameras[ns]
+        info = self._camera_info(ns, stamp)
+        pub["rgb"].publish(numpy_to_image(rgb, "rgb8", stamp, frame))
+        pub["rgb_info"].publish(info)
+        pub["depth"].publish(numpy_to_image(depth, "32FC1", stamp, frame))
+        pub["depth_info"].publish(info)
         if self.get_parameter("publish_instances").value:
-            self.pub_instances.publish(numpy_to_image(instances, "16UC1", stamp, frame))
+            pub["instances"].publish(numpy_to_image(instances, "16UC1", stamp, frame))
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, self._world
         _pose_msg(pose.pose, *camera_pose)
-        self.pub_camera_pose.publish(pose)
+        pub["pose"].publish(pose)
         if self.pub_tf is not None:
             tf = TransformStamped()
             tf.header = pose.header

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from sim_robot.scene import CAMERA_NAME
+
 TABLE_CENTRE = (0.45, 0.0, 0.05)
 
 
@@ -20,16 +22,23 @@ def arc_camera(azimuth: float, elevation: float, radius: float = 1.0, target=TAB
 
 
 def render_view(sim, position, look_at, width=None, height=None) -> dict:
-    """Move the sim's camera and render: rgb, depth, instances, K (3, 3), cam_to_world (4, 4)."""
+    """Move the sim's main camera and render it (`camera_view`)."""
     sim.set_camera(position, look_at)
-    rgb, depth, instances = sim.render(width, height)
-    fx, fy, cx, cy = sim.camera_intrinsics(width, height)
-    pos, quat = sim.camera_pose()
+    return camera_view(sim, width=width, height=height)
+
+
+def camera_view(sim, camera: str = CAMERA_NAME, width=None, height=None) -> dict:
+    """Render one of the sim's fixed cameras where it stands: rgb, depth, instances,
+    K (3, 3), cam_to_world (4, 4) and the camera's name."""
+    rgb, depth, instances = sim.render(width, height, camera)
+    fx, fy, cx, cy = sim.camera_intrinsics(width, height, camera)
+    pos, quat = sim.camera_pose(camera)
     c2w = np.eye(4)
     c2w[:3, :3] = Rotation.from_quat(quat).as_matrix()
     c2w[:3, 3] = pos
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    return {"rgb": rgb, "depth": depth, "instances": instances, "K": K, "cam_to_world": c2w}
+    return {"rgb": rgb, "depth": depth, "instances": instances, "K": K, "cam_to_world": c2w,
+            "camera": camera}
 
 
 def sweep(sim, count: int, width=None, height=None, azimuths=(-1.6, 1.6),

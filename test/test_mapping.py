@@ -21,7 +21,8 @@ def to_frame(view) -> Frame:
     return Frame(torch.from_numpy(view["rgb"]), torch.from_numpy(view["depth"]),
                  torch.tensor(view["K"], dtype=torch.float32),
                  torch.tensor(view["cam_to_world"], dtype=torch.float32),
-                 torch.from_numpy(view["instances"].astype(np.int64)))
+                 torch.from_numpy(view["instances"].astype(np.int64)),
+                 camera=view.get("camera", ""))
 
 
 def held_out_errors(memory, views):
@@ -304,19 +305,57 @@ def test_visibility_drops_where_the_hand_hides_an_object():
     assert all(r.visible > 0.9 for r in memory.objects.values()), \
         {oid: r.visible for oid, r in memory.objects.items()}
     pose = memory.objects[cube].pose.clone()
-    rows, cols = np.nonzero(view["instances"] == cube)
     for share, low, high in ((0.5, 0.3, 0.75), (1.0, 0.0, 0.1)):
-        hidden = dict(view, instances=view["instances"].copy(), depth=view["depth"].copy())
-        covered = cols <= np.quantile(cols, share)  # the hand comes in from one side
-        hidden["instances"][rows[covered], cols[covered]] = 1
-        hidden["depth"][rows[covered], cols[covered]] -= 0.1
-        memory.integrate(to_frame(hidden))
+        memory.integrate(to_frame(hand_over(view, cube, share)))
         assert low <= memory.objects[cube].visible <= high, (share, memory.objects[cube].visible)
         others = [r.visible for oid, r in memory.objects.items() if oid != cube]
         assert min(others) > 0.9, others
     assert float((memory.objects[cube].pose[:3, 3] - pose[:3, 3]).norm()) < 0.003
     memory.integrate(to_frame(view))
     assert memory.objects[cube].visible > 0.9
+
+
+def hand_over(view, oid, share=1.0):
+    """The view with a hand (robot label, 10 cm nearer) over the given share of the object,
+    coming in from the image's left."""
+    rows, cols = np.nonzero(view["instances"] == oid)
+    covered = cols <= np.quantile(cols, share)
+    hidden = dict(view, instances=view["instances"].copy(), depth=view["depth"].copy())
+    hidden["instances"][rows[covered], cols[covered]] = 1
+    hidden["depth"][rows[covered], cols[covered]] -= 0.1
+    return hidden
+
+
+def test_a_second_camera_follows_what_the_hand_hides_from_the_first():
+    # Frames of the simulated robot's two fixed cameras, taken in turn. The hand hides the
+    # cube from the main camera while it moves; the side camera sees it, so the memory follows
+    # it and knows it sees it. Then, both cameras seeing it, a further shift of a pixel's
+    # footprint is followed: each camera's view is compared with its own earlier ones (a
+    # camera seems to jump between the two viewpoints every frame otherwise).
+    from sim_robot.scene import CAMERA_NAME, SIDE_CAMERA_NAME
+    from sim_robot.views import camera_view
+    sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), 320, 240)
+    memory = SceneMemory(MappingConfig(iterations=3, bounds=((-0.3, -0.7, -0.05),
+                                                             (1.1, 0.7, 0.8))))
+    cube = OBJECT_IDS["cube"]
+    for _ in range(2):
+        for camera in (CAMERA_NAME, SIDE_CAMERA_NAME):
+            memory.integrate(to_frame(camera_view(sim, camera)))
+    start, quat = (v.copy() for v in sim.object_poses()["cube"])
+    pose0 = memory.objects[cube].pose[:3, 3].clone()
+    for offset in ([0.0, 0.04, 0.0], [0.0, 0.08, 0.0]):
+        sim.set_object_pose("cube", start + offset, quat)
+        memory.integrate(to_frame(hand_over(camera_view(sim, CAMERA_NAME), cube)))
+        memory.integrate(to_frame(camera_view(sim, SIDE_CAMERA_NAME)))
+        moved = (memory.objects[cube].pose[:3, 3] - pose0).numpy()
+        assert np.linalg.norm(moved - offset) < 0.01, (offset, moved)
+        record = memory.objects[cube]
+        assert record.visible_in[CAMERA_NAME] < 0.1 and record.visible > 0.9, record.visible_in
+    for camera in (CAMERA_NAME, SIDE_CAMERA_NAME):  # the hand has gone
+        memory.integrate(to_frame(camera_view(sim, camera)))
+    moved = (memory.objects[cube].pose[:3, 3] - pose0).numpy()
+    assert np.linalg.norm(moved - [0.0, 0.08, 0.0]) < 0.01, moved
+    assert set(memory.objects[cube].seen_from) == {CAMERA_NAME, SIDE_CAMERA_NAME}
 
 
 def test_a_glimpse_of_a_moved_object_neither_smears_nor_stops_it():

@@ -16,6 +16,7 @@ from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
 from sim_robot.scenario import Scenario
+from sim_robot.scene import CAMERA_NAME, OBJECT_IDS, SIDE_CAMERA_NAME
 from sim_robot.sim import PandaSim
 from sim_robot.trajectory_follower import JointTrajectoryFollower
 from world_model_node.checkpoint import load_checkpoint
@@ -311,11 +312,33 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     """Closed loop in one process, learned model, the objects as a camera-fed scene memory
     gives them: 0.5 s late, and held where last seen while the arm hides them. The planner
     judges the goal on what it sees; the push must hold on the truth when it stops."""
+    perception = closed_loop.PerceivedObjects(0.5, cameras=(CAMERA_NAME,))
     start_error, result, _ = closed_loop_episode("learned", "push", 3, 15.0,
-                                                 object_latency_s=0.5, occlusion=True)
+                                                 perception=perception)
     assert result.hidden_s > 1.0, result.hidden_s      # this seed's push hides the cube
     assert result.success, (start_error, result.position_error, result.time_s)
     assert result.position_error < 0.02 < start_error
+
+
+def test_perceived_objects_are_held_while_no_camera_shows_them():
+    # The main camera turned away from the cube: with it alone the cube moved is still
+    # perceived where it was; the side camera sees it move.
+    sim = PandaSim(Scenario(), 64, 48)
+    sim.set_camera((1.4, -0.7, 0.95), (1.4, -1.5, 0.9), CAMERA_NAME)
+    start, quat = sim.object_poses()["cube"]
+    cube = closed_loop.world_state(sim).object_ids.index(OBJECT_IDS["cube"])
+    main_only = closed_loop.PerceivedObjects(cameras=(CAMERA_NAME,))
+    both = closed_loop.PerceivedObjects(cameras=(CAMERA_NAME, SIDE_CAMERA_NAME))
+    truth = closed_loop.PerceivedObjects()
+    for perception in (main_only, both, truth):
+        perception.see(sim, closed_loop.world_state(sim))
+    sim.set_object_pose("cube", start + [0.05, 0.0, 0.0], quat)
+    seen = {}
+    for name, perception in [("main", main_only), ("both", both), ("truth", truth)]:
+        world, shown = perception.see(sim, closed_loop.world_state(sim))
+        seen[name] = (float(world.object_positions[cube, 0]), bool(shown[cube]))
+    assert seen["main"] == pytest.approx((start[0], False)), seen
+    assert seen["both"] == pytest.approx((start[0] + 0.05, True)) == seen["truth"], seen
 
 
 def test_plan_markers_show_futures_plan_objects_and_goal():

@@ -86,8 +86,9 @@ def test_bad_frames_are_dropped_and_node_keeps_mapping(problem):
             return msgs
 
         assert _stream_until(node, send, bad_frame,
-                             lambda: "dropped frame" in output_of(scene), 30.0), output_of(scene)
-        assert problem.split()[0] in output_of(scene).split("dropped frame")[1]
+                             lambda: "dropped camera frame" in output_of(scene), 30.0), \
+            output_of(scene)
+        assert problem.split()[0] in output_of(scene).split("dropped camera frame")[1]
         assert _stream_until(node, send, lambda: _frame_messages(to_time_msg(now())),
                              lambda: infos and infos[-1].frames_integrated >= 1, 60.0), \
             output_of(scene)

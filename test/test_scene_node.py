@@ -20,6 +20,7 @@ from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
 SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2",
+              "-p", "cameras:=[camera, side_camera]",
               "-p", "iterations:=2", "-p", "publish_rate:=4.0", "-p", "render_rate:=1.0",
               "-p", "use_sim_time:=true"]
 
@@ -94,6 +95,19 @@ def test_builds_a_map_with_objects(graph):
         half = {"cube": 0.025, "can": 0.06, "mug": 0.05}[name] + 0.01
         on_surface |= np.all(np.abs(points - np.array(centre)) < half, axis=1)
     assert on_surface.mean() > 0.8, on_surface.mean()
+    # The side camera maps the far sides of the mug and the can, which the main camera,
+    # from the other side of the table, cannot see (its frames come every
+    # extra_camera_period while nothing is hidden).
+    def far_sides():
+        cloud = graph.latest["/gsplat_scene/gaussians"]
+        points = np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+        counts = {}
+        for name in ("mug", "can"):
+            centre = np.array(truth[name])
+            near = np.all(np.abs(points[:, [0, 2]] - centre[[0, 2]]) < 0.04, axis=1)
+            counts[name] = int((near & (points[:, 1] > centre[1] + 0.02)).sum())
+        return counts
+    assert spin_until(graph, lambda: min(far_sides().values()) > 20, 60.0), far_sides()
     image = image_to_numpy(graph.latest["/gsplat_scene/render/image"])
     assert image.shape == (240, 320, 3) and image.std() > 5
 
@@ -160,10 +174,15 @@ def test_bounds_parameter():
             bounds_param(bad)
 
 
-def test_bad_bounds_fail_configuration_and_the_node_stays_up():
-    args = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p",
-            "bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"]
-    with ros_process(args, ready_line="bounds: min", timeout=60) as scene:
+@pytest.mark.parametrize("params,error", [
+    (["bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"], "bounds: min"),
+    (["cameras:=[camera, camera]"], "cameras must be distinct"),
+    (["cameras:=[camera, side_camera]", "camera_pose_source:=static"], "need tf or pose"),
+], ids=["bounds", "cameras", "static-pose"])
+def test_bad_configuration_fails_and_the_node_stays_up(params, error):
+    args = ["-m", "gsplat_scene.scene_node", "--ros-args"] + \
+        [a for p in params for a in ("-p", p)]
+    with ros_process(args, ready_line=error, timeout=60) as scene:
         time.sleep(1.5)  # a crash after the error would show by now
         assert scene.poll() is None, output_of(scene)
         assert ": configured on" not in output_of(scene)

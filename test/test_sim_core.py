@@ -19,7 +19,7 @@ from sim_robot.explore import (
 )
 from sim_robot.ik import ArmIK
 from sim_robot.scenario import Scenario, load_scenario
-from sim_robot.scene import OBJECT_IDS
+from sim_robot.scene import CAMERA_NAME, OBJECT_IDS, SIDE_CAMERA_NAME
 from sim_robot.sim import PandaSim
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "config" / "scenarios"
@@ -171,41 +171,43 @@ def test_objects_resting_on_table_stay_put():
 # --- camera ---
 
 
-def _project(sim_: PandaSim, point_world, width, height):
+def _project(sim_: PandaSim, point_world, width, height, camera=CAMERA_NAME):
     """(u, v, depth) of a world point in the rendered image."""
-    position, quat = sim_.camera_pose()
+    position, quat = sim_.camera_pose(camera)
     point_camera = Rotation.from_quat(quat).inv().apply(np.asarray(point_world) - position)
-    fx, fy, cx, cy = sim_.camera_intrinsics(width, height)
+    fx, fy, cx, cy = sim_.camera_intrinsics(width, height, camera)
     return fx * point_camera[0] / point_camera[2] + cx, fy * point_camera[1] / point_camera[2] + cy, point_camera[2]
 
 
-def _back_project(sim_: PandaSim, u, v, depth, width, height):
-    position, quat = sim_.camera_pose()
-    fx, fy, cx, cy = sim_.camera_intrinsics(width, height)
+def _back_project(sim_: PandaSim, u, v, depth, width, height, camera=CAMERA_NAME):
+    position, quat = sim_.camera_pose(camera)
+    fx, fy, cx, cy = sim_.camera_intrinsics(width, height, camera)
     point_camera = np.array([(u - cx) * depth / fx, (v - cy) * depth / fy, depth])
     return Rotation.from_quat(quat).apply(point_camera) + position
 
 
-@pytest.mark.parametrize("width,height", [(320, 240), (640, 480)])
-def test_depth_back_projects_onto_the_cube(sim, width, height):
+@pytest.mark.parametrize("width,height,camera", [(320, 240, CAMERA_NAME),
+                                                 (640, 480, CAMERA_NAME),
+                                                 (320, 240, SIDE_CAMERA_NAME)])
+def test_depth_back_projects_onto_the_cube(sim, width, height, camera):
     sim.reset()
-    rgb, depth, instance = sim.render(width, height)
+    rgb, depth, instance = sim.render(width, height, camera)
     assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
     assert depth.shape == (height, width) and depth.dtype == np.float32
     assert instance.shape == (height, width) and instance.dtype == np.uint16
 
     cube_position, _ = sim.object_poses()["cube"]
     top_centre = cube_position + [0.0, 0.0, sim.object_extents()["cube"][2]]
-    u, v, expected_depth = _project(sim, top_centre, width, height)
+    u, v, expected_depth = _project(sim, top_centre, width, height, camera)
     row, column = int(round(v)), int(round(u))
     assert instance[row, column] == OBJECT_IDS["cube"]
     assert depth[row, column] == pytest.approx(expected_depth, abs=3e-3)
-    point = _back_project(sim, column, row, depth[row, column], width, height)
+    point = _back_project(sim, column, row, depth[row, column], width, height, camera)
     assert np.linalg.norm(point - top_centre) < 4e-3
     assert abs(point[2] - top_centre[2]) < 1.5e-3
 
     # Optical frame convention: z looks at the scene, y points down in the image.
-    _, quat = sim.camera_pose()
+    _, quat = sim.camera_pose(camera)
     optical = Rotation.from_quat(quat).as_matrix()
     assert optical[2, 2] < 0 and optical[2, 1] < 0
     # Above the floor's far edge there is nothing: no depth and background id.
@@ -238,6 +240,7 @@ def test_perturbed_scenario_differs_and_is_reproducible():
     assert first != other
     assert first.distractor_count == 3
     assert first.camera_position != base.camera_position
+    assert first.side_camera_position != base.side_camera_position
     for name in ("cube", "can", "mug"):
         shift = np.subtract(first.objects[name].xyz, base.objects[name].xyz)
         assert 0 < np.abs(shift[:2]).max() <= 0.05 and shift[2] == 0
@@ -247,6 +250,10 @@ def test_perturbed_scenario_differs_and_is_reproducible():
     try:
         assert {"distractor_0", "distractor_1", "distractor_2"} <= set(simulation.object_poses())
         np.testing.assert_allclose(simulation.camera_pose()[0], first.camera_position)
+        np.testing.assert_allclose(simulation.camera_pose(SIDE_CAMERA_NAME)[0],
+                                   first.side_camera_position)
+        with pytest.raises(ValueError, match="unknown camera"):
+            simulation.render(camera="wrist_camera")
     finally:
         simulation.close()
 
@@ -259,6 +266,8 @@ def test_scenario_loading_rejects_bad_keys_and_values(tmp_path):
         "perturbation:\n  lighting: [0.9, 0.2]\n": "perturbation.lighting",
         "distractor_count: -1\n": "distractor_count",
         "light:\n  intensity: bright\n": "light.intensity",
+        "side_camera:\n  fovy_deg: 200\n": "side_camera.fovy_deg",
+        "side_camera:\n  position: [0.5, 0, 1]\n  look_at: [0.5, 0, 0]\n": "side_camera.look_at",
     }
     for text, key in bad.items():
         path = tmp_path / "bad.yaml"

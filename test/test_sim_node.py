@@ -42,7 +42,12 @@ class Probe:
                 ("/camera/color/camera_info", CameraInfo, sensor),
                 ("/camera/depth/image_raw", Image, sensor),
                 ("/camera/instances/image_raw", Image, sensor),
-                ("/camera/pose", PoseStamped, 10), ("/ground_truth/objects", ObjectArray, 10),
+                ("/camera/pose", PoseStamped, 10),
+                ("/side_camera/color/image_raw", Image, sensor),
+                ("/side_camera/color/camera_info", CameraInfo, sensor),
+                ("/side_camera/depth/image_raw", Image, sensor),
+                ("/side_camera/instances/image_raw", Image, sensor),
+                ("/side_camera/pose", PoseStamped, 10), ("/ground_truth/objects", ObjectArray, 10),
                 ("/ground_truth/tcp_pose", PoseStamped, 10)]:
             self.node.create_subscription(cls, topic, lambda m, t=topic: self._keep(t, m), qos)
         self.pub_traj = self.node.create_publisher(
@@ -126,6 +131,15 @@ def test_sensor_messages(sim):
     info = sim.latest["/camera/color/camera_info"]
     assert info.width == 320 and info.k[0] > 0 and info.header.frame_id == \
         "camera_color_optical_frame"
+    # The side camera sees the objects from across the table, in its own optical frame.
+    side = image_to_numpy(sim.latest["/side_camera/instances/image_raw"])
+    assert {OBJECT_IDS["cube"], OBJECT_IDS["can"], OBJECT_IDS["mug"], 1} <= set(np.unique(side))
+    assert sim.latest["/side_camera/color/image_raw"].header.frame_id == \
+        sim.latest["/side_camera/color/camera_info"].header.frame_id == \
+        "side_camera_color_optical_frame"
+    main, other = (sim.latest[f"/{ns}/pose"].pose.position for ns in ("camera", "side_camera"))
+    assert main.y < -0.5 and other.y > 0.5  # on either side of the table
+    assert not np.array_equal(image_to_numpy(sim.latest["/side_camera/depth/image_raw"]), depth)
     assert "<robot" in sim.latest["/robot_description"].data
     names = {o.name for o in sim.latest["/ground_truth/objects"].objects}
     assert {"cube", "can", "mug"} <= names
@@ -243,6 +257,12 @@ def test_recorded_bag_holds_every_topic(sim, tmp_path):
         "/camera/depth/camera_info": "sensor_msgs/msg/CameraInfo",
         "/camera/instances/image_raw": "sensor_msgs/msg/Image",
         "/camera/pose": "geometry_msgs/msg/PoseStamped",
+        "/side_camera/color/image_raw": "sensor_msgs/msg/Image",
+        "/side_camera/color/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/side_camera/depth/image_raw": "sensor_msgs/msg/Image",
+        "/side_camera/depth/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/side_camera/instances/image_raw": "sensor_msgs/msg/Image",
+        "/side_camera/pose": "geometry_msgs/msg/PoseStamped",
         "/joint_trajectory_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
         "/gripper_controller/commands": "std_msgs/msg/Float64MultiArray",
         "/ground_truth/objects": "world_model_planning/msg/ObjectArray",
@@ -256,7 +276,8 @@ def test_recorded_bag_holds_every_topic(sim, tmp_path):
     assert counts["/gripper_controller/commands"] == 1
     # Stream counts match their rates over the recorded span (sim time), nothing dropped.
     for topic, rate in [("/joint_states", 100), ("/camera/color/image_raw", 15),
-                        ("/camera/depth/image_raw", 15), ("/ground_truth/objects", 30)]:
+                        ("/camera/depth/image_raw", 15), ("/side_camera/color/image_raw", 15),
+                        ("/ground_truth/objects", 30)]:
         assert counts[topic] == pytest.approx(rate * span, rel=0.1, abs=3), (topic, counts, span)
     stamps = [to_seconds(m.header.stamp) for _, _, _, m in
               read_messages(bag, ["/camera/color/image_raw"])]

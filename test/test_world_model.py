@@ -61,7 +61,7 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
     # The perceived-pose training path: the scene memory maps a bag's frames; its poses
     # follow the truth where it sees an object, frames that hide one are kept as inputs
     # (known) but not as targets (seen), and the run reports the gap to the ground truth.
-    train_main(["--bags", *map(str, bags[:3]), "--output", str(tmp_path / "run"),
+    train_main(["--bags", *map(str, bags[:2]), "--output", str(tmp_path / "run"),
                 "--poses", "perceived", "--steps", "2", "--eval-every", "2", "--batch", "4",
                 "--horizon", "5", "--width", "16", "--ensemble", "2"])
     out = capsys.readouterr().out
@@ -87,12 +87,13 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
     off = (yaw[0] - yaw[1] + np.pi / 4) % (np.pi / 2) - np.pi / 4
     assert np.median(np.abs(off)) < np.radians(5), np.degrees(off)
     # The cache keeps each frame's visible share: another --min-visible reads the same
-    # mapping with more (or fewer) targets, and only where the share passes it.
+    # mapping with fewer (or more) targets, and only where the share passes it. (With two
+    # cameras one of them nearly always shows most of an object.)
     np.testing.assert_array_equal(seen, ep.object_visible >= MIN_VISIBLE)
-    [loose] = load_episodes(bags[:1], "perceived", 0.1, BagLayout(), tmp_path / "run" / "cache",
-                            log=pytest.fail, min_visible=0.3)
-    assert (loose.object_seen >= seen).all() and loose.object_seen.sum() > seen.sum()
-    np.testing.assert_array_equal(loose.object_positions, ep.object_positions)
+    [strict] = load_episodes(bags[:1], "perceived", 0.1, BagLayout(),
+                             tmp_path / "run" / "cache", log=pytest.fail, min_visible=0.99)
+    assert (strict.object_seen <= seen).all() and strict.object_seen.sum() < seen.sum()
+    np.testing.assert_array_equal(strict.object_positions, ep.object_positions)
 
 
 def test_an_unreadable_cache_entry_is_read_again_from_the_bag(bags, tmp_path):
@@ -142,6 +143,15 @@ def test_layout_names_a_robots_topics(bags):
     ep = read_episode(bags[0], layout)
     assert any("no trajectory commands" in note for note in ep.notes)
     np.testing.assert_allclose(ep.target_positions[:-1], ep.joint_positions[1:], atol=1e-9)
+    # The bags' cameras: the main one by its topics, further ones by namespace.
+    cameras = BagLayout().cameras()
+    assert list(cameras) == ["camera", "side_camera"]
+    assert cameras["side_camera"] == {
+        "rgb": "/side_camera/color/image_raw", "depth": "/side_camera/depth/image_raw",
+        "info": "/side_camera/color/camera_info", "pose": "/side_camera/pose",
+        "instances": "/side_camera/instances/image_raw"}
+    one = BagLayout.from_dict({"extra_cameras": [], "instances": ""}).cameras()
+    assert list(one) == ["camera"] and "instances" not in one["camera"]
     with pytest.raises(ValueError, match="unknown bag layout keys"):
         BagLayout.from_dict({"joint_state": "/joint_states"})
     with pytest.raises(ValueError, match="no joint states"):

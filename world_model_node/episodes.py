@@ -39,10 +39,29 @@ class BagLayout:
     camera_info: str = "/camera/color/camera_info"
     instances: str = "/camera/instances/image_raw"
     camera_pose: str = "/camera/pose"
+    # Further cameras by namespace, each with the topics NS/color/image_raw,
+    # NS/depth/image_raw, NS/color/camera_info, NS/instances/image_raw and NS/pose; a bag
+    # without them (one camera) reads as before.
+    extra_cameras: tuple = ("/side_camera",)
     arm_joints: tuple = tuple(f"panda_joint{i}" for i in range(1, 8))
     # The gripper width is the sum of these joints' positions (Panda: each finger opens
     # half the width).
     gripper_joints: tuple = ("panda_finger_joint1", "panda_finger_joint2")
+
+    def cameras(self) -> dict[str, dict[str, str]]:
+        """Camera name -> {stream: topic} ("rgb", "depth", "info", "pose" and, where
+        recorded, "instances"); the main camera ("camera") first."""
+        def streams(rgb, depth, info, pose, instances):
+            return {k: v for k, v in dict(rgb=rgb, depth=depth, info=info, pose=pose,
+                                          instances=instances).items() if v}
+        out = {"camera": streams(self.color, self.depth, self.camera_info, self.camera_pose,
+                                 self.instances)}
+        for ns in self.extra_cameras:
+            name = ns.strip("/")
+            out[name] = streams(f"/{name}/color/image_raw", f"/{name}/depth/image_raw",
+                                f"/{name}/color/camera_info", f"/{name}/pose",
+                                f"/{name}/instances/image_raw" if self.instances else "")
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> "BagLayout":

@@ -1,7 +1,7 @@
 """Object poses as the scene memory perceives them, from a bag's camera frames.
 
-Replays the bag's colour, depth, camera_info, instance mask and camera pose through
-`SceneMemory.integrate`, exactly as the `gsplat_scene` node would, and records every
+Replays the bag's colour, depth, camera_info, instance mask and camera pose of each camera
+(`BagLayout.cameras`) through `SceneMemory.integrate`, exactly as the `gsplat_scene` node would, and records every
 object's tracked pose after each frame. This is the input the world model sees on a robot,
 so training on it teaches the model the memory's noise.
 """
@@ -25,15 +25,17 @@ MIN_VISIBLE = 0.8  # share of an object the frame must show for its pose to coun
 
 
 def _frames(bag, layout, downscale: int):
-    """Yield matched, validated Frames of a bag in stamp order (bad ones are skipped)."""
-    streams = {layout.color: "rgb", layout.depth: "depth", layout.camera_info: "info",
-               layout.camera_pose: "pose"}
-    if layout.instances:
-        streams[layout.instances] = "instances"
-    sync = FrameSync(["rgb", "depth", "info", "pose"],
-                     ["instances"] if layout.instances else [], slop=0.02)
+    """Yield matched, validated Frames of a bag's cameras in stamp order (bad ones are
+    skipped)."""
+    cameras = layout.cameras()
+    streams = {topic: (camera, stream) for camera, topics in cameras.items()
+               for stream, topic in topics.items()}
+    syncs = {camera: FrameSync(["rgb", "depth", "info", "pose"],
+                               ["instances"] if "instances" in topics else [], slop=0.02)
+             for camera, topics in cameras.items()}
     for topic, _, _, msg in read_messages(bag, set(streams)):
-        matched = sync.add(streams[topic], to_seconds(msg.header.stamp), msg)
+        camera, stream = streams[topic]
+        matched = syncs[camera].add(stream, to_seconds(msg.header.stamp), msg)
         if matched is None:
             continue
         stamp = matched["rgb"][0]
@@ -42,9 +44,10 @@ def _frames(bag, layout, downscale: int):
             yield frame_from_messages(
                 matched["rgb"][1], matched["depth"][1], matched["info"][1],
                 pose_to_matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w]), stamp,
-                matched["instances"][1] if "instances" in matched else None, downscale)
+                matched["instances"][1] if "instances" in matched else None, downscale,
+                camera)
         except ValueError as err:
-            log.warning("%s: frame at %.2f s skipped: %s", bag, stamp, err)
+            log.warning("%s: %s frame at %.2f s skipped: %s", bag, camera, stamp, err)
 
 
 def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
@@ -71,7 +74,9 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
                               r.visible) for oid, r in memory.objects.items()})
     if not stamps:
         raise ValueError(f"bag {bag}: no camera frames to perceive objects from")
-    stamps = np.asarray(stamps)
+    # Cameras' frames may arrive slightly out of stamp order; each record holds the memory
+    # after every frame before it.
+    stamps = np.maximum.accumulate(np.asarray(stamps))
     index = np.clip(np.searchsorted(stamps, times + 1e-9, side="right") - 1, 0, None)
     before = times < stamps[0] - 1e-9
     colours = memory.object_colours()

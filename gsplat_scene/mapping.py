@@ -123,8 +123,8 @@ class Frame:
 
     rgb (H, W, 3) uint8 or float in [0, 1]; depth (H, W) float metres (NaN/0 = invalid);
     K (3, 3) pinhole (OpenCV convention); cam_to_world (4, 4); instances (H, W) int ids or None.
-    camera names the camera it came from (its optical frame): with several cameras, each
-    camera's view of an object is compared with that same camera's earlier views.
+    camera names the camera it came from (e.g. its topic namespace): with several cameras,
+    each camera's view of an object is compared with that same camera's earlier views.
     """
     rgb: torch.Tensor
     depth: torch.Tensor

@@ -1,8 +1,8 @@
 """Object poses as the scene memory perceives them, from a bag's camera frames.
 
 Replays the bag's colour, depth, camera_info, instance mask and camera pose of each camera
-(`BagLayout.cameras`) through `SceneMemory.integrate`, exactly as the `gsplat_scene` node would, and records every
-object's tracked pose after each frame. This is the input the world model sees on a robot,
+(`BagLayout.cameras`) through `SceneMemory.integrate`, exactly as the `gsplat_scene` node
+would, and records every object's tracked pose after each frame. This is the input the world model sees on a robot,
 so training on it teaches the model the memory's noise.
 """
 from __future__ import annotations

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ros_io.paths import share_path
+from sim_robot.scene import CAMERA_NAMESPACES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -319,14 +320,20 @@ def main(argv=None) -> int:
                     help="sim seconds each goal may take")
     ap.add_argument("--cameras", default="camera,side_camera",
                     help="cameras the scene memory maps (camera, side_camera or both)")
+    ap.add_argument("--extra-camera-period", type=float, default=2.0,
+                    help="the scene node's extra_camera_period [s]: the side camera's frames "
+                         "are taken while the main camera's hides an object, else this "
+                         "often (0 = every frame)")
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     cameras = [c for c in args.cameras.split(",") if c]
     if not tasks or any(t not in ("reach", "push") for t in tasks) \
             or args.real_time_factor <= 0 or args.goal_timeout <= 0 \
-            or not cameras or any(c not in ("camera", "side_camera") for c in cameras):
+            or not cameras or any(c not in CAMERA_NAMESPACES for c in cameras) \
+            or not 0 <= args.extra_camera_period <= 3600:
         print("tasks must be reach and/or push, cameras camera and/or side_camera; the "
-              "real-time factor and the goal timeout positive", file=sys.stderr)
+              "real-time factor and the goal timeout positive, the extra camera period in "
+              "[0, 3600] s", file=sys.stderr)
         return 2
 
     import rclpy
@@ -348,7 +355,8 @@ def main(argv=None) -> int:
                                      "camera_rate:=5.0", "ground_truth_rate:=10.0",
                                      f"side_camera:={str('side_camera' in cameras).lower()}"]),
         start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1",
-                                          f"cameras:=[{', '.join(cameras)}]"]),
+                                          f"cameras:=[{', '.join(cameras)}]",
+                                          f"extra_camera_period:={args.extra_camera_period}"]),
         start("planner_node.planner_node",
               [f"model:={args.model}", "use_sim_time:=true",
                f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",

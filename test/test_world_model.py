@@ -154,6 +154,10 @@ def test_layout_names_a_robots_topics(bags):
     assert list(one) == ["camera"] and "instances" not in one["camera"]
     with pytest.raises(ValueError, match="unknown bag layout keys"):
         BagLayout.from_dict({"joint_state": "/joint_states"})
+    with pytest.raises(ValueError, match="'extra_cameras' must be a list of names"):
+        BagLayout.from_dict({"extra_cameras": "/side_camera"})
+    with pytest.raises(ValueError, match="'color' must be a topic name"):
+        BagLayout.from_dict({"color": 3})
     with pytest.raises(ValueError, match="no joint states"):
         read_episode(bags[0], BagLayout(arm_joints=("shoulder", "elbow")))
 

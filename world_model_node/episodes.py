@@ -69,7 +69,19 @@ class BagLayout:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown bag layout keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        defaults = cls()
+        out = {}
+        for key, value in values.items():
+            if isinstance(getattr(defaults, key), tuple):  # lists of names
+                if not isinstance(value, list) or \
+                        not all(isinstance(v, str) and v for v in value):
+                    raise ValueError(f"bag layout '{key}' must be a list of names, got "
+                                     f"{value!r}")
+                value = tuple(value)
+            elif not isinstance(value, str):
+                raise ValueError(f"bag layout '{key}' must be a topic name, got {value!r}")
+            out[key] = value
+        return cls(**out)
 
 
 @dataclass

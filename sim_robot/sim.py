@@ -181,7 +181,7 @@ class PandaSim:
         self._gripper_act = actuator_id("gripper")
         self._tcp_site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, panda.TCP_FRAME)
         self._camera_ids = {name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
-                            for name in (scene.CAMERA_NAME, scene.SIDE_CAMERA_NAME)}
+                            for name in scene.CAMERA_NAMESPACES.values()}
 
         distractors = scene.distractor_specs(self._scenario)
         self._object_extents = {name: np.array(scene.OBJECT_HALF_EXTENTS[name]) for name in scene.MAIN_OBJECTS}
@@ -323,11 +323,6 @@ class PandaSim:
         return {name: extents.copy() for name, extents in self._object_extents.items()}
 
     # --- camera ---
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        """Names of the fixed cameras: ``scene.CAMERA_NAME`` first, then the side camera."""
-        return tuple(self._camera_ids)
 
     def _camera(self, name: str) -> int:
         if name not in self._camera_ids:

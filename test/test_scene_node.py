@@ -25,6 +25,11 @@ SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2
               "-p", "use_sim_time:=true"]
 
 
+def cloud_points(cloud) -> np.ndarray:
+    """(N, 3) x y z of the node's PointCloud2 (x y z rgb, 16 bytes a point)."""
+    return np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+
+
 def call(node, client, request, timeout=60.0):
     assert client.wait_for_service(timeout_sec=20.0)
     future = client.call_async(request)
@@ -88,7 +93,7 @@ def test_builds_a_map_with_objects(graph):
     cloud = graph.latest["/gsplat_scene/gaussians"]
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
     assert cloud.point_step == 16 and cloud.width > 2000 and cloud.header.frame_id == "world"
-    points = np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+    points = cloud_points(cloud)
     # Centres lie on the true surfaces: table top, floor, or an object's box.
     on_surface = (np.abs(points[:, 2]) < 0.01) | (np.abs(points[:, 2] + 0.75) < 0.01)
     for name, centre in truth.items():
@@ -99,8 +104,7 @@ def test_builds_a_map_with_objects(graph):
     # from the other side of the table, cannot see (its frames come every
     # extra_camera_period while nothing is hidden).
     def far_sides():
-        cloud = graph.latest["/gsplat_scene/gaussians"]
-        points = np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+        points = cloud_points(graph.latest["/gsplat_scene/gaussians"])
         counts = {}
         for name in ("mug", "can"):
             centre = np.array(truth[name])

@@ -6,7 +6,9 @@ controller is commanding when the new trajectory starts (one cycle ahead, or 1.5
 longest of the last five planning times plus half a step if that is longer; at most
 MAX_LEAD), sends the first `execute_steps`
 steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
-markers, until the goal holds for `settle_cycles` cycles, its time budget ends, or it is
+markers, until the goal holds for `settle_cycles` cycles (for an object goal, each on a newer
+sighting of the object: a memory holding a hidden object where it last saw it, or a slow one
+publishing the same pose again, confirms nothing), its time budget ends, or it is
 canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
 (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
 ~/plan (Plan service) plans once without executing, for evaluation.
@@ -334,6 +336,18 @@ class PlannerNode(ManagedNode):
         q, qd, width, stamp = js
         return WorldState(q, qd, width, *objects_to_tensors(objects or ObjectArray())), stamp
 
+    def _sighting(self, object_id: int) -> float:
+        """When the object was last observed [s]: its last_seen, or the message's stamp where
+        the source leaves last_seen unset."""
+        with self._lock:
+            objects = self._objects
+        for o in getattr(objects, "objects", []):
+            if o.id == object_id:
+                stamp = o.last_seen if o.last_seen.sec or o.last_seen.nanosec \
+                    else objects.header.stamp
+                return to_seconds(stamp)
+        return -math.inf
+
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
                      collision_margin=self.prm("collision_margin"),
@@ -399,6 +413,7 @@ class PlannerNode(ManagedNode):
         steps = max(1, round(period / self.planner.dt))
         execute = max(self.prm("execute_steps"), steps)
         settled, stale_since, iteration = 0, None, 0
+        confirmed = -math.inf   # the goal object's sighting that the last settled cycle used
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
@@ -465,8 +480,12 @@ class PlannerNode(ManagedNode):
             result.final_position_error = position_error
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
             oriented = goal.rotation is None or angle <= goal.orientation_tolerance
-            settled = settled + 1 if position_error <= goal.position_tolerance and oriented \
-                else 0
+            if position_error > goal.position_tolerance or not oriented:
+                settled = 0
+            elif goal.kind != OBJECT:
+                settled += 1
+            elif (sighting := self._sighting(goal.object_id)) > confirmed:
+                settled, confirmed = settled + 1, sighting
             if settled >= self.prm("settle_cycles"):
                 handle.succeed()
                 return finish(R.REASON_NONE, "", success=True)

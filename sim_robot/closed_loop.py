@@ -169,7 +169,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
 
     perception: the planner sees the objects as it gives them (late, and held where the
     cameras lose them, as the scene memory does) and judges the goal on them as
-    planner_node does; default: the truth, at once."""
+    planner_node does (an object goal counts only the cycles whose frame shows the object);
+    default: the truth, at once."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -192,7 +193,10 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             result.hidden_s += cycle
         error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
                            world.object_rotations)
-        held = held + 1 if within_tolerance(goal, error) else 0
+        if not within_tolerance(goal, error):
+            held = 0
+        elif goal.kind != OBJECT or bool(seen[world.object_ids.index(goal.object_id)]):
+            held += 1   # an object goal counts only cycles that see the object afresh
         if held >= settle_cycles:
             break
         plan = planner.plan(world, follower.sample(now), goal, scene, gripper)

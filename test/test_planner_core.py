@@ -320,6 +320,28 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     assert result.position_error < 0.02 < start_error
 
 
+def test_an_object_goal_is_not_judged_done_on_a_pose_no_camera_confirms():
+    # The cube lies at the target already. With the only camera turned away the planner
+    # holds it where it was first seen and cannot confirm the goal; seen, it is done at once.
+    config = PlannerConfig(horizon=8, sampling=SamplerConfig(samples=16, iterations=1,
+                                                             elites=4))
+    planner = build_planner("static", DEFAULT_CHECKPOINT, config)
+    results = {}
+    for name, turned in [("turned away", True), ("looking", False)]:
+        sim = PandaSim(Scenario(), 64, 48)
+        if turned:
+            sim.set_camera((1.4, -0.7, 0.95), (1.4, -1.5, 0.9), CAMERA_NAME)
+        position, _ = sim.object_poses()["cube"]
+        goal = Goal(OBJECT, torch.tensor(position, dtype=torch.float32),
+                    object_id=OBJECT_IDS["cube"], position_tolerance=0.03)
+        results[name] = closed_loop.run_episode(
+            sim, planner, goal, "push", 0, timeout_s=1.0,
+            perception=closed_loop.PerceivedObjects(cameras=(CAMERA_NAME,)))
+    assert not results["turned away"].success and results["turned away"].cycles >= 4
+    assert results["turned away"].position_error < 0.03     # it was there all along
+    assert results["looking"].success and results["looking"].cycles == 1, results["looking"]
+
+
 def test_perceived_objects_are_held_while_no_camera_shows_them():
     # The main camera turned away from the cube: with it alone the cube moved is still
     # perceived where it was; the side camera sees it move.

@@ -1,7 +1,8 @@
 """planner_node over a real DDS graph with the simulated robot (separate processes): reach
 goals through the PlanToGoal action, cancel, e-stop and stale state stop the arm, bad goals
-are rejected, the plan-only service answers. Objects come from the simulator's ground truth;
-the world model is the static one (reaching needs only the arm; it keeps the test fast)."""
+are rejected, the plan-only service answers, an object goal succeeds only on fresh sightings.
+Objects come from the simulator's ground truth (relayed, so a test can freeze their
+last_seen); the world model is the static one (reaching needs only the arm; it keeps the test fast)."""
 import math
 import time
 
@@ -18,26 +19,29 @@ from trajectory_msgs.msg import JointTrajectory
 from planner_node.actions import PANDA_ACCELERATION
 from sim_robot import panda
 from sim_robot.explore import top_down_quat
+from sim_robot.scene import OBJECT_IDS
 from support.graph import output_of, ros_context, ros_process, spin_until
 from world_model_planning.action import PlanToGoal
-from world_model_planning.msg import GoalSpec
+from world_model_planning.msg import GoalSpec, ObjectArray
 from world_model_planning.srv import Plan
 
 PLANNER_ARGS = ["-m", "planner_node.planner_node", "--ros-args",
                 "-p", "model:=static", "-p", "samples:=48", "-p", "iterations:=2",
                 "-p", "horizon:=12", "-p", "use_sim_time:=true", "-p", "state_timeout:=1.0",
                 "-p", "torch_threads:=1",
-                "-r", "objects:=/ground_truth/objects",
+                "-r", "objects:=/relayed_objects",
                 "-r", "joint_states:=/relayed_joint_states"]
 SIM_ARGS = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=0.5",
             "-p", "clock_rate:=50.0", "-p", "joint_state_rate:=50.0",
             "-p", "ground_truth_rate:=10.0", "-p", "camera_rate:=2.0"]
 R = PlanToGoal.Result
+CUBE = OBJECT_IDS["cube"]
 
 
 class Probe:
-    """Relays joint states (so a test can starve the planner), records what is sent to the
-    controller, and talks to the planner."""
+    """Relays joint states (so a test can starve the planner) and objects (so a test can
+    freeze when they were last seen), records what is sent to the controller, and talks to
+    the planner."""
 
     def __init__(self):
         self.node = rclpy.create_node(
@@ -52,6 +56,16 @@ class Probe:
             if self.relay:
                 pub.publish(msg)
         self.node.create_subscription(JointState, "/joint_states", on_joints, 10)
+        self.objects, self.frozen_sighting = None, None
+        objects_pub = self.node.create_publisher(ObjectArray, "/relayed_objects", 10)
+
+        def on_objects(msg):
+            self.objects = msg
+            if self.frozen_sighting is not None:
+                for o in msg.objects:
+                    o.last_seen = self.frozen_sighting
+            objects_pub.publish(msg)
+        self.node.create_subscription(ObjectArray, "/ground_truth/objects", on_objects, 10)
         self.node.create_subscription(JointTrajectory,
                                       "/joint_trajectory_controller/joint_trajectory",
                                       self.trajectories.append, 10)
@@ -188,6 +202,36 @@ def test_bad_goals_are_rejected(graph, reason, spec):
     assert not graph.send(spec).accepted
     assert graph.spin_until(lambda: reason.split()[-1] in output_of(graph.procs[1]), 5.0)
     assert graph.procs[1].poll() is None
+
+
+def push_spec(position, tolerance, budget):
+    spec = GoalSpec(target_type=GoalSpec.TARGET_OBJECT, object_id=CUBE,
+                    position_tolerance=tolerance, orientation_tolerance=-1.0)
+    spec.time_budget.sec = budget
+    spec.target_pose.header.frame_id = "world"
+    p = spec.target_pose.pose
+    p.position.x, p.position.y, p.position.z = (float(v) for v in position)
+    p.orientation.w = 1.0
+    return spec
+
+
+def test_an_object_goal_holds_only_on_fresh_sightings(graph):
+    # The cube already lies at the target. Seen only once (a memory holding it where it last
+    # saw it), the goal cannot be confirmed and the budget runs out; seen afresh every
+    # cycle, it succeeds at once.
+    assert graph.spin_until(lambda: graph.objects is not None, 10.0)
+    cube = next(o for o in graph.objects.objects if o.id == CUBE).pose.position
+    target = [cube.x, cube.y, cube.z]
+    graph.frozen_sighting = graph.objects.header.stamp
+    try:
+        result = graph.result(graph.send(push_spec(target, 0.03, 4)), 60.0).result
+    finally:
+        graph.frozen_sighting = None
+    assert result.failure_code == R.REASON_TIMEOUT, result.failure_reason
+    assert result.final_position_error < 0.03     # it held, as far as the planner could see
+    result = graph.result(graph.send(push_spec(target, 0.03, 20)), 60.0).result
+    assert result.success, result.failure_reason
+    assert graph.wait_at_rest()
 
 
 def test_malformed_scene_cloud_is_reported_and_planning_goes_on(graph):

@@ -4,13 +4,12 @@
 use_sim_time) it reads the latest joint state and objects, plans one MPC cycle from what the
 controller is commanding when the new trajectory starts (one cycle ahead, or 1.5 times the
 longest of the last five planning times plus half a step if that is longer; at most
-MAX_LEAD), sends the first `execute_steps`
-steps plus a braking tail through the chosen backend, and publishes feedback and ~/futures
-markers, until the goal holds for `settle_cycles` cycles (for an object goal, each on a newer
-sighting of the object: a memory holding a hidden object where it last saw it, or a slow one
-publishing the same pose again, confirms nothing), its time budget ends, or it is
-canceled. The arm is brought to rest (within its limits) on cancel, an e-stop message
-(std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
+MAX_LEAD), sends the first `execute_steps` steps plus a braking tail through the chosen
+backend, and publishes feedback and ~/futures markers, until the goal holds for
+`settle_cycles` cycles (for an object goal on new sightings of the object, taken since the
+goal first held, the arm kept still meanwhile: see planner_node.settle), its time budget
+ends, or it is canceled. The arm is brought to rest (within its limits) on cancel, an e-stop
+message (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
 ~/plan (Plan service) plans once without executing, for evaluation.
 The world model runs in-process (no serialisation); the scene memory's ObjectArray (`objects`)
 and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
@@ -41,6 +40,7 @@ from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, g
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SAMPLERS, SamplerConfig
+from planner_node.settle import GoalSettle
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
@@ -412,8 +412,8 @@ class PlannerNode(ManagedNode):
         period = 1.0 / self.prm("rate")
         steps = max(1, round(period / self.planner.dt))
         execute = max(self.prm("execute_steps"), steps)
-        settled, stale_since, iteration = 0, None, 0
-        confirmed = -math.inf   # the goal object's sighting that the last settled cycle used
+        stale_since, iteration = None, 0
+        settle = GoalSettle(self.prm("settle_cycles"))
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
@@ -480,19 +480,22 @@ class PlannerNode(ManagedNode):
             result.final_position_error = position_error
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
             oriented = goal.rotation is None or angle <= goal.orientation_tolerance
-            if position_error > goal.position_tolerance or not oriented:
-                settled = 0
-            elif goal.kind != OBJECT:
-                settled += 1
-            elif (sighting := self._sighting(goal.object_id)) > confirmed:
-                settled, confirmed = settled + 1, sighting
-            if settled >= self.prm("settle_cycles"):
+            holds = position_error <= goal.position_tolerance and oriented
+            sighting = self._sighting(goal.object_id) if goal.kind == OBJECT else None
+            if settle.update(holds, now, sighting):
                 handle.succeed()
                 return finish(R.REASON_NONE, "", success=True)
             if now - started > budget:
                 handle.abort()
+                waiting = f", waiting for a newer sighting of object {goal.object_id} to " \
+                    "confirm it" if settle.confirming else ""
                 return finish(R.REASON_TIMEOUT, f"time budget of {budget:.1f} s used up "
-                              f"(error {position_error:.3f} m)")
+                              f"(error {position_error:.3f} m{waiting})")
+            if settle.confirming:
+                # The object seems there: keep still until a newer sighting confirms it.
+                self._hold()
+                next_tick = self._wait(next_tick, period)
+                continue
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from planner_node.actions import executed_knots
+from planner_node.actions import braking, executed_knots
 from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
 from gsplat_scene.mapping import MappingConfig
 from planner_node.mpc import MPCPlanner
+from planner_node.settle import GoalSettle
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
 from sim_robot.scene import OBJECT_IDS
@@ -123,6 +124,7 @@ class PerceivedObjects:
         self.min_pixels = MappingConfig().min_object_pixels
         self._frames = collections.deque()   # (time, WorldState, (K,) shown)
         self._poses = None                   # (positions, rotations) as last seen
+        self._sightings = None               # (K,) [s] when each was last seen
 
     def _shown(self, sim: PandaSim, object_ids: list) -> torch.Tensor:
         shown = torch.zeros(len(object_ids), dtype=torch.bool)
@@ -132,22 +134,26 @@ class PerceivedObjects:
                                    for i in object_ids])
         return shown
 
-    def see(self, sim: PandaSim, world: WorldState) -> tuple[WorldState, torch.Tensor]:
-        """world (the truth at sim.time) with the objects as perceived, and (K,) whether
-        each was seen in the frame that shows."""
+    def see(self, sim: PandaSim, world: WorldState) -> tuple[WorldState, torch.Tensor, float]:
+        """(world (the truth at sim.time) with the objects as perceived, (K,) float64 sim
+        time [s] each was last seen (-inf: not yet; the scene memory's last_seen), the time
+        of the frame that shows)."""
         now = sim.time
         shown = self._shown(sim, world.object_ids) if self.cameras else \
             torch.ones(len(world.object_ids), dtype=torch.bool)
         self._frames.append((now, world, shown))
         while len(self._frames) > 1 and self._frames[1][0] <= now - self.latency_s + 1e-9:
             self._frames.popleft()
-        _, old, seen = self._frames[0]
+        frame_time, old, seen = self._frames[0]
         if self._poses is None:
             self._poses = (old.object_positions.clone(), old.object_rotations.clone())
+            self._sightings = torch.full((len(seen),), -math.inf, dtype=torch.float64)
         self._poses[0][seen] = old.object_positions[seen]
         self._poses[1][seen] = old.object_rotations[seen]
+        self._sightings[seen] = frame_time
         return replace(world, object_positions=self._poses[0].clone(),
-                       object_rotations=self._poses[1].clone()), seen
+                       object_rotations=self._poses[1].clone()), \
+            self._sightings.clone(), frame_time
 
 
 def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float, plan,
@@ -160,17 +166,26 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
                             vel.numpy(), acc.numpy())
 
 
+def hold(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float) -> None:
+    """Bring the command to rest from where it is at `now`, within the limits."""
+    q, v, a = (torch.tensor(x, dtype=torch.float32) for x in follower.sample(now))
+    pos, vel, acc = braking(q, v, a, planner.limits, planner.dt)
+    times = (np.arange(len(pos)) + 1) * planner.dt
+    follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(), vel.numpy(),
+                            acc.numpy())
+
+
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
                 scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
                 settle_cycles: int = 2, record: bool = False,
                 perception: PerceivedObjects | None = None) -> EpisodeResult:
-    """Plan and execute until the goal holds for settle_cycles cycles (as the planner sees
-    it) or timeout_s passes; success: it held, and it holds on the truth at the end.
+    """Plan and execute until the goal settles (planner_node.settle: settle_cycles cycles,
+    on new sightings for the object goal of a push) as the planner sees it, or timeout_s
+    passes; success: it settled, and it holds on the truth at the end.
 
     perception: the planner sees the objects as it gives them (late, and held where the
     cameras lose them, as the scene memory does) and judges the goal on them as
-    planner_node does (an object goal counts only the cycles whose frame shows the object);
-    default: the truth, at once."""
+    planner_node does; default: the truth, at once."""
     scene = scene or Scene()
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
@@ -183,28 +198,31 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     result = EpisodeResult(task, seed, False, math.nan, math.nan, 0.0, 0)
     peak_acc = np.zeros(planner.joints)
     peak_jerk = np.zeros(planner.joints)
-    held = 0
+    settle = GoalSettle(settle_cycles)
+    settled = False
     last_acc = None
     perception = perception or PerceivedObjects()
     while sim.time - t0 < timeout_s:
         now = sim.time
-        world, seen = perception.see(sim, world_state(sim))
-        if goal.kind == OBJECT and not bool(seen[world.object_ids.index(goal.object_id)]):
-            result.hidden_s += cycle
+        world, sightings, frame_time = perception.see(sim, world_state(sim))
+        sighting = None
+        if goal.kind == OBJECT:
+            sighting = float(sightings[world.object_ids.index(goal.object_id)])
+            result.hidden_s += cycle if sighting < frame_time else 0.0
         error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
                            world.object_rotations)
-        if not within_tolerance(goal, error):
-            held = 0
-        elif goal.kind != OBJECT or bool(seen[world.object_ids.index(goal.object_id)]):
-            held += 1   # an object goal counts only cycles that see the object afresh
-        if held >= settle_cycles:
+        settled = settle.update(within_tolerance(goal, error), now, sighting)
+        if settled:
             break
-        plan = planner.plan(world, follower.sample(now), goal, scene, gripper)
-        result.plan_ms.append(plan.elapsed_s * 1e3)
-        send_plan(follower, planner, now, plan, execute_steps)
-        if record:
-            result.frames.append((sim.render()[0], plan))
-        planner.advance(execute_steps)
+        if settle.confirming:
+            hold(follower, planner, now)
+        else:
+            plan = planner.plan(world, follower.sample(now), goal, scene, gripper)
+            result.plan_ms.append(plan.elapsed_s * 1e3)
+            send_plan(follower, planner, now, plan, execute_steps)
+            if record:
+                result.frames.append((sim.render()[0], plan))
+            planner.advance(execute_steps)
         result.cycles += 1
         while sim.time < now + cycle - 0.5 * sim.timestep:
             q, qd, acc = follower.sample(sim.time)
@@ -215,7 +233,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             sim.set_arm_targets(q, qd)
             sim.step()
     result.position_error, result.orientation_error = current_error(goal, sim)
-    result.success = held >= settle_cycles and within_tolerance(
+    result.success = settled and within_tolerance(
         goal, (result.position_error, result.orientation_error))
     result.time_s = sim.time - t0
     result.peak_acceleration, result.peak_jerk = peak_acc, peak_jerk

@@ -320,6 +320,25 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     assert result.position_error < 0.02 < start_error
 
 
+def test_a_goal_settles_on_cycles_and_an_object_goal_on_new_sightings():
+    from planner_node.settle import GoalSettle
+
+    arm = GoalSettle(2)          # a goal on the robot's own state: two cycles that hold
+    assert [arm.update(h, t) for t, h in [(0.0, True), (0.2, False), (0.4, True),
+                                          (0.6, True)]] == [False, False, False, True]
+    assert not arm.confirming
+    # Sightings 0.5 s late: after the first cycle that holds (at 1.0 s, on a sighting of
+    # 0.5 s) only sightings taken since count; the same sighting twice counts once.
+    cube = GoalSettle(3)
+    steps = [(1.0, 0.5), (1.2, 0.7), (1.4, 0.9), (1.6, 1.1), (1.8, 1.1), (2.0, 1.3)]
+    done = [cube.update(True, t, seen) for t, seen in steps]
+    assert done == [False] * 5 + [True]
+    cube = GoalSettle(2)
+    assert not cube.update(True, 2.0, 1.5) and cube.confirming
+    assert not cube.update(False, 2.2, 2.1) and not cube.confirming   # it moved: start over
+    assert not cube.update(True, 2.4, 2.1) and cube.update(True, 2.6, 2.5)
+
+
 def test_an_object_goal_is_not_judged_done_on_a_pose_no_camera_confirms():
     # The cube lies at the target already. With the only camera turned away the planner
     # holds it where it was first seen and cannot confirm the goal; seen, it is done at once.
@@ -357,8 +376,8 @@ def test_perceived_objects_are_held_while_no_camera_shows_them():
     sim.set_object_pose("cube", start + [0.05, 0.0, 0.0], quat)
     seen = {}
     for name, perception in [("main", main_only), ("both", both), ("truth", truth)]:
-        world, shown = perception.see(sim, closed_loop.world_state(sim))
-        seen[name] = (float(world.object_positions[cube, 0]), bool(shown[cube]))
+        world, sightings, frame_time = perception.see(sim, closed_loop.world_state(sim))
+        seen[name] = (float(world.object_positions[cube, 0]), bool(sightings[cube] == frame_time))
     assert seen["main"] == pytest.approx((start[0], False)), seen
     assert seen["both"] == pytest.approx((start[0] + 0.05, True)) == seen["truth"], seen
 

@@ -98,6 +98,17 @@ def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach
     raise ValueError(f"unknown target_type {spec.target_type}")
 
 
+def last_sighting(objects: ObjectArray, object_id: int) -> float:
+    """When the object was last observed [s]: its last_seen, or the message's stamp where the
+    source leaves last_seen unset; -inf if the message does not hold it."""
+    for o in objects.objects:
+        if o.id == object_id:
+            stamp = o.last_seen if o.last_seen.sec or o.last_seen.nanosec \
+                else objects.header.stamp
+            return to_seconds(stamp)
+    return -math.inf
+
+
 class PlannerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
@@ -328,25 +339,14 @@ class PlannerNode(ManagedNode):
         self._estop = bool(msg.data)
 
     def _state(self):
-        """(WorldState, stamp of the joint state) from the latest messages; ValueError."""
+        """(WorldState, stamp of the joint state, the ObjectArray it holds) from the latest
+        messages; ValueError."""
         with self._lock:
-            js, objects = self._joint_state, self._objects
+            js, objects = self._joint_state, self._objects or ObjectArray()
         if js is None:
             raise ValueError("no joint state received yet")
         q, qd, width, stamp = js
-        return WorldState(q, qd, width, *objects_to_tensors(objects or ObjectArray())), stamp
-
-    def _sighting(self, object_id: int) -> float:
-        """When the object was last observed [s]: its last_seen, or the message's stamp where
-        the source leaves last_seen unset."""
-        with self._lock:
-            objects = self._objects
-        for o in getattr(objects, "objects", []):
-            if o.id == object_id:
-                stamp = o.last_seen if o.last_seen.sec or o.last_seen.nanosec \
-                    else objects.header.stamp
-                return to_seconds(stamp)
-        return -math.inf
+        return WorldState(q, qd, width, *objects_to_tensors(objects)), stamp, objects
 
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
@@ -432,7 +432,7 @@ class PlannerNode(ManagedNode):
             # A goal sent right after start-up may come before the first joint state (wall
             # clock: a simulated clock may not run yet either).
             self._joint_state_seen.wait(self.prm("first_state_wait"))
-            world, stamp = self._state()
+            world, stamp, _ = self._state()
             goal = goal_from_spec(spec, self.prm("world_frame"), world.object_ids,
                                   self.prm("max_reach"), self.prm("table_height"))
         except ValueError as err:
@@ -453,7 +453,7 @@ class PlannerNode(ManagedNode):
                 return finish(R.REASON_ESTOP, "e-stop")
             now = self.now_s()
             try:
-                world, stamp = self._state()
+                world, stamp, objects = self._state()
             except ValueError as err:
                 handle.abort()
                 return finish(R.REASON_STALE_STATE, f"no usable state: {err}")
@@ -481,7 +481,7 @@ class PlannerNode(ManagedNode):
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
             oriented = goal.rotation is None or angle <= goal.orientation_tolerance
             holds = position_error <= goal.position_tolerance and oriented
-            sighting = self._sighting(goal.object_id) if goal.kind == OBJECT else None
+            sighting = last_sighting(objects, goal.object_id) if goal.kind == OBJECT else None
             if settle.update(holds, now, sighting):
                 handle.succeed()
                 return finish(R.REASON_NONE, "", success=True)
@@ -559,7 +559,7 @@ class PlannerNode(ManagedNode):
                 objects = objects_to_tensors(self._objects or ObjectArray())
                 world = WorldState(q, qd, width, *objects)
             else:
-                world, _ = self._state()
+                world, _, _ = self._state()
             goal = goal_from_spec(request.goal, self.prm("world_frame"), world.object_ids,
                                   self.prm("max_reach"), self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,

@@ -152,6 +152,10 @@ class ObjectRecord:
     # Camera name -> (4, 4) pose of that camera when it last saw the object.
     seen_from: dict = field(default_factory=dict)
     moved: bool = False         # tracked at least once: its axes follow the motion since
+    # World points where frames saw it in place before it first moved: a view that the map
+    # already explains (adds no Gaussian to) may show more of its footprint than the
+    # Gaussians seeded from another side, and it is this footprint its frame is turned to.
+    footprint: torch.Tensor | None = None
     # Camera name -> share of its Gaussians that camera's latest frame shows as the object.
     visible_in: dict = field(default_factory=dict)
 
@@ -393,6 +397,9 @@ class SceneMemory:
                                                 frame.stamp, frame.camera)
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
+        if rendered is not None:
+            self._add_footprints(points, valid & self._explained(depth, K[0, 0], rendered),
+                                 labels)
         # A glimpse of an object (too little of it to track) may show it where it has moved
         # to: Gaussians seeded there would smear the object across both places.
         valid &= ~torch.isin(labels, torch.tensor(sorted(glimpsed), dtype=labels.dtype,
@@ -471,13 +478,17 @@ class SceneMemory:
         out = self.render(torch.linalg.inv(c2w)[None], K[None], width, height, gaussians=g)
         return out.alpha[0], out.depth[0]
 
-    def _agreement(self, masks, interior, depth, fx, rendered) -> torch.Tensor:
-        """(L, 2) per object mask (L, H, W): observed interior pixels, and how many of them
-        the map renders at the measured depth (one pass over the image for all objects)."""
+    def _explained(self, depth, fx, rendered) -> torch.Tensor:
+        """(H, W) pixels the map renders (alpha, depth) at the measured depth."""
         alpha, drawn = rendered
         # Plus two pixel footprints: curved and slanted surfaces change depth across a pixel.
         tolerance = self.config.track_depth_tolerance + 2 * depth / fx
-        agree = (alpha > 0.5) & ((drawn - depth).abs() < tolerance)
+        return (alpha > 0.5) & ((drawn - depth).abs() < tolerance)
+
+    def _agreement(self, masks, interior, depth, fx, rendered) -> torch.Tensor:
+        """(L, 2) per object mask (L, H, W): observed interior pixels, and how many of them
+        the map renders at the measured depth (one pass over the image for all objects)."""
+        agree = self._explained(depth, fx, rendered)
         inner = masks & interior
         return torch.stack([inner.sum((1, 2)), (inner & agree).sum((1, 2))], dim=1)
 
@@ -811,19 +822,40 @@ class SceneMemory:
         object Gaussians, which object each belongs to, and its position in that object's
         frame; for all objects in a few kernels."""
         g = self.gaussians
+        members = torch.isin(g.labels, torch.tensor(sorted(self.objects), device=self.device))
+        return (members, *self._in_object_frames(g.means[members], g.labels[members]))
+
+    def _in_object_frames(self, points: torch.Tensor, labels: torch.Tensor):
+        """(slot (M,) index into the sorted object list, local (M, 3)) of world points (M, 3)
+        labelled with known object ids: each in its object's frame."""
         ids = torch.tensor(sorted(self.objects), device=self.device)
-        members = torch.isin(g.labels, ids)
-        slot = torch.searchsorted(ids, g.labels[members])
+        slot = torch.searchsorted(ids, labels)
         poses = torch.stack([self.objects[int(i)].pose for i in ids.tolist()])
-        offset = g.means[members] - poses[slot, :3, 3]
-        local = (offset[:, None, :] @ poses[slot, :3, :3])[:, 0]
-        return members, slot, local
+        offset = points - poses[slot, :3, 3]
+        return slot, (offset[:, None, :] @ poses[slot, :3, :3])[:, 0]
+
+    def _add_footprints(self, points, in_place, labels) -> None:
+        """Keep the points (H, W, 3) where a frame sees objects that have not moved in place
+        (in_place (H, W)) in their footprints."""
+        for oid, record in self.objects.items():
+            if not record.moved:
+                seen = points[in_place & (labels == oid)]
+                if len(seen):
+                    record.footprint = _merge_surface(record.footprint, seen)
 
     def _align_yaw(self, slot: torch.Tensor, local: torch.Tensor) -> bool:
         """Turn the frames of objects that have not moved to their smallest footprint box
-        (robust: 2nd-98th percentile), see align_yaw_step; slot and local as
-        `_object_members` gives them. Returns whether a frame turned."""
+        (robust: 2nd-98th percentile) around their Gaussians and footprint points, see
+        align_yaw_step; slot and local as `_object_members` gives them. Returns whether a
+        frame turned."""
         cfg = self.config
+        kept = [(oid, r.footprint) for oid, r in self.objects.items()
+                if r.footprint is not None and not r.moved]
+        if kept:
+            points = torch.cat([f for _, f in kept])
+            ids = torch.cat([torch.full((len(f),), oid, device=self.device) for oid, f in kept])
+            seen_slot, seen_local = self._in_object_frames(points, ids)
+            slot, local = torch.cat([slot, seen_slot]), torch.cat([local, seen_local])
         turned_any = False
         angles = torch.arange(-math.pi / 4, math.pi / 4, cfg.align_yaw_step, device=self.device)
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]

@@ -7,7 +7,8 @@ longest of the last five planning times plus half a step if that is longer; at m
 MAX_LEAD), sends the first `execute_steps` steps plus a braking tail through the chosen
 backend, and publishes feedback and ~/futures markers, until the goal holds for
 `settle_cycles` cycles (for an object goal on new sightings of the object, taken since the
-goal first held, the arm kept still meanwhile: see planner_node.settle), its time budget
+goal first held, the tool withdrawing `retreat_height` straight up meanwhile, so that the
+hand does not hide the object: see planner_node.settle), its time budget
 ends, or it is canceled. The arm is brought to rest (within its limits) on cancel, an e-stop
 message (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
 ~/plan (Plan service) plans once without executing, for evaluation.
@@ -40,7 +41,7 @@ from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, g
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SAMPLERS, SamplerConfig
-from planner_node.settle import GoalSettle
+from planner_node.settle import GoalSettle, retreat_goal
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
@@ -177,6 +178,9 @@ class PlannerNode(ManagedNode):
         p("default_time_budget", 20.0, ranged("Time budget of goals that set none [s]",
                                               0.1, 3600.0))
         p("settle_cycles", 2, ranged("Cycles the goal must hold to succeed", 1, 100, True))
+        p("retreat_height", 0.1, ranged(
+            "How far the tool lifts while a newer sighting confirms an object goal [m]",
+            0.0, 0.5))
         p("world_frame", "world", ParameterDescriptor(description="Frame of goals", **ro))
         p("markers.futures", 16, ranged("Futures drawn on ~/futures", 0, 1024, True))
         p("obstacle_resolution", 0.02, ranged("Voxel size of the obstacle field [m]",
@@ -414,6 +418,7 @@ class PlannerNode(ManagedNode):
         execute = max(self.prm("execute_steps"), steps)
         stale_since, iteration = None, 0
         settle = GoalSettle(self.prm("settle_cycles"))
+        retreat = None     # the end-effector goal of the tool while an object goal is confirmed
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
@@ -491,16 +496,21 @@ class PlannerNode(ManagedNode):
                     "confirm it" if settle.confirming else ""
                 return finish(R.REASON_TIMEOUT, f"time budget of {budget:.1f} s used up "
                               f"(error {position_error:.3f} m{waiting})")
-            if settle.confirming:
-                # The object seems there: keep still until a newer sighting confirms it.
+            if settle.confirming != (retreat is not None):   # a new target: plan afresh
+                retreat = retreat_goal(ee, self.prm("retreat_height")) \
+                    if settle.confirming else None
+                self.planner.reset()
+            if retreat is not None and float((ee[:3, 3] - retreat.position).norm()) <= \
+                    retreat.position_tolerance:
+                # Withdrawn from the object, which seems there: wait for a newer sighting.
                 self._hold()
                 next_tick = self._wait(next_tick, period)
                 continue
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
-                                         goal, self._scene(), gripper, self.prm("plan_budget"),
-                                         start - stamp)
+                                         retreat or goal, self._scene(), gripper,
+                                         self.prm("plan_budget"), start - stamp)
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")
@@ -524,9 +534,10 @@ class PlannerNode(ManagedNode):
                 iteration=iteration, best_cost=plan.cost,
                 predicted_success_probability=plan.success_probability,
                 position_error=position_error,
-                orientation_error=angle if math.isfinite(angle) else 0.0, stage=plan.stage)
+                orientation_error=angle if math.isfinite(angle) else 0.0,
+                stage="retreat" if retreat is not None else plan.stage)
             handle.publish_feedback(feedback)
-            self._publish_markers(plan, goal, world)
+            self._publish_markers(plan, retreat or goal, world)
             self.get_logger().debug(f"cycle {iteration}: cost {plan.cost:.3f}, "
                                     f"{plan.elapsed_s * 1e3:.0f} ms, wall "
                                     f"{time.perf_counter() - wall0:.1f} s")

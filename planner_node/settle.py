@@ -4,11 +4,17 @@ goal on sightings of the object that are new.
 The object's pose comes from a perception that lags (the scene memory tracks frames that are
 already old) and that holds a hidden object where it last saw it. A pose that was old when the
 goal first seemed met says nothing about where a pushed object ended up, so after that first
-cycle only sightings taken since count, each newer than the last counted one.
+cycle only sightings taken since count, each newer than the last counted one. Meanwhile the
+tool withdraws straight up (`retreat_goal`): left where the push ended, the hand may hide the
+object from every camera, and no newer sighting would come.
 """
 from __future__ import annotations
 
 import math
+
+import torch
+
+from planner_node.costs import END_EFFECTOR, Goal
 
 
 class GoalSettle:
@@ -41,8 +47,16 @@ class GoalSettle:
 
     @property
     def confirming(self) -> bool:
-        """The goal holds on an object's sighting but is not settled yet: the arm should keep
-        still until newer sightings confirm it (pushing on, it would move the object past a
-        target it has already reached)."""
+        """The goal holds on an object's sighting but is not settled yet: the arm should not
+        push on until newer sightings confirm it (it would move the object past a target it
+        has already reached), only withdraw (`retreat_goal`)."""
         return self.since is not None and self.confirmed > -math.inf and \
             self.count < self.cycles
+
+
+def retreat_goal(tool: torch.Tensor, height: float) -> Goal:
+    """Where the tool withdraws to while an object goal is confirmed: height [m] straight
+    above the tool pose (4, 4), in any orientation (lifted, it leaves the object it pushed
+    without dragging it)."""
+    return Goal(END_EFFECTOR, tool[:3, 3] + tool.new_tensor([0.0, 0.0, height]),
+                position_tolerance=0.01)

@@ -24,7 +24,7 @@ from planner_node.actions import braking, executed_knots
 from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
 from gsplat_scene.mapping import MappingConfig
 from planner_node.mpc import MPCPlanner
-from planner_node.settle import GoalSettle
+from planner_node.settle import GoalSettle, retreat_goal
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
 from sim_robot.scene import OBJECT_IDS
@@ -178,10 +178,12 @@ def hold(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float) -> 
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
                 scene: Scene | None = None, timeout_s: float = 10.0, execute_steps: int = 2,
                 settle_cycles: int = 2, record: bool = False,
-                perception: PerceivedObjects | None = None) -> EpisodeResult:
+                perception: PerceivedObjects | None = None,
+                retreat_height: float = 0.1) -> EpisodeResult:
     """Plan and execute until the goal settles (planner_node.settle: settle_cycles cycles,
-    on new sightings for the object goal of a push) as the planner sees it, or timeout_s
-    passes; success: it settled, and it holds on the truth at the end.
+    on new sightings for the object goal of a push, the tool withdrawing retreat_height
+    meanwhile) as the planner sees it, or timeout_s passes; success: it settled, and it holds
+    on the truth at the end.
 
     perception: the planner sees the objects as it gives them (late, and held where the
     cameras lose them, as the scene memory does) and judges the goal on them as
@@ -200,6 +202,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     settle = GoalSettle(settle_cycles)
     settled = False
+    retreat = None
     last_acc = None
     perception = perception or PerceivedObjects()
     while sim.time - t0 < timeout_s:
@@ -214,10 +217,14 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         settled = settle.update(within_tolerance(goal, error), now, sighting)
         if settled:
             break
-        if settle.confirming:
+        if settle.confirming != (retreat is not None):   # a new plan for a new target
+            retreat = retreat_goal(tcp_pose_matrix(sim), retreat_height) \
+                if settle.confirming else None
+            planner.reset()
+        if retreat is not None and within_tolerance(retreat, current_error(retreat, sim)):
             hold(follower, planner, now)
         else:
-            plan = planner.plan(world, follower.sample(now), goal, scene, gripper)
+            plan = planner.plan(world, follower.sample(now), retreat or goal, scene, gripper)
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:

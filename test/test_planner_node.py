@@ -1,6 +1,7 @@
 """planner_node over a real DDS graph with the simulated robot (separate processes): reach
 goals through the PlanToGoal action, cancel, e-stop and stale state stop the arm, bad goals
-are rejected, the plan-only service answers, an object goal succeeds only on fresh sightings.
+are rejected, the plan-only service answers, an object goal succeeds only on fresh sightings
+(the tool lifting off meanwhile).
 Objects come from the simulator's ground truth (relayed, so a test can freeze their
 last_seen); the world model is the static one (reaching needs only the arm; it keeps the
 test fast)."""
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+import torch
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -21,7 +23,9 @@ from planner_node.actions import PANDA_ACCELERATION
 from sim_robot import panda
 from sim_robot.explore import top_down_quat
 from sim_robot.scene import OBJECT_IDS
+from ros_io.paths import share_path
 from support.graph import output_of, ros_context, ros_process, spin_until
+from world_model_node.kinematics import KinematicChain
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec, ObjectArray
 from world_model_planning.srv import Plan
@@ -216,21 +220,33 @@ def push_spec(position, tolerance, budget):
     return spec
 
 
+def tool_height(joint_state) -> float:
+    urdf = open(share_path("config", "panda.urdf")).read()
+    chain = KinematicChain.from_urdf(urdf, "world", panda.TCP_FRAME)
+    return float(chain.forward(torch.tensor(joint_state.position[:7]))[2, 3])
+
+
 def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     # The cube already lies at the target. Seen only once (a memory holding it where it last
-    # saw it), the goal cannot be confirmed: the arm keeps still until the budget runs out.
-    # Seen afresh every cycle, it succeeds at once.
+    # saw it), the goal cannot be confirmed: the tool lifts off the cube by retreat_height
+    # (the hand must not hide it) and waits there until the budget runs out. Seen afresh
+    # every cycle, it succeeds at once.
     assert graph.spin_until(lambda: graph.objects is not None, 10.0)
     cube = next(o for o in graph.objects.objects if o.id == CUBE).pose.position
     target = [cube.x, cube.y, cube.z]
     graph.frozen_sighting = graph.objects.header.stamp
+    feedback = []
+    height = tool_height(graph.joint_states[-1])
     try:
-        result = graph.result(graph.send(push_spec(target, 0.03, 4)), 60.0).result
+        result = graph.result(graph.send(push_spec(target, 0.03, 6),
+                                         lambda m: feedback.append(m.feedback)), 60.0).result
     finally:
         graph.frozen_sighting = None
     assert result.failure_code == R.REASON_TIMEOUT and "confirm" in result.failure_reason
     assert result.final_position_error < 0.03     # it held, as far as the planner could see
-    assert graph.arm_speed() < 0.02               # the arm kept still, waiting
+    assert feedback and {f.stage for f in feedback} == {"retreat"}
+    assert graph.arm_speed() < 0.02               # withdrawn, waiting
+    assert tool_height(graph.joint_states[-1]) - height == pytest.approx(0.1, abs=0.015)
     result = graph.result(graph.send(push_spec(target, 0.03, 20)), 60.0).result
     assert result.success, result.failure_reason
     assert graph.wait_at_rest()

@@ -12,9 +12,10 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
   ee_orientation  rotation angle between end effector and target (when constrained)
   tool_pose       tilt of the tool axis away from straight down, and its x axis away from
                   the push direction (object goals: pushes were learned that way)
-  tool_speed      tool speed above `Scene.push_speed` while pushing [m/s], from where the
-                  tool is measured on (the pushes the model learned from were that slow;
-                  faster ones it can only guess at)
+  tool_speed      tool speed above the push's limit [m/s] (`push_speed_limit`: at most
+                  `Scene.push_speed`, the pushes the model learned from were that slow and
+                  faster ones it can only guess at; slower as the object nears its target
+                  the more the perception lags), from where the tool is measured on
   collision       arm spheres penetrating the table, obstacles of the scene memory or
                   objects other than the goal object (within a safety margin), or
                   (approach) the goal object where it is now
@@ -97,6 +98,8 @@ class Scene:
     approach_height: float = 0.06      # m above the contact point from where the tool descends
     approach_radius: float = 0.02      # m around the contact point in which it descends
     push_speed: float = 0.1            # m/s of the tool while pushing, at most
+    min_push_speed: float = 0.02       # m/s: the push slows to this near the target at most
+    push_stop_time: float = 0.2        # s the tool and the object take to stop
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:
@@ -160,6 +163,7 @@ class Stage:
     object_pose: tuple | None = None            # approach: (position (3,), rotation (3, 3))
     tool: tuple | None = None                   # push: (measured tool position (3,), time
     #                                             [s] from its measurement to the first knot)
+    speed: float | None = None                  # push: the tool's speed limit [m/s]
 
 
 def contact_miss(tcp: torch.Tensor, contact: torch.Tensor) -> torch.Tensor:
@@ -236,7 +240,8 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
             steps = torch.full((h,), dt, device=tcp.device)
             steps[0] = seconds
             speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / steps
-            terms["tool_speed"] = (speed - scene.push_speed).clamp(min=0).mean(-1)
+            limit = scene.push_speed if now.speed is None else now.speed
+            terms["tool_speed"] = (speed - limit).clamp(min=0).mean(-1)
         if futures.object_position_std is not None:
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:
@@ -301,6 +306,16 @@ def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: l
     return Stage("approach", replace(weights, object=0.0, uncertainty=0.0,
                                      approach=2 * weights.approach),
                  direction, contact, (obj, object_rotations[k]))
+
+
+def push_speed_limit(scene: Scene, remaining: float, lag: float) -> float:
+    """Fastest push [m/s] that does not carry the object past its target unseen: seen
+    `remaining` [m] from the target in a frame `lag` [s] old, the object may already be
+    speed * lag further on, and it takes `push_stop_time` to stop. Between `min_push_speed`
+    and `push_speed`. (The lag of the frames that show the object, not the age of a hidden
+    object's last sighting: slowing down would not show it, and a slow push only stalls.)"""
+    unseen = max(lag, 0.0) + scene.push_stop_time
+    return min(scene.push_speed, max(scene.min_push_speed, remaining / unseen))
 
 
 def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,

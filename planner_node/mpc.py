@@ -18,7 +18,8 @@ import torch
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
 from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
-                                goal_object_index, stage, success_probability)
+                                goal_object_index, push_speed_limit, stage,
+                                success_probability)
 from planner_node.guides import guide_target, guides
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
@@ -99,11 +100,13 @@ class MPCPlanner:
 
     def plan(self, world: WorldState, anchor: tuple, goal: Goal, scene: Scene,
              gripper_command: float, budget_s: float | None = None,
-             lead_s: float = 0.0) -> Plan:
+             lead_s: float = 0.0, perception_lag_s: float = 0.0) -> Plan:
         """One cycle. world: the measured state (objects included); anchor: the position,
         velocity and acceleration (each (J,)) the controller commands when the plan starts,
-        lead_s seconds after the state was measured. Raises ValueError for a goal the state
-        cannot serve (its object is not in the scene)."""
+        lead_s seconds after the state was measured; perception_lag_s: how old the newest
+        camera frame behind the objects is when the plan starts (the push slows near the
+        target accordingly). Raises ValueError for a goal the state cannot serve (its object
+        is not in the scene)."""
         start = time.perf_counter()
         c, dev = self.config, self.device
         world = world.to(dev)
@@ -119,8 +122,11 @@ class MPCPlanner:
         extents = world.object_extents.float()
         now = stage(c.weights, goal, ee_now, world.object_ids, world.object_positions,
                     world.object_rotations.float(), extents, scene, self._stage)
+        error, _ = goal_error(goal, ee_now, world.object_ids, world.object_positions,
+                              world.object_rotations)
         if now.name == "push":
-            now = replace(now, tool=(ee_now[:3, 3], lead_s + self.dt))
+            now = replace(now, tool=(ee_now[:3, 3], lead_s + self.dt),
+                          speed=push_speed_limit(scene, error, perception_lag_s))
         if now.name == "hold" and self._stage != "hold":
             self._warm = None      # the push that got it there must not go on
         self._stage = now.name
@@ -132,8 +138,6 @@ class MPCPlanner:
                          torch.tensor([max(c.gripper_std, 1e-6)], device=dev)])
         std = std.expand(h, -1).clone()
         # Near the goal large samples only overshoot: explore less the closer it is.
-        error, _ = goal_error(goal, ee_now, world.object_ids, world.object_positions,
-                              world.object_rotations)
         std[:, :j] *= min(1.0, max(0.2, error / c.fine_radius))
         lower = torch.cat([-vmax, torch.zeros(1, device=dev)])
         upper = torch.cat([vmax, torch.tensor([self.limits.gripper_max], device=dev)])
@@ -148,8 +152,8 @@ class MPCPlanner:
         # Always candidates: brake and stay, and straight towards the stage's target.
         target = guide_target(goal, now, self.chain.forward(anchor[0]), world.object_ids,
                               world.object_positions, extents, scene)
-        speeds = () if target is None else \
-            c.push_speeds if now.name == "push" else c.guide_speeds
+        speeds = () if target is None else c.guide_speeds if now.name != "push" else \
+            tuple(min(speed, now.speed) for speed in c.push_speeds)
         candidates = torch.zeros(1 + len(speeds), h, j + 1, device=dev)
         candidates[..., j] = gripper_command
         if speeds:

@@ -110,6 +110,14 @@ def last_sighting(objects: ObjectArray, object_id: int) -> float:
     return -math.inf
 
 
+def perception_lag(objects: ObjectArray, sighting: float | None, now: float) -> float:
+    """How old [s] at `now` the newest frame behind the objects is, where that frame shows the
+    goal object (sighting: its last_sighting); 0 otherwise: a hidden object is pushed on as
+    far as it was seen (slowing down would not show it)."""
+    frame = to_seconds(objects.header.stamp)
+    return now - frame if sighting is not None and sighting >= frame else 0.0
+
+
 class PlannerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
@@ -158,6 +166,11 @@ class PlannerNode(ManagedNode):
         p("push_speed", 0.1, ranged("Fastest tool speed while pushing [m/s] (pushes faster "
                                     "than the world model learned from are guesses)",
                                     0.01, 1.0))
+        p("min_push_speed", 0.02, ranged(
+            "Slowest push near the target when perception lags [m/s] (costs.push_speed_limit)",
+            0.001, 1.0))
+        p("push_stop_time", 0.2, ranged("Time the tool and a pushed object take to stop [s]",
+                                        0.0, 5.0))
         p("max_reach", 0.85, ranged("Farthest goal from the shoulder [m]", 0.1, 3.0))
         p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **ro))
         p("controller_topic", "/joint_trajectory_controller/joint_trajectory",
@@ -355,7 +368,9 @@ class PlannerNode(ManagedNode):
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
                      collision_margin=self.prm("collision_margin"),
-                     push_height=self.prm("push_height"), push_speed=self.prm("push_speed"))
+                     push_height=self.prm("push_height"), push_speed=self.prm("push_speed"),
+                     min_push_speed=self.prm("min_push_speed"),
+                     push_stop_time=self.prm("push_stop_time"))
 
     # ---- execution -----------------------------------------------------------------------
     def _commanded(self, t: float, q_measured):
@@ -510,7 +525,8 @@ class PlannerNode(ManagedNode):
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
                                          retreat or goal, self._scene(), gripper,
-                                         self.prm("plan_budget"), start - stamp)
+                                         self.prm("plan_budget"), start - stamp,
+                                         perception_lag(objects, sighting, start))
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")

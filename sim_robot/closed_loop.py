@@ -224,7 +224,9 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         if retreat is not None and within_tolerance(retreat, current_error(retreat, sim)):
             hold(follower, planner, now)
         else:
-            plan = planner.plan(world, follower.sample(now), retreat or goal, scene, gripper)
+            seen_now = sighting is not None and sighting >= frame_time
+            plan = planner.plan(world, follower.sample(now), retreat or goal, scene, gripper,
+                                perception_lag_s=now - frame_time if seen_now else 0.0)
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:

@@ -10,7 +10,7 @@ from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, bra
                                   executed_knots, integrate)
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
-                                evaluate, funnel_distance, stage)
+                                evaluate, funnel_distance, push_speed_limit, stage)
 from planner_node.guides import guide_target, guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
@@ -285,6 +285,22 @@ def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
     wound_up = evaluate(futures, q, links, goal, behind, spheres, scene, limits, DT,
                         extents)[1]["tool_speed"] / weights.tool_speed
     assert float(wound_up[0]) == pytest.approx((0.5 - scene.push_speed) / 5, rel=1e-3)
+    # Near the target on lagging frames the push must be slower: the stage's limit counts.
+    slow = Stage("push", weights, torch.tensor([0.0, 1.0]), tool=(tcp, DT), speed=0.05)
+    excess = evaluate(futures, q, links, goal, slow, spheres, scene, limits, DT,
+                      extents)[1]["tool_speed"] / weights.tool_speed
+    assert float(excess[0]) == pytest.approx(4 / 5 * (0.1 - 0.05), rel=1e-3)
+
+
+def test_a_push_slows_near_the_target_as_far_as_perception_lags():
+    scene = Scene()         # push_speed 0.1 m/s, min_push_speed 0.02, push_stop_time 0.2 s
+    assert push_speed_limit(scene, 0.10, 0.0) == pytest.approx(0.1)      # far: full speed
+    assert push_speed_limit(scene, 0.10, 0.5) == pytest.approx(0.1)
+    # 3 cm to go, seen in a frame 0.5 s old: the object may be 0.7 s * speed further on.
+    assert push_speed_limit(scene, 0.03, 0.5) == pytest.approx(0.03 / 0.7)
+    assert push_speed_limit(scene, 0.03, 0.5) * (0.5 + 0.2) <= 0.03 + 1e-9
+    assert push_speed_limit(scene, 0.005, 2.0) == pytest.approx(0.02)    # never below
+    assert push_speed_limit(scene, 0.03, 0.1) > push_speed_limit(scene, 0.03, 0.4)
 
 
 def closed_loop_episode(model: str, task: str, seed: int, timeout_s: float, **options):

@@ -642,6 +642,7 @@ class SceneMemory:
         record.surface = _merge_surface(record.surface, observed)
         record.pose = motion @ record.pose
         record.moved = True
+        record.footprint = None   # its frame is no longer turned (see _align_yaw)
         record.agreement = 1.0
         record.settling = self.config.settle_frames
         # Keyframes showing the object where it was would pull it back.
@@ -850,7 +851,7 @@ class SceneMemory:
         frame turned."""
         cfg = self.config
         kept = [(oid, r.footprint) for oid, r in self.objects.items()
-                if r.footprint is not None and not r.moved]
+                if r.footprint is not None]
         if kept:
             points = torch.cat([f for _, f in kept])
             ids = torch.cat([torch.full((len(f),), oid, device=self.device) for oid, f in kept])

@@ -318,6 +318,13 @@ def push_speed_limit(scene: Scene, remaining: float, lag: float) -> float:
     return min(scene.push_speed, max(scene.min_push_speed, remaining / unseen))
 
 
+def frame_lag(frame: float, sighting: float | None, now: float) -> float:
+    """How old [s] at `now` the newest camera frame behind the objects (taken at `frame`) is,
+    where it shows the goal object (last seen at `sighting`; None: not an object goal); 0
+    otherwise: a hidden object is pushed on as far as it was seen (`push_speed_limit`)."""
+    return now - frame if sighting is not None and sighting >= frame else 0.0
+
+
 def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,
                 direction: torch.Tensor, scene: Scene) -> bool:
     """Whether a tool at tcp (3,) is low (below the object's top for a cube on the table),

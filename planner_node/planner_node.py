@@ -37,11 +37,12 @@ from visualization_msgs.msg import MarkerArray
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking, executed_knots
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
-from planner_node.costs import END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error
+from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, frame_lag,
+                                goal_error)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SAMPLERS, SamplerConfig
-from planner_node.settle import GoalSettle, retreat_goal
+from planner_node.settle import GoalSettle, Retreat
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import ranged, report_unknown_overrides
 from ros_io.paths import share_path
@@ -111,11 +112,8 @@ def last_sighting(objects: ObjectArray, object_id: int) -> float:
 
 
 def perception_lag(objects: ObjectArray, sighting: float | None, now: float) -> float:
-    """How old [s] at `now` the newest frame behind the objects is, where that frame shows the
-    goal object (sighting: its last_sighting); 0 otherwise: a hidden object is pushed on as
-    far as it was seen (slowing down would not show it)."""
-    frame = to_seconds(objects.header.stamp)
-    return now - frame if sighting is not None and sighting >= frame else 0.0
+    """costs.frame_lag of the memory's newest frame (the message's stamp)."""
+    return frame_lag(to_seconds(objects.header.stamp), sighting, now)
 
 
 class PlannerNode(ManagedNode):
@@ -433,7 +431,7 @@ class PlannerNode(ManagedNode):
         execute = max(self.prm("execute_steps"), steps)
         stale_since, iteration = None, 0
         settle = GoalSettle(self.prm("settle_cycles"))
-        retreat = None     # the end-effector goal of the tool while an object goal is confirmed
+        retreat = Retreat(self.prm("retreat_height"))
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
@@ -511,12 +509,9 @@ class PlannerNode(ManagedNode):
                     "confirm it" if settle.confirming else ""
                 return finish(R.REASON_TIMEOUT, f"time budget of {budget:.1f} s used up "
                               f"(error {position_error:.3f} m{waiting})")
-            if settle.confirming != (retreat is not None):   # a new target: plan afresh
-                retreat = retreat_goal(ee, self.prm("retreat_height")) \
-                    if settle.confirming else None
+            if retreat.update(settle.confirming, ee):   # a new target: plan afresh
                 self.planner.reset()
-            if retreat is not None and float((ee[:3, 3] - retreat.position).norm()) <= \
-                    retreat.position_tolerance:
+            if retreat.reached(ee):
                 # Withdrawn from the object, which seems there: wait for a newer sighting.
                 self._hold()
                 next_tick = self._wait(next_tick, period)
@@ -524,7 +519,7 @@ class PlannerNode(ManagedNode):
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
-                                         retreat or goal, self._scene(), gripper,
+                                         retreat.goal or goal, self._scene(), gripper,
                                          self.prm("plan_budget"), start - stamp,
                                          perception_lag(objects, sighting, start))
             except (ValueError, RuntimeError) as err:
@@ -551,9 +546,9 @@ class PlannerNode(ManagedNode):
                 predicted_success_probability=plan.success_probability,
                 position_error=position_error,
                 orientation_error=angle if math.isfinite(angle) else 0.0,
-                stage="retreat" if retreat is not None else plan.stage)
+                stage="retreat" if retreat.goal is not None else plan.stage)
             handle.publish_feedback(feedback)
-            self._publish_markers(plan, retreat or goal, world)
+            self._publish_markers(plan, retreat.goal or goal, world)
             self.get_logger().debug(f"cycle {iteration}: cost {plan.cost:.3f}, "
                                     f"{plan.elapsed_s * 1e3:.0f} ms, wall "
                                     f"{time.perf_counter() - wall0:.1f} s")

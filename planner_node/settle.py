@@ -5,7 +5,7 @@ The object's pose comes from a perception that lags (the scene memory tracks fra
 already old) and that holds a hidden object where it last saw it. A pose that was old when the
 goal first seemed met says nothing about where a pushed object ended up, so after that first
 cycle only sightings taken since count, each newer than the last counted one. Meanwhile the
-tool withdraws straight up (`retreat_goal`): left where the push ended, the hand may hide the
+tool withdraws straight up (`Retreat`): left where the push ended, the hand may hide the
 object from every camera, and no newer sighting would come.
 """
 from __future__ import annotations
@@ -49,14 +49,30 @@ class GoalSettle:
     def confirming(self) -> bool:
         """The goal holds on an object's sighting but is not settled yet: the arm should not
         push on until newer sightings confirm it (it would move the object past a target it
-        has already reached), only withdraw (`retreat_goal`)."""
+        has already reached), only withdraw (`Retreat`)."""
         return self.since is not None and self.confirmed > -math.inf and \
             self.count < self.cycles
 
 
-def retreat_goal(tool: torch.Tensor, height: float) -> Goal:
-    """Where the tool withdraws to while an object goal is confirmed: height [m] straight
-    above the tool pose (4, 4), in any orientation (lifted, it leaves the object it pushed
-    without dragging it)."""
-    return Goal(END_EFFECTOR, tool[:3, 3] + tool.new_tensor([0.0, 0.0, height]),
-                position_tolerance=0.01)
+class Retreat:
+    """Where the tool withdraws to while an object goal is confirmed (`goal`, None otherwise):
+    `height` [m] straight above where it was when the confirmation began, in any orientation
+    (lifted, it leaves the object it pushed without dragging it)."""
+
+    def __init__(self, height: float):
+        self.height = height
+        self.goal: Goal | None = None
+
+    def update(self, confirming: bool, tool: torch.Tensor) -> bool:
+        """Follow GoalSettle.confirming, the tool at pose (4, 4) now. Returns whether the
+        target changed (a plan for the old one must not go on)."""
+        if confirming == (self.goal is not None):
+            return False
+        self.goal = Goal(END_EFFECTOR, tool[:3, 3] + tool.new_tensor([0.0, 0.0, self.height]),
+                         position_tolerance=0.01) if confirming else None
+        return True
+
+    def reached(self, tool: torch.Tensor) -> bool:
+        """The tool at pose (4, 4) has withdrawn: it waits there for a newer sighting."""
+        return self.goal is not None and \
+            float((tool[:3, 3] - self.goal.position).norm()) <= self.goal.position_tolerance

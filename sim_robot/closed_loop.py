@@ -21,10 +21,10 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from planner_node.actions import braking, executed_knots
-from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error
+from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, frame_lag, goal_error
 from gsplat_scene.mapping import MappingConfig
 from planner_node.mpc import MPCPlanner
-from planner_node.settle import GoalSettle, retreat_goal
+from planner_node.settle import GoalSettle, Retreat
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
 from sim_robot.scene import OBJECT_IDS
@@ -202,7 +202,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     peak_jerk = np.zeros(planner.joints)
     settle = GoalSettle(settle_cycles)
     settled = False
-    retreat = None
+    retreat = Retreat(retreat_height)
     last_acc = None
     perception = perception or PerceivedObjects()
     while sim.time - t0 < timeout_s:
@@ -217,16 +217,14 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         settled = settle.update(within_tolerance(goal, error), now, sighting)
         if settled:
             break
-        if settle.confirming != (retreat is not None):   # a new plan for a new target
-            retreat = retreat_goal(tcp_pose_matrix(sim), retreat_height) \
-                if settle.confirming else None
+        tool = tcp_pose_matrix(sim)
+        if retreat.update(settle.confirming, tool):   # a new plan for a new target
             planner.reset()
-        if retreat is not None and within_tolerance(retreat, current_error(retreat, sim)):
+        if retreat.reached(tool):
             hold(follower, planner, now)
         else:
-            seen_now = sighting is not None and sighting >= frame_time
-            plan = planner.plan(world, follower.sample(now), retreat or goal, scene, gripper,
-                                perception_lag_s=now - frame_time if seen_now else 0.0)
+            plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
+                                gripper, perception_lag_s=frame_lag(frame_time, sighting, now))
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:

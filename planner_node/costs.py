@@ -15,7 +15,9 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
   tool_speed      tool speed above the push's limit [m/s] (`push_speed_limit`: at most
                   `Scene.push_speed`, the pushes the model learned from were that slow and
                   faster ones it can only guess at; slower as the object nears its target
-                  the more the perception lags), from where the tool is measured on
+                  the more the perception lags), from where the tool is measured on: each
+                  step's speed, and the average speed from the measured tool to each knot,
+                  which bounds how far a command may run ahead of an arm held up
   collision       arm spheres penetrating the table, obstacles of the scene memory or
                   objects other than the goal object (within a safety margin), or
                   (approach) the goal object where it is now
@@ -234,14 +236,20 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
         if now.name == "push":
             # From where the tool is: a command that ran ahead of an arm held up by the
-            # object counts as fast, so plans that let it wind up force cost.
+            # object counts as fast, so plans that let it wind up cost. The average speed
+            # from the measured tool to each knot keeps costing until the arm has caught
+            # up: a stiff controller chasing a wound-up command presses the tool down on
+            # the object until table friction locks it (step speeds alone let the lead
+            # grow by a step's allowance every cycle).
             position, seconds = now.tool
             path = torch.cat([position.expand(n, 1, 3), tcp], 1)        # (N, H + 1, 3)
             steps = torch.full((h,), dt, device=tcp.device)
             steps[0] = seconds
             speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / steps
+            average = (tcp - position).norm(dim=-1) / steps.cumsum(0)
             limit = scene.push_speed if now.speed is None else now.speed
-            terms["tool_speed"] = (speed - limit).clamp(min=0).mean(-1)
+            terms["tool_speed"] = ((speed - limit).clamp(min=0)
+                                   + (average - limit).clamp(min=0)).mean(-1)
         if futures.object_position_std is not None:
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:

@@ -55,8 +55,9 @@ from sim_robot.sim import PandaSim  # noqa: E402
 
 CHECKPOINT = REPO / "models" / "world_model"
 TIMEOUT_S = {"reach": 8.0, "push": 15.0}
-RUNS = {"reach": ("reach", "learned"), "push": ("push", "learned"),
-        "static": ("push", "static"), "perceived": ("push", "learned")}
+# name: (task, world model, objects as a camera-fed memory gives them)
+RUNS = {"reach": ("reach", "learned", False), "push": ("push", "learned", False),
+        "static": ("push", "static", False), "perceived": ("push", "learned", True)}
 SCENARIO = replace(Scenario(), perturbation=Perturbation(object_shift=0.05,
                                                           container_shift=0.03))
 
@@ -112,11 +113,10 @@ def main():
     config = PlannerConfig(horizon=16, sampling=SamplerConfig(
         samples=samples, iterations=2 if args.quick else 3, elites=max(8, samples // 8)))
     made = {}
-    for name in RUNS:
+    for name, (task, model, perceived) in RUNS.items():
         if name in runs:
-            task, model = RUNS[name]
             made[name] = run(task, model, episodes, config, device,
-                             *((args.delay, cameras) if name == "perceived" else ()))
+                             *((args.delay, cameras) if perceived else ()))
 
     def share(rs):
         return float(np.mean([r.success for r in rs]))

@@ -28,6 +28,7 @@ import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -229,14 +230,21 @@ class SceneNode(ManagedNode):
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
         self.pub_render = self.create_lifecycle_publisher(Image, "~/render/image", 1)
-        self.scene_services = [self.create_service(SaveScene, "~/save", self._on_save),
-                         self.create_service(LoadScene, "~/load", self._on_load),
-                         self.create_service(ResetScene, "~/reset", self._on_reset),
-                         self.create_service(RenderScene, "~/render", self._on_render)]
-        self.scene_timers = [self.create_timer(1.0 / prm("publish_rate"), self._publish_state)]
+        # What waits for the memory's lock has a group (and an executor thread) of its own:
+        # the camera streams and the clock must not wait for a frame's integration.
+        group = MutuallyExclusiveCallbackGroup()
+        self.scene_services = [
+            self.create_service(cls, name, callback, callback_group=group)
+            for cls, name, callback in [(SaveScene, "~/save", self._on_save),
+                                        (LoadScene, "~/load", self._on_load),
+                                        (ResetScene, "~/reset", self._on_reset),
+                                        (RenderScene, "~/render", self._on_render)]]
+        self.scene_timers = [self.create_timer(1.0 / prm("publish_rate"), self._publish_state,
+                                               callback_group=group)]
         if prm("render_rate") > 0:
             self.scene_timers.append(self.create_timer(1.0 / prm("render_rate"),
-                                                 self._publish_render))
+                                                       self._publish_render,
+                                                       callback_group=group))
         self._running = True
         self._worker = threading.Thread(target=self._integrate_loop, daemon=True)
         self._worker.start()
@@ -378,7 +386,7 @@ class SceneNode(ManagedNode):
                     self._warn("integrate", f"frame not integrated: {type(err).__name__}: {err}")
                     continue
                 self._frame_stamp = to_time_msg(frame.stamp)
-                objects = self._objects_msg(self._frame_stamp)
+                objects = self._objects_msg(self.memory, self._frame_stamp)
             self.frames_integrated += 1
             if self._active:  # as soon as tracked: the planner acts on them
                 self.pub_objects.publish(objects)
@@ -397,11 +405,11 @@ class SceneNode(ManagedNode):
             self.get_logger().debug(f"integrated frame: {stats}")
 
     # ---- output ----------------------------------------------------------------------------
-    def _objects_msg(self, stamp) -> ObjectArray:
+    def _objects_msg(self, memory, stamp) -> ObjectArray:
         msg = ObjectArray()
         msg.header.stamp, msg.header.frame_id = stamp, self.world
-        colours = self.memory.object_colours()
-        for oid, record in sorted(self.memory.objects.items()):
+        colours = memory.object_colours()
+        for oid, record in sorted(memory.objects.items()):
             obj = ObjectState(id=oid, num_gaussians=record.num_gaussians,
                               last_seen=to_time_msg(max(record.last_seen, 0.0)))
             if oid in colours:
@@ -414,19 +422,20 @@ class SceneNode(ManagedNode):
         return msg
 
     def _publish_state(self) -> None:
-        if not self._active or self.memory is None:
+        memory = self.memory   # a lifecycle transition on the other thread may clear it
+        if not self._active or memory is None:
             return
         now = self.get_clock().now().to_msg()
         with self._lock:
             stamp = self._frame_stamp or now
-            g = self.memory.gaussians
+            g = memory.gaussians
             means, colors = g.means.cpu().numpy(), g.colors.cpu().numpy()
-            objects = self._objects_msg(stamp)
-            info = SceneInfo(num_gaussians=len(g), max_gaussians=self.memory.config.max_gaussians,
-                             memory_bytes=self.memory.memory_bytes(),
-                             num_keyframes=len(self.memory.keyframes),
-                             frames_integrated=self.memory.frames_integrated,
-                             device=str(self.memory.device), objects=objects.objects)
+            objects = self._objects_msg(memory, stamp)
+            info = SceneInfo(num_gaussians=len(g), max_gaussians=memory.config.max_gaussians,
+                             memory_bytes=memory.memory_bytes(),
+                             num_keyframes=len(memory.keyframes),
+                             frames_integrated=memory.frames_integrated,
+                             device=str(memory.device), objects=objects.objects)
         info.header = objects.header
         self.pub_cloud.publish(centres_cloud(means, colors, stamp, self.world))
         self.pub_info.publish(info)
@@ -439,11 +448,11 @@ class SceneNode(ManagedNode):
                                 w, h, prm("virtual_camera.fovy_deg"))
         return K, c2w, w, h
 
-    def _render(self, K, c2w, w, h, overrides=None):
+    def _render(self, memory, K, c2w, w, h, overrides=None):
         with self._lock:
-            out = self.memory.render(torch.linalg.inv(torch.tensor(c2w, dtype=torch.float32))[None],
-                                     torch.tensor(K, dtype=torch.float32)[None], w, h,
-                                     object_poses=overrides)
+            out = memory.render(torch.linalg.inv(torch.tensor(c2w, dtype=torch.float32))[None],
+                                torch.tensor(K, dtype=torch.float32)[None], w, h,
+                                object_poses=overrides)
         rgb = (out.rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         depth = out.depth[0].cpu().numpy().astype(np.float32)
         alpha = out.alpha[0].cpu().numpy().astype(np.float32)
@@ -451,14 +460,15 @@ class SceneNode(ManagedNode):
         return rgb, depth, alpha
 
     def _publish_render(self) -> None:
-        if not self._active or self.memory is None or len(self.memory) == 0:
+        memory = self.memory
+        if not self._active or memory is None or len(memory) == 0:
             return
         try:
             camera = self._virtual_camera()
         except ValueError as err:
             self._warn("virtual_camera", f"virtual camera: {err}")
             return
-        rgb, _, _ = self._render(*camera)
+        rgb, _, _ = self._render(memory, *camera)
         self.pub_render.publish(numpy_to_image(rgb, "rgb8", self.get_clock().now().to_msg(),
                                                "virtual_camera_optical_frame"))
 
@@ -469,46 +479,50 @@ class SceneNode(ManagedNode):
         return response
 
     def _on_save(self, request, response):
-        if self.memory is None:
+        memory = self.memory
+        if memory is None:
             return self._refuse(response, "save refused: node not configured")
         try:
             with self._lock:
-                save_ply(request.path, self.memory.gaussians)
-                response.num_gaussians = len(self.memory)
+                save_ply(request.path, memory.gaussians)
+                response.num_gaussians = len(memory)
         except (OSError, ValueError) as err:
             return self._refuse(response, f"cannot save {request.path}: {err}")
         response.success, response.message = True, f"saved {response.num_gaussians} Gaussians"
         return response
 
     def _on_load(self, request, response):
-        if self.memory is None:
+        memory = self.memory
+        if memory is None:
             return self._refuse(response, "load refused: node not configured")
         try:
             gaussians = load_ply(request.path)
         except (OSError, ValueError) as err:
             return self._refuse(response, f"cannot load {request.path}: {err}")
         with self._lock:
-            self.memory.set_gaussians(gaussians)
-            response.num_gaussians = len(self.memory)
+            memory.set_gaussians(gaussians)
+            response.num_gaussians = len(memory)
         response.success, response.message = True, f"loaded {response.num_gaussians} Gaussians"
         return response
 
     def _on_reset(self, request, response):
-        if self.memory is None:
+        memory = self.memory
+        if memory is None:
             return self._refuse(response, "reset refused: node not configured")
         with self._lock:
-            unknown = [i for i in request.object_ids if i not in self.memory.objects]
+            unknown = [i for i in request.object_ids if i not in memory.objects]
             if unknown:
                 return self._refuse(response, f"unknown object ids {unknown}")
-            self.memory.reset(list(request.object_ids))
-            response.num_gaussians = len(self.memory)
+            memory.reset(list(request.object_ids))
+            response.num_gaussians = len(memory)
         response.success = True
         response.message = "reset " + (f"objects {list(request.object_ids)}"
                                        if request.object_ids else "everything")
         return response
 
     def _on_render(self, request, response):
-        if self.memory is None:
+        memory = self.memory
+        if memory is None:
             return self._refuse(response, "render refused: node not configured")
         info = request.camera_info
         K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
@@ -522,13 +536,13 @@ class SceneNode(ManagedNode):
             return self._refuse(response, "render refused: camera pose not finite")
         overrides = {}
         for obj in request.object_overrides.objects:
-            if obj.id not in self.memory.objects:
+            if obj.id not in memory.objects:
                 return self._refuse(response, f"render refused: unknown object id {obj.id}")
             op, oq = obj.pose.position, obj.pose.orientation
             overrides[obj.id] = torch.tensor(pose_to_matrix(
                 [op.x, op.y, op.z], [oq.x, oq.y, oq.z, oq.w]), dtype=torch.float32)
         c2w = pose_to_matrix(values[:3], np.array(values[3:]) / np.linalg.norm(values[3:]))
-        rgb, depth, alpha = self._render(K, c2w, info.width, info.height, overrides)
+        rgb, depth, alpha = self._render(memory, K, c2w, info.width, info.height, overrides)
         stamp = request.camera_pose.header.stamp
         frame = info.header.frame_id or "virtual_camera_optical_frame"
         response.rgb = numpy_to_image(rgb, "rgb8", stamp, frame)
@@ -539,7 +553,7 @@ class SceneNode(ManagedNode):
 
 
 def main(args=None):
-    run(SceneNode, args)
+    run(SceneNode, args, threads=2)   # the memory's callbacks; the streams and the clock
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 services, and bad frames dropped without a crash."""
 import math
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -186,15 +187,23 @@ def test_bounds_parameter():
             bounds_param(bad)
 
 
-@pytest.mark.parametrize("params,error", [
-    (["bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"], "bounds: min"),
-    (["cameras:=[camera, camera]"], "cameras must be distinct"),
-    (["cameras:=[camera, side_camera]", "camera_pose_source:=static"], "need tf or pose"),
-], ids=["bounds", "cameras", "static-pose"])
-def test_bad_configuration_fails_and_the_node_stays_up(params, error):
-    args = ["-m", "gsplat_scene.scene_node", "--ros-args"] + \
-        [a for p in params for a in ("-p", p)]
-    with ros_process(args, ready_line=error, timeout=60) as scene:
+BAD_CONFIGURATIONS = {
+    "bounds": (["bounds:=[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]"], "bounds: min"),
+    "cameras": (["cameras:=[camera, camera]"], "cameras must be distinct"),
+    "static-pose": (["cameras:=[camera, side_camera]", "camera_pose_source:=static"],
+                    "need tf or pose"),
+}
+
+
+def test_bad_configurations_fail_and_the_node_stays_up():
+    # One node per bad configuration, all started together (a node's start-up is seconds
+    # of imports).
+    with ExitStack() as stack:
+        scenes = {name: stack.enter_context(ros_process(
+            ["-m", "gsplat_scene.scene_node", "--ros-args"]
+            + [a for p in params for a in ("-p", p)], ready_line=error, timeout=60))
+            for name, (params, error) in BAD_CONFIGURATIONS.items()}
         time.sleep(1.5)  # a crash after the error would show by now
-        assert scene.poll() is None, output_of(scene)
-        assert ": configured on" not in output_of(scene)
+        for name, scene in scenes.items():
+            assert scene.poll() is None, (name, output_of(scene))
+            assert ": configured on" not in output_of(scene), name

@@ -150,6 +150,16 @@ class SceneNode(ManagedNode):
             read_only=True))
         report_unknown_overrides(self)
         self.memory: SceneMemory | None = None
+        # What waits for the memory's lock has a group (and an executor thread) of its own:
+        # the camera streams and the clock must not wait for a frame's integration. The
+        # services live as long as the node: a request that meets a lifecycle transition is
+        # answered (refused while unconfigured), never left without a reply.
+        self._memory_group = MutuallyExclusiveCallbackGroup()
+        for cls, name, callback in [(SaveScene, "~/save", self._on_save),
+                                    (LoadScene, "~/load", self._on_load),
+                                    (ResetScene, "~/reset", self._on_reset),
+                                    (RenderScene, "~/render", self._on_render)]:
+            self.create_service(cls, name, callback, callback_group=self._memory_group)
         self._active = False
         self._lock = threading.Lock()
         self._pending: dict = {}   # camera -> its newest frame not yet integrated
@@ -230,23 +240,19 @@ class SceneNode(ManagedNode):
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
         self.pub_render = self.create_lifecycle_publisher(Image, "~/render/image", 1)
-        # What waits for the memory's lock has a group (and an executor thread) of its own:
-        # the camera streams and the clock must not wait for a frame's integration.
-        group = MutuallyExclusiveCallbackGroup()
-        self.scene_services = [
-            self.create_service(cls, name, callback, callback_group=group)
-            for cls, name, callback in [(SaveScene, "~/save", self._on_save),
-                                        (LoadScene, "~/load", self._on_load),
-                                        (ResetScene, "~/reset", self._on_reset),
-                                        (RenderScene, "~/render", self._on_render)]]
+        group = self._memory_group
         self.scene_timers = [self.create_timer(1.0 / prm("publish_rate"), self._publish_state,
                                                callback_group=group)]
         if prm("render_rate") > 0:
             self.scene_timers.append(self.create_timer(1.0 / prm("render_rate"),
                                                        self._publish_render,
                                                        callback_group=group))
-        self._running = True
-        self._worker = threading.Thread(target=self._integrate_loop, daemon=True)
+        # Each worker has its own stop flag: one still finishing a frame after a cleanup
+        # must not run on beside the next configure's.
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._integrate_loop,
+                                        args=(self.memory, self._stop),
+                                        daemon=True)
         self._worker.start()
         self.get_logger().info(f"configured on {device}, cameras {', '.join(self.cameras)}, "
                                f"camera poses from {self.pose_source}")
@@ -254,9 +260,10 @@ class SceneNode(ManagedNode):
 
     def _teardown(self) -> None:
         self._active = False
-        self._running = False
         if getattr(self, "_worker", None) is not None:
             with self._frame_ready:
+                self._stop.set()
+                self._pending.clear()
                 self._frame_ready.notify_all()
             self._worker.join(timeout=5.0)
             self._worker = None
@@ -264,10 +271,9 @@ class SceneNode(ManagedNode):
             self.destroy_subscription(sub)
         for timer in getattr(self, "scene_timers", []):
             self.destroy_timer(timer)
-        for srv in getattr(self, "scene_services", []):
-            self.destroy_service(srv)
-        self.scene_subs, self.scene_timers, self.scene_services = [], [], []
-        self.memory = None
+        self.scene_subs, self.scene_timers = [], []
+        self.memory, self._frame_stamp = None, None
+        self._integrated_at.clear()
 
     # ---- input -----------------------------------------------------------------------------
     def _warn(self, key: str, text: str, period: float = 5.0) -> None:
@@ -314,14 +320,14 @@ class SceneNode(ManagedNode):
         """A frame the worker will integrate waits."""
         return any(self._needed(c, f.stamp) for c, f in list(self._pending.items()))
 
-    def _next_frame(self) -> Frame | None:
+    def _next_frame(self, stop: threading.Event) -> Frame | None:
         """The oldest of the cameras' newest frames that is needed (`_needed`), once there
-        is one (None on shutdown)."""
+        is one (None once `stop` is set)."""
         while True:
             with self._frame_ready:
-                while self._running and not self._pending:
+                while not stop.is_set() and not self._pending:
                     self._frame_ready.wait(timeout=0.5)
-                if not self._running:
+                if stop.is_set():
                     return None
                 camera = min(self._pending, key=lambda c: self._pending[c].stamp)
                 frame = self._pending.pop(camera)
@@ -372,33 +378,30 @@ class SceneNode(ManagedNode):
                                    matched["instances"][1] if "instances" in matched else None,
                                    self.get_parameter("downscale").value, camera)
 
-    def _integrate_loop(self) -> None:
-        while self._running:
-            frame = self._next_frame()
-            if frame is None:
-                return
+    def _integrate_loop(self, memory: SceneMemory, stop: threading.Event) -> None:
+        """Track every needed frame in `memory`, refine it while no newer frame waits;
+        until `stop` (the cleanup that drops this memory) is set."""
+        def interrupted() -> bool:   # a newer frame, or the memory's end, cuts refining short
+            return stop.is_set() or self._frame_waiting()
+
+        while (frame := self._next_frame(stop)) is not None:
             with self._lock:
-                if self.memory is None:
-                    return
                 try:
-                    view = self.memory.track(frame)
+                    view = memory.track(frame)
                 except Exception as err:  # a bad frame must not stop the mapping thread
                     self._warn("integrate", f"frame not integrated: {type(err).__name__}: {err}")
                     continue
                 self._frame_stamp = to_time_msg(frame.stamp)
-                objects = self._objects_msg(self.memory, self._frame_stamp)
+                objects = self._objects_msg(memory, self._frame_stamp)
             self.frames_integrated += 1
-            if self._active:  # as soon as tracked: the planner acts on them
+            if self._active and not stop.is_set():  # as soon as tracked: the planner acts
                 self.pub_objects.publish(objects)
-            if self._frame_waiting():
+            if interrupted():
                 continue  # a newer frame waits: its objects matter more than a refined map
             with self._lock:
-                if self.memory is None:
-                    return
                 try:
-                    self.memory.config.iterations = self.get_parameter("iterations").value
-                    # A newer frame arriving cuts the optimisation short.
-                    stats = self.memory.refine(view, self._frame_waiting)
+                    memory.config.iterations = self.get_parameter("iterations").value
+                    stats = memory.refine(view, interrupted)
                 except Exception as err:
                     self._warn("integrate", f"map not refined: {type(err).__name__}: {err}")
                     continue

@@ -7,8 +7,11 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 import rclpy
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gsplat_scene.ply import load_ply
@@ -29,6 +32,22 @@ SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2
 def cloud_points(cloud) -> np.ndarray:
     """(N, 3) x y z of the node's PointCloud2 (x y z rgb, 16 bytes a point)."""
     return np.frombuffer(bytes(cloud.data), dtype="<f4").reshape(-1, 4)[:, :3]
+
+
+def render_request() -> RenderScene.Request:
+    """160x120 from the virtual camera's default place, looking at the table."""
+    req = RenderScene.Request()
+    req.camera_info.width, req.camera_info.height = 160, 120
+    req.camera_info.k = [150.0, 0, 79.5, 0, 150.0, 59.5, 0, 0, 1]
+    eye, target = np.array([1.4, -0.7, 0.95]), np.array([0.4, 0.0, 0.22])
+    z = (target - eye) / np.linalg.norm(target - eye)
+    x = np.cross(z, [0, 0, 1.0])
+    x /= np.linalg.norm(x)
+    q = Rotation.from_matrix(np.column_stack([x, np.cross(z, x), z])).as_quat()
+    p = req.camera_pose.pose
+    p.position.x, p.position.y, p.position.z = eye
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = q
+    return req
 
 
 def call(node, client, request, timeout=60.0):
@@ -126,18 +145,7 @@ def test_services(graph, tmp_path):
     saved = call(graph, save, SaveScene.Request(path=path))
     assert saved.success and saved.num_gaussians > 0 and len(load_ply(path)) == saved.num_gaussians
 
-    req = RenderScene.Request()
-    req.camera_info.width, req.camera_info.height = 160, 120
-    req.camera_info.k = [150.0, 0, 79.5, 0, 150.0, 59.5, 0, 0, 1]
-    eye, target = np.array([1.4, -0.7, 0.95]), np.array([0.4, 0.0, 0.22])
-    from scipy.spatial.transform import Rotation
-    z = (target - eye) / np.linalg.norm(target - eye)
-    x = np.cross(z, [0, 0, 1.0])
-    x /= np.linalg.norm(x)
-    q = Rotation.from_matrix(np.column_stack([x, np.cross(z, x), z])).as_quat()
-    p = req.camera_pose.pose
-    p.position.x, p.position.y, p.position.z = eye
-    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = q
+    req = render_request()
     out = call(graph, render, req)
     assert out.success, out.message
     rgb, depth = image_to_numpy(out.rgb), image_to_numpy(out.depth)
@@ -201,3 +209,34 @@ def test_bad_configurations_fail_and_the_node_stays_up():
         for name, scene in scenes.items():
             assert scene.poll() is None, (name, output_of(scene))
             assert ": configured on" not in output_of(scene), name
+
+
+def test_lifecycle_transitions_while_a_render_is_served(graph):
+    # The memory's services run on their own executor thread: a cleanup arriving while one
+    # renders must neither crash the node nor leave it unable to come back.
+    change = graph.create_client(ChangeState, "/gsplat_scene/change_state")
+    get = graph.create_client(GetState, "/gsplat_scene/get_state")
+    render = graph.create_client(RenderScene, "/gsplat_scene/render")
+    assert render.wait_for_service(timeout_sec=20.0)
+
+    def transition(tid):
+        return call(graph, change, ChangeState.Request(transition=Transition(id=tid))).success
+
+    rendering = [render.call_async(render_request()) for _ in range(3)]
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert transition(Transition.TRANSITION_CLEANUP)
+    assert spin_until(graph, lambda: all(f.done() for f in rendering), 60.0)
+    assert call(graph, get, GetState.Request()).current_state.id == \
+        State.PRIMARY_STATE_UNCONFIGURED
+    refused = call(graph, render, render_request())
+    assert not refused.success and "not configured" in refused.message
+    assert graph.procs[1].poll() is None, output_of(graph.procs[1])
+
+    assert transition(Transition.TRANSITION_CONFIGURE)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    graph.latest.pop("/gsplat_scene/info", None)
+    assert spin_until(graph, lambda: "/gsplat_scene/info" in graph.latest and
+                      graph.latest["/gsplat_scene/info"].frames_integrated >= 2 and
+                      graph.latest["/gsplat_scene/info"].num_gaussians > 1000, 60.0), \
+        output_of(graph.procs[1])
+    assert call(graph, render, render_request()).success

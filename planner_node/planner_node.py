@@ -210,6 +210,19 @@ class PlannerNode(ManagedNode):
         self._obstacles: DistanceField | None = None
         self._estop = False
         self._goal_generation = 0
+        # Sending to the controller and ending goals take this lock: once a deactivation
+        # holds the arm, no plan of the goal it ended can follow.
+        self._command_lock = threading.RLock()
+        self._goals_running = 0
+        self._goal_ended = threading.Condition()
+        # The action and the plan service live as long as the node: a goal or request that
+        # meets a lifecycle transition is answered (rejected or ended with a reason).
+        self.action = ActionServer(self, PlanToGoal, "~/plan_to_goal", self._execute,
+                                   goal_callback=self._on_goal,
+                                   cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                   callback_group=ReentrantCallbackGroup())
+        self.create_service(Plan, "~/plan", self._on_plan,
+                            callback_group=MutuallyExclusiveCallbackGroup())
 
     def prm(self, name):
         return self.get_parameter(name).value
@@ -263,28 +276,35 @@ class PlannerNode(ManagedNode):
                                      qos_profile_sensor_data, callback_group=group),
             self.create_subscription(Bool, "estop", self._on_estop, 10, callback_group=group)]
         self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
-        self.action = ActionServer(self, PlanToGoal, "~/plan_to_goal", self._execute,
-                                   goal_callback=self._on_goal,
-                                   cancel_callback=lambda _: CancelResponse.ACCEPT,
-                                   callback_group=ReentrantCallbackGroup())
-        self.srv = self.create_service(Plan, "~/plan", self._on_plan,
-                                       callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f"planning with {self.planner.predictor.name} on {device}: {config.sampler}, "
             f"{config.sampling.samples} samples x {config.horizon} steps x "
             f"{config.sampling.iterations} iterations, backend {self.prm('backend')}")
         return TransitionCallbackReturn.SUCCESS
 
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_goals()
+        return super().on_deactivate(state)
+
+    def _stop_goals(self) -> None:
+        """End the running goal (at its next check) and bring the arm to rest now."""
+        with self._command_lock:
+            self._active = False
+            self._goal_generation += 1
+            self._hold()
+
     def _teardown(self) -> None:
-        self._active = False
-        self._goal_generation += 1       # a running goal stops at its next cycle
-        if getattr(self, "action", None) is not None:
-            self.action.destroy()
-            self.destroy_service(self.srv)
+        self._stop_goals()
+        # The goal's thread still uses the planner until its cycle ends.
+        with self._goal_ended:
+            self._goal_ended.wait_for(lambda: self._goals_running == 0,
+                                      timeout=self.prm("plan_budget") + 2.0)
+        if getattr(self, "subs", None):
             for sub in self.subs:
                 self.destroy_subscription(sub)
+            self.destroy_lifecycle_publisher(self.pub_markers)
             self.backend.close()
-            self.action = self.srv = None
+            self.subs = []
         self.planner = None
 
     # ---- inputs --------------------------------------------------------------------------
@@ -397,11 +417,12 @@ class PlannerNode(ManagedNode):
 
     def _hold(self) -> None:
         """Bring the command to rest from where it is now, within the limits."""
-        if self.planner is None or self.mirror is None:
-            return
-        now = self.now_s()
-        q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
-        self._send(now, *braking(q, v, a, self.planner.limits, self.planner.dt))
+        with self._command_lock:
+            if self.planner is None or self.mirror is None:
+                return
+            now = self.now_s()
+            q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
+            self._send(now, *braking(q, v, a, self.planner.limits, self.planner.dt))
 
     def _on_goal(self, request) -> GoalResponse:
         if not self._active or self.planner is None:
@@ -420,6 +441,16 @@ class PlannerNode(ManagedNode):
         return GoalResponse.ACCEPT
 
     def _execute(self, handle):
+        with self._goal_ended:
+            self._goals_running += 1
+        try:
+            return self._run_goal(handle)
+        finally:
+            with self._goal_ended:
+                self._goals_running -= 1
+                self._goal_ended.notify_all()
+
+    def _run_goal(self, handle):
         self._goal_generation += 1
         generation = self._goal_generation
         result = R()
@@ -534,9 +565,12 @@ class PlannerNode(ManagedNode):
                                        f"less than {margin:.2f} s before its start: not sent",
                                        throttle_duration_sec=5.0)
             else:
-                self._send(start, *executed_knots(plan.targets, plan.velocities,
-                                                  plan.accelerations, execute,
-                                                  self.planner.limits, self.planner.dt))
+                with self._command_lock:   # not after a deactivation has held the arm
+                    if generation == self._goal_generation and self._active:
+                        self._send(start, *executed_knots(plan.targets, plan.velocities,
+                                                          plan.accelerations, execute,
+                                                          self.planner.limits,
+                                                          self.planner.dt))
             recent.append(took)
             lead = min(max(period, 1.5 * max(recent) + margin), MAX_LEAD)
             self.planner.advance(steps)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from lifecycle_msgs.msg import State, Transition
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -24,7 +25,7 @@ from sim_robot import panda
 from sim_robot.explore import top_down_quat
 from sim_robot.scene import OBJECT_IDS
 from ros_io.paths import share_path
-from support.graph import output_of, ros_context, ros_process, spin_until
+from support.graph import Lifecycle, output_of, ros_context, ros_process, spin_until
 from world_model_node.kinematics import KinematicChain
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec, ObjectArray
@@ -291,6 +292,39 @@ def test_plan_service_returns_a_trajectory_and_scored_futures(graph):
     future = graph.plan.call_async(request)
     assert graph.spin_until(future.done, 10.0)
     assert not future.result().success and "tolerance" in future.result().message
+
+
+def test_deactivation_ends_the_goal_and_holds_the_arm(graph):
+    # A lifecycle manager takes the planner down mid-goal: the goal ends with the reason, the
+    # arm brakes to rest and stays there, goals and plan requests are refused (not left
+    # unanswered) until it is active again, and then it plans as before.
+    lifecycle = Lifecycle(graph.node, "/planner_node")
+    handle = graph.send(reach_spec([0.35, 0.3, 0.2], yaw=0.5))
+    assert handle.accepted
+    assert graph.spin_until(lambda: graph.arm_speed() > 0.1, 30.0)
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    result = graph.result(handle, 20.0).result
+    assert result.failure_code == R.REASON_CANCELED and "deactivated" in result.failure_reason
+    assert graph.wait_at_rest(), graph.arm_speed()
+    still = len(graph.joint_states)
+    graph.spin_until(lambda: False, 1.5)
+    assert max(np.abs(js.velocity[:7]).max() for js in graph.joint_states[still:]) < 0.02
+
+    def refused():
+        assert not graph.send(reach_spec([0.45, 0.0, 0.3])).accepted
+        plan = graph.plan.call_async(Plan.Request(goal=reach_spec([0.45, 0.0, 0.3])))
+        assert graph.spin_until(plan.done, 10.0)
+        assert plan.result().message == "planner is not active"
+    refused()
+    assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    refused()
+    assert graph.procs[1].poll() is None, output_of(graph.procs[1])
+
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    handle = graph.send(reach_spec([0.45, 0.05, 0.3]))
+    assert handle.accepted and graph.result(handle, 120.0).result.success
 
 
 def test_misspelt_parameter_and_missing_backend_are_reported():

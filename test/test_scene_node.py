@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import rclpy
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from scipy.spatial.transform import Rotation
@@ -19,7 +18,8 @@ from gsplat_scene.scene_node import bounds_param
 from ros_io.images import image_to_numpy
 from ros_io.stamps import to_seconds
 from sim_robot.scene import OBJECT_IDS
-from support.graph import output_of, ros_context, ros_process, spin_until, wait_for_output
+from support.graph import (Lifecycle, output_of, ros_context, ros_process, spin_until,
+                           wait_for_output)
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
@@ -213,27 +213,23 @@ def test_bad_configurations_fail_and_the_node_stays_up():
 
 def test_lifecycle_transitions_while_a_render_is_served(graph):
     # The memory's services run on their own executor thread: a cleanup arriving while one
-    # renders must neither crash the node nor leave it unable to come back.
-    change = graph.create_client(ChangeState, "/gsplat_scene/change_state")
-    get = graph.create_client(GetState, "/gsplat_scene/get_state")
+    # renders must neither crash the node nor leave a request unanswered or the node unable
+    # to come back.
+    lifecycle = Lifecycle(graph, "/gsplat_scene")
     render = graph.create_client(RenderScene, "/gsplat_scene/render")
     assert render.wait_for_service(timeout_sec=20.0)
 
-    def transition(tid):
-        return call(graph, change, ChangeState.Request(transition=Transition(id=tid))).success
-
     rendering = [render.call_async(render_request()) for _ in range(3)]
-    assert transition(Transition.TRANSITION_DEACTIVATE)
-    assert transition(Transition.TRANSITION_CLEANUP)
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
     assert spin_until(graph, lambda: all(f.done() for f in rendering), 60.0)
-    assert call(graph, get, GetState.Request()).current_state.id == \
-        State.PRIMARY_STATE_UNCONFIGURED
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
     refused = call(graph, render, render_request())
     assert not refused.success and "not configured" in refused.message
     assert graph.procs[1].poll() is None, output_of(graph.procs[1])
 
-    assert transition(Transition.TRANSITION_CONFIGURE)
-    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
     graph.latest.pop("/gsplat_scene/info", None)
     assert spin_until(graph, lambda: "/gsplat_scene/info" in graph.latest and
                       graph.latest["/gsplat_scene/info"].frames_integrated >= 2 and

@@ -6,12 +6,13 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from lifecycle_msgs.msg import State, Transition
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from ros_io.stamps import to_duration_msg
-from support.graph import output_of, ros_context, ros_process, spin_until
+from support.graph import Lifecycle, output_of, ros_context, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState
 from world_model_planning.srv import Predict
 
@@ -142,6 +143,29 @@ def test_bad_requests_are_refused_and_the_node_keeps_serving(graph, reason, req)
     assert not res.success and reason in res.message, res.message
     assert call(graph, request(n=1, h=2)).success
     assert graph.procs[2].poll() is None
+
+
+def test_lifecycle_transitions_while_predictions_are_served(graph):
+    # Requests that meet a deactivation and cleanup are answered (served, or refused while
+    # inactive), none is left without a reply, and the node serves again once reconfigured.
+    lifecycle = Lifecycle(graph, "/world_model_node")
+    pending = [graph.client.call_async(request(n=256, h=16, seed=s)) for s in range(4)]
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
+    assert spin_until(graph, lambda: all(f.done() for f in pending), 60.0), \
+        output_of(graph.procs[2])
+    for future in pending:
+        res = future.result()
+        assert res.success or res.message == "node is not active", res.message
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    refused = call(graph, request(n=1, h=2))
+    assert not refused.success and refused.message == "node is not active"
+    assert graph.procs[2].poll() is None, output_of(graph.procs[2])
+
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    res = call(graph, request(n=2, h=3))
+    assert res.success and list(res.futures.object_ids) == [10, 11], res.message
 
 
 def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):

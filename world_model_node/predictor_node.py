@@ -20,6 +20,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
+from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gsplat_scene.frames import look_at_camera
@@ -70,6 +71,13 @@ class WorldModelNode(ManagedNode):
         self._objects: ObjectArray | None = None
         self.requests_served = 0
         self.requests_refused = 0
+        # The service lives as long as the node: a request that meets a lifecycle transition
+        # is answered (refused while inactive), never left without a reply.
+        self.create_service(Predict, "~/predict", self._on_predict,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
+        self.pub_image = self.create_lifecycle_publisher(Image, "~/predicted_image", 1)
+        self.render_client = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -84,31 +92,26 @@ class WorldModelNode(ManagedNode):
             self.get_logger().error(f"cannot load the world model: {err}")
             return TransitionCallbackReturn.FAILURE
         self.predictor.max_batch = prm("max_batch")
-        self.arm_joints = list(self.predictor.chain.limits.names)
         group = ReentrantCallbackGroup()
-        self.srv = self.create_service(Predict, "~/predict", self._on_predict,
-                                       callback_group=MutuallyExclusiveCallbackGroup())
         self.sub_objects = self.create_subscription(
             ObjectArray, "objects", lambda m: setattr(self, "_objects", m), 1,
             callback_group=group)
-        self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
-        self.pub_image = None
-        self.render_client = None
         if prm("render_service"):
-            from sensor_msgs.msg import Image
-            self.pub_image = self.create_lifecycle_publisher(Image, "~/predicted_image", 1)
             self.render_client = self.create_client(RenderScene, prm("render_service"),
                                                     callback_group=group)
         self.get_logger().info(f"serving {self.predictor.name} on {device}, "
-                               f"step {self.predictor.step} s, joints {self.arm_joints}")
+                               f"step {self.predictor.step} s, joints "
+                               f"{list(self.predictor.chain.limits.names)}")
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
         self._active = False
-        if getattr(self, "srv", None) is not None:
-            self.destroy_service(self.srv)
+        if getattr(self, "sub_objects", None) is not None:
             self.destroy_subscription(self.sub_objects)
-            self.srv = self.sub_objects = None
+            self.sub_objects = None
+        if self.render_client is not None:
+            self.destroy_client(self.render_client)
+            self.render_client = None
         self.predictor = None
 
     # ---- service -------------------------------------------------------------------------
@@ -119,12 +122,13 @@ class WorldModelNode(ManagedNode):
         return response
 
     def _on_predict(self, request, response):
-        if not self._active or self.predictor is None:
+        predictor = self.predictor   # a cleanup on the other thread may drop it meanwhile
+        if not self._active or predictor is None:
             return self._refuse(response, "node is not active")
         try:
-            state, targets, widths = self._request_to_tensors(request)
+            state, targets, widths = self._request_to_tensors(request, predictor)
             tic = time.perf_counter()
-            futures = self.predictor.predict(state, targets, widths)
+            futures = predictor.predict(state, targets, widths)
         except ValueError as err:
             return self._refuse(response, str(err))
         except RuntimeError as err:  # e.g. out of device memory: refuse, keep serving
@@ -132,7 +136,7 @@ class WorldModelNode(ManagedNode):
         elapsed = time.perf_counter() - tic
         header = request.robot_state.header
         header.frame_id = self.get_parameter("world_frame").value
-        response.futures = futures_to_msg(futures, request.actions, header, self.predictor.name)
+        response.futures = futures_to_msg(futures, request.actions, header, predictor.name)
         response.success = True
         self.requests_served += 1
         self.get_logger().debug(f"predicted {targets.shape[0]} x {targets.shape[1]} in "
@@ -144,7 +148,7 @@ class WorldModelNode(ManagedNode):
             self.get_logger().error(f"visualising the futures failed: {err}")
         return response
 
-    def _request_to_tensors(self, request):
+    def _request_to_tensors(self, request, predictor):
         a = request.actions
         n, h = int(a.num_sequences), int(a.horizon)
         if n == 0 or h == 0:
@@ -156,13 +160,14 @@ class WorldModelNode(ManagedNode):
             raise ValueError(f"horizon {h} exceeds max_horizon "
                              f"{self.get_parameter('max_horizon').value}")
         step = to_seconds(a.step_duration)
-        if abs(step - self.predictor.step) > 1e-6:
+        if abs(step - predictor.step) > 1e-6:
             raise ValueError(f"step_duration {step} s does not match the model's "
-                             f"{self.predictor.step} s")
+                             f"{predictor.step} s")
+        arm_joints = list(predictor.chain.limits.names)
         names = list(a.joint_names)
-        if sorted(names) != sorted(self.arm_joints) or len(set(names)) != len(names):
+        if sorted(names) != sorted(arm_joints) or len(set(names)) != len(names):
             raise ValueError(f"action joint_names {names} must be the arm joints "
-                             f"{self.arm_joints}")
+                             f"{arm_joints}")
         j = len(names)
         if len(a.joint_targets) != n * h * j:
             raise ValueError(f"joint_targets has {len(a.joint_targets)} values, expected "
@@ -170,11 +175,11 @@ class WorldModelNode(ManagedNode):
         if len(a.gripper_widths) != n * h:
             raise ValueError(f"gripper_widths has {len(a.gripper_widths)} values, expected "
                              f"{n} x {h} = {n * h}")
-        order = [names.index(name) for name in self.arm_joints]
+        order = [names.index(name) for name in arm_joints]
         targets = torch.from_numpy(np.asarray(a.joint_targets, np.float32)
                                    .reshape(n, h, j)[..., order].copy())
         widths = torch.from_numpy(np.asarray(a.gripper_widths, np.float32).reshape(n, h).copy())
-        q, qd, width = joint_state_to_tensors(request.robot_state, self.arm_joints,
+        q, qd, width = joint_state_to_tensors(request.robot_state, arm_joints,
                                               self.get_parameter("gripper_joints").value)
         objects = request.objects if request.objects.objects else self._objects
         if objects is None:
@@ -205,8 +210,8 @@ class WorldModelNode(ManagedNode):
         self.pub_markers.publish(markers)
 
     def _request_image(self, f: Futures, header) -> None:
-        if self.render_client is None or not f.object_ids or \
-                not self.render_client.service_is_ready():
+        client = self.render_client
+        if client is None or not f.object_ids or not client.service_is_ready():
             return
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
         request = RenderScene.Request()
@@ -234,12 +239,12 @@ class WorldModelNode(ManagedNode):
              o.pose.orientation.w) = (float(v) for v in quats[k])
             final.objects.append(o)
         request.object_overrides = final
-        future = self.render_client.call_async(request)
+        future = client.call_async(request)
         future.add_done_callback(self._on_rendered)
 
     def _on_rendered(self, future) -> None:
         result = future.result()
-        if result is not None and result.success and self.pub_image is not None:
+        if result is not None and result.success:
             self.pub_image.publish(result.rgb)
 
 

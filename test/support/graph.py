@@ -98,3 +98,32 @@ def spin_until(executor_or_node, condition, timeout: float, step: float = 0.05) 
         else:
             rclpy.spin_once(executor_or_node, timeout_sec=step)
     return bool(condition())
+
+
+class Lifecycle:
+    """Drives a lifecycle node's transitions over its change_state / get_state services."""
+
+    def __init__(self, node, target: str):
+        from lifecycle_msgs.srv import ChangeState, GetState
+
+        self.node = node
+        self.change = node.create_client(ChangeState, f"{target}/change_state")
+        self.get = node.create_client(GetState, f"{target}/get_state")
+
+    def _call(self, client, request, timeout: float):
+        assert client.wait_for_service(timeout_sec=20.0), client.srv_name
+        future = client.call_async(request)
+        assert spin_until(self.node, future.done, timeout), f"{client.srv_name}: no answer"
+        return future.result()
+
+    def transition(self, transition_id: int, timeout: float = 30.0) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return self._call(self.change, request, timeout).success
+
+    def state(self) -> int:
+        from lifecycle_msgs.srv import GetState
+
+        return self._call(self.get, GetState.Request(), 10.0).current_state.id

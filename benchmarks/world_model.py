@@ -25,6 +25,7 @@ the recorded actions. Figures:
   device
 
     python benchmarks/world_model.py [--quick] [--json PATH] [--device cuda] [--timing-only]
+        [--bags DIR] [--cache DIR] [--perceived-episodes N]
 """
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ import torch  # noqa: E402
 
 from world_model_node.dataset import coverage_90, make_windows, motion_errors, \
     predict_windows  # noqa: E402
-from world_model_node.episodes import BagLayout, read_episode  # noqa: E402
+from world_model_node.episodes import BagLayout  # noqa: E402
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState  # noqa: E402
-from world_model_node.train import find_bags  # noqa: E402
+from world_model_node.train import find_bags, load_episodes  # noqa: E402
 
 CHECKPOINT = REPO / "models" / "world_model"
 PERCEIVED_CHECKPOINT = REPO / "models" / "world_model_perceived"
@@ -90,22 +91,20 @@ def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
 def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
     """Errors on the held-out bags; in a full run also the perceived-pose figures."""
     step = learned.step
-    truth = [read_episode(b, BagLayout(), step) for b in bags]
+    truth = load_episodes(bags, "ground_truth", step, BagLayout(), args.cache)
     windows = make_windows(truth, round(2.0 / step), stride=2).to(device)
     results = accuracy(learned, windows, step)
     results["episodes"] = len(truth)
     if not args.quick and args.perceived_checkpoint.exists():
-        from world_model_node.perception import perceive_objects
-
-        def perception(bag, layout, times):
-            return perceive_objects(bag, layout, times, downscale=1, device=device)
-        subset = bags[:args.perceived_episodes]
-        perceived = [read_episode(b, BagLayout(), step, "perceived", perception)
-                     for b in subset]
+        # Mapped at the recorded size (320x240), as the shipped perceived model's bags were.
+        perceived = load_episodes([Path(b) for b in bags[:args.perceived_episodes]],
+                                  "perceived", step, BagLayout(), args.cache, downscale=1,
+                                  device=device)
+        names = {e.name: e for e in truth}
         pw = make_windows(perceived, round(2.0 / step), stride=2,
-                          references=truth[:len(subset)]).to(device)
-        results["perceived_episodes"] = len(subset)
-        results.update(pose_errors(perceived, truth[:len(subset)]))
+                          references=[names[e.name] for e in perceived]).to(device)
+        results["perceived_episodes"] = len(perceived)
+        results.update(pose_errors(perceived, [names[e.name] for e in perceived]))
         results.update(accuracy(LearnedPredictor.from_checkpoint(
             args.perceived_checkpoint, device), pw, step, "perceived_"))
         results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
@@ -225,6 +224,8 @@ def main():
     ap.add_argument("--perceived-episodes", type=int, default=10,
                     help="held-out episodes mapped by the scene memory for the perceived "
                          "figures (full run)")
+    ap.add_argument("--cache", type=Path, help="episode cache (as the training command's): "
+                    "held-out bags mapped once are read from it in later runs")
     ap.add_argument("--no-service", action="store_true", help="skip the DDS round trip")
     ap.add_argument("--timing-only", action="store_true",
                     help="only the prediction timings (no episodes recorded: for a machine "

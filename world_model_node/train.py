@@ -71,17 +71,17 @@ def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout,
 
 
 def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path | None,
-                  log=print, downscale: int = 2, min_visible: float | None = None
-                  ) -> list[Episode]:
+                  log=print, downscale: int = 2, min_visible: float | None = None,
+                  device="cpu") -> list[Episode]:
     """Read bags (through an .npz cache), reporting and skipping those that fail.
 
-    Perceived poses count as seen (training targets) where the frame shows at least
-    min_visible of the object (default `perception.MIN_VISIBLE`); the cache keeps each
-    frame's share, so another threshold needs no new mapping.
+    Perceived poses are mapped on `device`; they count as seen (training targets) where the
+    frame shows at least min_visible of the object (default `perception.MIN_VISIBLE`); the
+    cache keeps each frame's share, so another threshold needs no new mapping.
     """
     perception, settings = None, ""
     if poses == "perceived":
-        perception = functools.partial(perceive_objects, downscale=downscale)
+        perception = functools.partial(perceive_objects, downscale=downscale, device=device)
         settings = f"downscale {downscale}"
         min_visible = MIN_VISIBLE if min_visible is None else min_visible
     episodes = []
@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
     episodes = load_episodes(bags, args.poses, args.step, layout,
                              args.cache or args.output / "cache", log, args.downscale,
-                             args.min_visible)
+                             args.min_visible, args.device)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")
     perception_error = perception_gap(episodes, bags, args, layout, log) \

@@ -115,6 +115,13 @@ class MappingConfig:
     settle_frames: int = 5
     refine_gain: float = 0.15
     refine_min_motion: float = 0.001  # m (or 0.005 rad)
+    # From a new viewpoint, an object is re-aligned only if the camera sees through where the
+    # memory has it (it has left) over this share of the model's footprint in the image; from
+    # a camera's first view of it, over the larger share: the model's rim, seeded from other
+    # viewpoints, spills a few pixels past the object's outline there, and re-aligning to a
+    # side the model lacks turned a standing can by 90 degrees and shifted it by a centimetre.
+    vacated_share: float = 0.05
+    vacated_share_first_view: float = 0.25
 
 
 @dataclass
@@ -529,6 +536,7 @@ class SceneMemory:
             record.last_seen = stamp
             agreement = n_agree / max(n_inner, 1)
             in_place = min(cfg.track_agreement, record.agreement - 0.1)
+            first_view = camera not in record.seen_from
             still = _camera_still(record.seen_from.get(camera), c2w, cfg.refine_camera_motion)
             settling = (touch or record.settling > 0) and still
             record.settling = max(0, record.settling - 1)
@@ -545,7 +553,9 @@ class SceneMemory:
                         K=render_K(K), viewmat=torch.linalg.inv(c2w))
             if agreement >= in_place:
                 found = self._refinement(in_memory, args)
-            elif still or self._vacated(in_memory, mask, depth, valid, K, c2w):
+            elif still or self._vacated(in_memory, mask, depth, valid, K, c2w,
+                                        cfg.vacated_share_first_view if first_view
+                                        else cfg.vacated_share):
                 found = self._realignment(record, in_memory, observed, n_agree, in_place,
                                           interior, K, c2w, args)
             else:
@@ -578,17 +588,18 @@ class SceneMemory:
         for oid, n, hit in zip(ids.tolist(), counts.tolist(), hits.tolist()):
             self.objects[oid].visible_in[camera] = hit / n if n else 0.0
 
-    def _vacated(self, in_memory, mask, depth, valid, K, c2w) -> bool:
+    def _vacated(self, in_memory, mask, depth, valid, K, c2w, share: float) -> bool:
         """The camera sees through where the memory has the object (beyond a pixel from
-        where it is observed): it has left. A new viewpoint alone also lowers the depth
-        agreement, with sides the model lacks, but leaves the model's own pixels occupied."""
+        where it is observed, over `share` of the model's footprint): it has left. A new
+        viewpoint alone also lowers the depth agreement, with sides the model lacks, but
+        leaves the model's own pixels occupied."""
         h, w = depth.shape
         alpha, drawn = self._render_depth(K, c2w, w, h, self.gaussians.select(in_memory))
         footprint = alpha > 0.5
         near = F.max_pool2d(mask.float()[None, None], 3, 1, 1)[0, 0] > 0
         tolerance = self.config.track_depth_tolerance + 2 * depth / K[0, 0]
         behind = footprint & ~near & valid & (depth > drawn + tolerance)
-        return int(behind.sum()) >= max(3, 0.05 * int(footprint.sum()))
+        return int(behind.sum()) >= max(3, share * int(footprint.sum()))
 
     def _refinement(self, in_memory, refine_args) -> tuple | None:
         """(motion, the map moved by it) of the render alignment from where the object is;

@@ -103,7 +103,9 @@ class MappingConfig:
     align_yaw_step: float = 0.035     # rad
     align_yaw_gain: float = 0.1
     align_yaw_boxiness: float = 1.33
-    # Objects the robot touches in the image (its mask within touch_pixels of theirs) and
+    # Objects the robot touches in the image (its mask within touch_pixels of theirs, at a
+    # depth within touch_depth [m] of theirs: an arm passing in front of an object does not
+    # touch it) and
     # those that moved within the last settle_frames frames are refined every frame by the
     # render alignment alone, which resolves motions below the depth test's tolerance; such
     # a refinement is applied when it lowers the alignment loss by refine_gain. Only while
@@ -111,6 +113,7 @@ class MappingConfig:
     # object: from a new viewpoint an object shows sides its model lacks, and aligning an
     # incomplete model to them would move it.
     touch_pixels: int = 3
+    touch_depth: float = 0.05
     refine_camera_motion: float = 0.01
     settle_frames: int = 5
     refine_gain: float = 0.15
@@ -239,6 +242,23 @@ def evenly(n: int, k: int, device) -> torch.Tensor:
     """k indices spread evenly over range(n): a deterministic subsample (results must not
     depend on the random state a caller left behind)."""
     return torch.linspace(0, n - 1, k, device=device).long()
+
+
+def robot_touches(masks: torch.Tensor, robot: torch.Tensor, depth: torch.Tensor,
+                  valid: torch.Tensor, pixels: int, depth_tolerance: float) -> torch.Tensor:
+    """(N,) bool: the robot touches each object in the image, i.e. some of its pixels lie
+    within `pixels` of the object's mask at a depth within `depth_tolerance` [m] of the
+    object's depth range. masks (N, H, W) bool; robot, valid (H, W) bool; depth (H, W) m.
+    An arm passing between the camera and an object borders its mask but does not touch it.
+    """
+    seen = masks & valid
+    near = F.max_pool2d(masks.float()[None], 2 * pixels + 1, 1, pixels)[0] > 0
+    near &= (robot & valid)[None]
+    inf = torch.tensor(float("inf"), device=depth.device)
+    nearest = torch.where(seen, depth, inf).amin(dim=(1, 2))[:, None, None]
+    farthest = torch.where(seen, depth, -inf).amax(dim=(1, 2))[:, None, None]
+    at_depth = (depth >= nearest - depth_tolerance) & (depth <= farthest + depth_tolerance)
+    return (near & at_depth).any(dim=(1, 2))
 
 
 def _rotation_angle(rotation: torch.Tensor) -> float:
@@ -519,9 +539,8 @@ class SceneMemory:
         ids = torch.tensor(list(self.objects), device=self.device)
         interior = _interior(labels) & valid
         masks = labels[None] == ids[:, None, None]
-        robot = (labels == ROBOT).float()[None, None]
-        near_robot = F.max_pool2d(robot, 2 * cfg.touch_pixels + 1, 1, cfg.touch_pixels)[0, 0] > 0
-        touched = (masks & near_robot).any(dim=(1, 2))
+        touched = robot_touches(masks, labels == ROBOT, depth, valid, cfg.touch_pixels,
+                                cfg.touch_depth)
         seen = (masks & valid).sum((1, 2))
         counts = torch.cat([seen[:, None], self._agreement(masks, interior, depth, K[0, 0],
                                                            rendered)], dim=1).tolist()

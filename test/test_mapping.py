@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from gsplat_scene.mapping import (Adam, Frame, MappingConfig, SceneMemory, point_map,
-                                  quats_aligning_z, surface_normals)
+                                  quats_aligning_z, robot_touches, surface_normals)
 from sim_robot.scenario import load_scenario
 from sim_robot.scene import OBJECT_IDS
 from sim_robot.sim import PandaSim
@@ -425,3 +425,29 @@ def test_a_second_cameras_first_view_of_a_still_scene_moves_nothing():
         assert np.linalg.norm(pose[:3, 3] - position) < 0.01, name
         turn = Rotation.from_matrix(pose[:3, :3]) * Rotation.from_quat(quat).inv()
         assert turn.magnitude() < math.radians(5), (name, np.degrees(turn.as_rotvec()))
+
+
+def test_the_robot_touches_an_object_only_at_its_depth():
+    # A can at 1.0-1.1 m; the robot's pixels border its mask at the can's depth (a finger on
+    # it), 30 cm nearer (the arm passing between camera and can: it hid the can's edge from
+    # the side camera, and the refinement that a touch starts pulled the can 2.5 cm to the
+    # visible part), or 20 pixels away.
+    depth = torch.full((40, 60), 2.0)
+    can = torch.zeros(40, 60, dtype=torch.bool)
+    can[10:30, 20:30] = True
+    depth[can] = torch.linspace(1.0, 1.1, 10).repeat(20, 1).flatten()
+    valid = torch.ones(40, 60, dtype=torch.bool)
+    cases = {"finger": (slice(10, 30), slice(30, 33), 1.08, True),
+             "arm in front": (slice(5, 35), slice(30, 36), 0.75, False),
+             "hand beside": (slice(10, 30), slice(50, 55), 1.05, False)}
+    for name, (rows, cols, robot_depth, touching) in cases.items():
+        robot = torch.zeros(40, 60, dtype=torch.bool)
+        robot[rows, cols] = True
+        d = torch.where(robot, torch.tensor(robot_depth), depth)
+        touched = robot_touches(can[None], robot, d, valid, pixels=3, depth_tolerance=0.05)
+        assert touched.tolist() == [touching], name
+    invalid = valid.clone()
+    invalid[:, 30:33] = False  # a finger without depth does not count
+    robot = torch.zeros(40, 60, dtype=torch.bool)
+    robot[10:30, 30:33] = True
+    assert not robot_touches(can[None], robot, depth, invalid, 3, 0.05).any()

@@ -122,7 +122,7 @@ class MappingConfig:
     # memory has it (it has left) over this share of the model's footprint in the image; from
     # a camera's first view of it, over the larger share: the model's rim, seeded from other
     # viewpoints, spills a few pixels past the object's outline there, and re-aligning to a
-    # side the model lacks turned a standing can by 90 degrees and shifted it by a centimetre.
+    # side the model lacks turned and shifted a standing can.
     vacated_share: float = 0.05
     vacated_share_first_view: float = 0.25
 

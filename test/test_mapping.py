@@ -410,9 +410,9 @@ def test_a_cube_first_seen_from_the_side_is_turned_once_seen_from_above():
 def test_a_second_cameras_first_view_of_a_still_scene_moves_nothing():
     # The side camera first sees the objects after the main camera has seeded them: the
     # models' rims spill a few pixels past the objects' outlines in its view, and their far
-    # sides are new. None of that is a motion: re-aligned to it, the can turned by 90 degrees
-    # and shifted by a centimetre (and the world model, seeing a can turned as none was in
-    # its training, predicted it moving).
+    # sides are new. None of that is a motion: re-aligned to it, the can turned and shifted
+    # (and the world model, seeing a can turned as none was in its training, predicted it
+    # moving).
     from sim_robot.scene import CAMERA_NAME, SIDE_CAMERA_NAME
     from sim_robot.views import camera_view
     sim = PandaSim(load_scenario(share_path("config", "scenarios", "default.yaml")), 320, 240)
@@ -430,7 +430,7 @@ def test_a_second_cameras_first_view_of_a_still_scene_moves_nothing():
 def test_the_robot_touches_an_object_only_at_its_depth():
     # A can at 1.0-1.1 m; the robot's pixels border its mask at the can's depth (a finger on
     # it), 30 cm nearer (the arm passing between camera and can: it hid the can's edge from
-    # the side camera, and the refinement that a touch starts pulled the can 2.5 cm to the
+    # the side camera, and the refinement that a touch starts pulled the can to the
     # visible part), or 20 pixels away.
     depth = torch.full((40, 60), 2.0)
     can = torch.zeros(40, 60, dtype=torch.bool)

@@ -97,14 +97,14 @@ def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
     results["episodes"] = len(truth)
     if not args.quick and args.perceived_checkpoint.exists():
         # Mapped at the recorded size (320x240), as the shipped perceived model's bags were.
-        perceived = load_episodes([Path(b) for b in bags[:args.perceived_episodes]],
-                                  "perceived", step, BagLayout(), args.cache, downscale=1,
-                                  device=device)
-        names = {e.name: e for e in truth}
+        perceived = load_episodes(bags[:args.perceived_episodes], "perceived", step,
+                                  BagLayout(), args.cache, downscale=1, device=device)
+        by_name = {e.name: e for e in truth}
+        references = [by_name[e.name] for e in perceived]
         pw = make_windows(perceived, round(2.0 / step), stride=2,
-                          references=[names[e.name] for e in perceived]).to(device)
+                          references=references).to(device)
         results["perceived_episodes"] = len(perceived)
-        results.update(pose_errors(perceived, [names[e.name] for e in perceived]))
+        results.update(pose_errors(perceived, references))
         results.update(accuracy(LearnedPredictor.from_checkpoint(
             args.perceived_checkpoint, device), pw, step, "perceived_"))
         results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))

@@ -127,6 +127,17 @@ def test_an_unreadable_cache_entry_is_read_again_from_the_bag(bags, tmp_path):
     np.testing.assert_array_equal(again.object_positions, fresh.object_positions)
 
 
+def test_a_cache_that_cannot_be_written_loses_no_episode(bags, tmp_path):
+    # The cache "directory" is a file: each episode read from its bag is still used, with a
+    # warning that its entry was not written.
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a directory")
+    logged = []
+    episodes = load_episodes(bags[:2], "ground_truth", 0.1, BagLayout(), blocked, logged.append)
+    assert [e.name for e in episodes] == [b.name for b in bags[:2]]
+    assert sum("not written" in line for line in logged) == 2, logged
+
+
 def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
     # Fine-tuning starts from the checkpoint's weights and normalisation: a few steps at a
     # tiny rate leave its predictions, where a fresh model's are far off.

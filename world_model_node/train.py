@@ -96,17 +96,21 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
             # Damaged (truncated, not a zip) or of an older layout (fields missing).
             except (TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
                 log(f"warning: cache entry {path.name} unreadable ({err}): reading the bag")
+        cached = ep is not None
         try:
-            if ep is None:
+            if not cached:
                 ep = read_episode(bag, layout, step, poses, perception)
                 for note in ep.notes:
                     log(f"warning: {bag.name}: {note}")
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(path, **ep.arrays())
         except (ValueError, OSError) as err:
             log(f"error: skipped {bag}: {err}")
             continue
+        if path is not None and not cached:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, **ep.arrays())
+            except OSError as err:  # the episode is read: use it uncached
+                log(f"warning: cache entry {path.name} not written ({err})")
         if poses == "perceived":
             ep.object_seen = ep.object_visible >= min_visible  # 0 where not known
         episodes.append(ep)

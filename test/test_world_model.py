@@ -3,6 +3,7 @@ held-out episodes, checkpoints round-trip, batched == one-by-one, bad input is r
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from world_model_node.dataset import make_windows, motion_errors
 from world_model_node.episodes import BagLayout, read_episode
 from world_model_node.perception import MIN_VISIBLE
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState
-from world_model_node.train import find_bags, load_episodes, main as train_main
+from world_model_node.train import find_bags, hold_untouched, load_episodes, \
+    main as train_main, perception_noise
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 PUSH_SEEDS = 7000
@@ -107,6 +109,47 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
         sum(e.object_seen.sum() for e in both["default"])
 
 
+def test_perception_noise_moves_whole_tracks_and_keeps_their_motion(bags):
+    # Each object's track is offset by one error (start and targets alike): the motion, what
+    # the model is judged on, is unchanged; the offsets have the asked spread.
+    w = make_windows([read_episode(b) for b in bags[2:6]], 10)
+    torch.manual_seed(0)
+    noisy = perception_noise(w, 0.004, np.radians(3))
+    shift = noisy.pos0 - w.pos0
+    assert 0.0035 < float(shift.std()) < 0.0045
+    torch.testing.assert_close(noisy.pos - noisy.pos0[:, None], w.pos - w.pos0[:, None],
+                               atol=1e-6, rtol=0)
+    turn = noisy.rot0 @ w.rot0.transpose(-1, -2)
+    angle = torch.rad2deg(torch.arccos(((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2)
+                                       .clamp(-1, 1)))
+    assert 2.0 < float(angle.mean()) < 7.0
+    torch.testing.assert_close(noisy.rot @ noisy.rot0[:, None].transpose(-1, -2),
+                               w.rot @ w.rot0[:, None].transpose(-1, -2), atol=1e-5, rtol=0)
+    for name in ("q0", "target_q", "q", "ref_pos", "seen"):
+        assert torch.equal(getattr(noisy, name), getattr(w, name))
+    still = perception_noise(w, 0.0, 0.0)
+    assert torch.equal(still.pos, w.pos) and torch.allclose(still.rot, w.rot)
+
+
+def test_targets_of_objects_the_tool_has_not_reached_are_held(bags, trained):
+    # Targets jittered by 3 mm, as a perceived still object's: those of an object the tool
+    # has not come near are put back at the start pose; true motion (a push) is kept.
+    chain = LearnedPredictor.from_checkpoint(trained).chain
+    w = make_windows([read_episode(b) for b in bags[2:4]], 10)
+    jittered = replace(w, pos=w.pos + 0.003)
+    held = hold_untouched(jittered, chain, 0.02)
+    at_start = (held.pos == held.pos0[:, None]).all(-1) & \
+        (held.rot == held.rot0[:, None]).all(-1).all(-1)
+    kept = (held.pos == jittered.pos).all(-1)
+    assert (at_start | kept).all()
+    moved = (w.pos - w.pos0[:, None]).norm(dim=-1) > 0.01
+    assert moved.any() and kept[moved].all()
+    still = ~moved & w.mask[:, None]
+    assert 0.5 < float(at_start[still].float().mean()) < 1.0
+    # Held only until the tool arrives: a held target is never after a kept one.
+    assert not (kept[:, :-1] & at_start[:, 1:] & ~kept[:, 1:]).any()
+
+
 def test_an_unreadable_cache_entry_is_read_again_from_the_bag(bags, tmp_path):
     # A damaged entry, or one of an older layout (no object_visible), is reported and the
     # bag read again; the entry is rewritten.
@@ -142,7 +185,8 @@ def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
     # Fine-tuning starts from the checkpoint's weights and normalisation: a few steps at a
     # tiny rate leave its predictions, where a fresh model's are far off.
     runs = {}
-    for name, flags in (("tuned", ["--init", str(trained), "--lr", "1e-7"]), ("fresh", [])):
+    for name, flags in (("tuned", ["--init", str(trained), "--lr", "1e-7",
+                                   "--pose-noise", "0.002", "1"]), ("fresh", [])):
         train_main(["--bags", *map(str, bags[:18]), "--output", str(tmp_path / name),
                     "--steps", "3", "--eval-every", "3", "--batch", "8", "--horizon", "10",
                     "--width", "32", "--ensemble", "3", "--held-out", "0.2",
@@ -157,6 +201,7 @@ def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
     _, _, config = load_checkpoint(tmp_path / "tuned")
     assert config["training"]["step"] == 3
     assert config["training"]["initialised_from"] == str(trained)
+    assert config["training"]["pose_noise"] == {"position_m": 0.002, "rotation_deg": 1.0}
 
 
 def test_layout_names_a_robots_topics(bags):
@@ -352,6 +397,9 @@ def test_multi_process_training_under_torchrun(bags, tmp_path):
     (["--step", "0"], "must be positive"),
     (["--held-out", "1.5"], "--held-out"),
     (["--min-visible", "0"], "--min-visible must be in (0, 1]"),
+    (["--pose-noise", "-0.01", "2"], "--pose-noise"),
+    (["--pose-noise", "0.01", "45"], "--pose-noise"),
+    (["--contact-radius", "-0.1"], "--contact-radius"),
     (["--init", "/nonexistent"], "not a checkpoint directory"),
     (["--init", "/nonexistent", "--resume"], "--init starts a new run"),
 ])

@@ -11,7 +11,9 @@ camera frames (computed once and cached). Every `--eval-every` steps: the held-o
 1 s and 2 s beside the static baseline's, a row in <output>/metrics.csv, <output>/curves.png
 and a checkpoint (safetensors + config.yaml with the normalisation statistics and the
 uncertainty calibration). `--resume` continues from <output>. A bag that cannot be read is
-reported and skipped; the others are used.
+reported and skipped; the others are used. For perceived poses, `--contact-radius` keeps the
+memory's jitter of still objects out of the targets and `--pose-noise` teaches the model the
+memory's offsets.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import os
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ from world_model_node.dataset import Windows, coverage_90, make_windows, motion_
 from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
-    robot_features, so3_log
+    robot_features, so3_exp, so3_log
 from world_model_node.perception import MIN_VISIBLE, perceive_objects
 from world_model_node.predictor import LearnedPredictor
 
@@ -146,6 +149,35 @@ def fit_statistics(model: WorldModel, chain: KinematicChain, w: Windows) -> None
             getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-2))
         for name, x in (("robot_delta", robot_delta), ("object_delta", object_delta)):
             getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3))
+
+
+def perception_noise(w: Windows, position_std: float, rotation_std: float) -> Windows:
+    """The windows with each object's whole track offset by one random error, as a perceiver
+    that sees it a little off (position_std m per axis, world frame; rotation_std rad per
+    axis, object frame): start pose and targets move together, so the motion is unchanged
+    and the model learns not to hang a contact on millimetres it will not be given."""
+    b, k = w.pos0.shape[:2]
+    shift = torch.randn(b, 1, k, 3, device=w.pos0.device) * position_std
+    turn = so3_exp(torch.randn(b, 1, k, 3, device=w.pos0.device) * rotation_std)
+    return replace(w, pos0=w.pos0 + shift[:, 0], pos=w.pos + shift,
+                   rot0=w.rot0 @ turn[:, 0], rot=w.rot @ turn)
+
+
+def hold_untouched(w: Windows, chain: KinematicChain, radius: float) -> Windows:
+    """The windows with each object's targets held at its start pose until the tool has come
+    within `radius` m of the object's box (its start position, plus its half-extent's norm).
+
+    For perceived poses: the memory's estimate of a still object jumps by millimetres when
+    the arm hides part of it and its box is re-fitted, which would teach the model motion
+    where nothing touched. Targets that are not known (`seen`) stay unknown.
+    """
+    q = torch.cat([w.q0[:, None], w.q], 1)                                  # (W, H + 1, J)
+    tool = chain.forward(q)[..., :3, 3]
+    reach = radius + w.extent.norm(dim=-1)                                  # (W, K)
+    near = (tool[:, :, None] - w.pos0[:, None]).norm(dim=-1) < reach[:, None]
+    held = ~near.cummax(1).values[:, 1:]                                    # (W, H, K)
+    return replace(w, pos=torch.where(held[..., None], w.pos0[:, None], w.pos),
+                   rot=torch.where(held[..., None, None], w.rot0[:, None], w.rot))
 
 
 def rollout_loss(predictor: LearnedPredictor, w: Windows, weights: torch.Tensor) -> torch.Tensor:
@@ -303,6 +335,14 @@ def _parse_args(argv=None):
     ap.add_argument("--min-visible", type=float, default=None,
                     help="perceived poses: the share of an object a frame must show for its "
                     f"pose to be a training target (default {MIN_VISIBLE})")
+    ap.add_argument("--pose-noise", nargs=2, type=float, default=[0.0, 0.0],
+                    metavar=("M", "DEG"), help="training objects' poses offset by a random "
+                    "error of this std per axis (position, rotation), the same over a window: "
+                    "a model for a perceiver's poses (default 0 0)")
+    ap.add_argument("--contact-radius", type=float, default=0.0, metavar="M",
+                    help="training targets of an object held where they start until the tool "
+                    "comes this near its box: for perceived poses, whose still objects jitter "
+                    "as the arm hides them (default 0: off)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights and "
                     "normalisation (e.g. a model trained in simulation, fine-tuned on a "
@@ -317,6 +357,10 @@ def _parse_args(argv=None):
         ap.error("--step and --lr must be positive")
     if not 0.0 < args.held_out < 1.0:
         ap.error("--held-out must be in (0, 1)")
+    if not (0.0 <= args.pose_noise[0] < 1.0 and 0.0 <= args.pose_noise[1] <= 30.0):
+        ap.error("--pose-noise: position std in [0, 1) m, rotation std in [0, 30] deg")
+    if not 0.0 <= args.contact_radius < 1.0:
+        ap.error("--contact-radius must be in [0, 1) m")
     if args.min_visible is not None and not 0.0 < args.min_visible <= 1.0:
         ap.error("--min-visible must be in (0, 1]")
     try:
@@ -392,6 +436,16 @@ def main(argv=None) -> int:
         f"poses: {args.poses}")
     urdf = _robot_urdf(args, bags, layout)
     chain = KinematicChain.from_urdf(urdf, args.base_link, args.tip_link).to(args.device)
+    if args.contact_radius:
+        held = hold_untouched(train, chain, args.contact_radius)
+        known = train.seen & train.mask[:, None]
+        shift = (held.pos - train.pos).norm(dim=-1)[known]
+        shift = shift[shift > 0]
+        log(f"targets held until the tool comes within {args.contact_radius} m: "
+            f"{len(shift)} of {int(known.sum())} moved back to the start pose" + (
+                f" (mean {float(shift.mean()):.4f} m, max {float(shift.max()):.4f} m)"
+                if len(shift) else ""))
+        train = held
     rows, start = [], 0
     if args.resume and (args.output / "config.yaml").exists():
         model, _, config = load_checkpoint(args.output, args.device)
@@ -435,6 +489,8 @@ def main(argv=None) -> int:
         # Appearance is not always known (objects given over the wire without colour).
         unknown = torch.rand(args.batch, 1, 1, device=args.device) < APPEARANCE_DROPOUT
         batch.appearance = batch.appearance.masked_fill(unknown, 0.0)
+        if args.pose_noise[0] or args.pose_noise[1]:
+            batch = perception_noise(batch, args.pose_noise[0], math.radians(args.pose_noise[1]))
         loss = rollout_loss(predictor, batch, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -470,6 +526,9 @@ def main(argv=None) -> int:
         if rank == 0:
             training = {"step": step, "poses": args.poses, "horizon": args.horizon,
                         "initialised_from": str(args.init) if args.init else None,
+                        "contact_radius_m": args.contact_radius,
+                        "pose_noise": {"position_m": args.pose_noise[0],
+                                       "rotation_deg": args.pose_noise[1]},
                         "episodes": [ep.name for ep in train_eps],
                         "held_out": [ep.name for ep in val_eps],
                         "bag_layout": {k: list(v) if isinstance(v, tuple) else v

@@ -13,6 +13,9 @@ the recorded actions. Figures:
   perceived_*                          (full run) the model trained on perceived poses, fed
                                        the scene memory's poses of the held-out bags, judged
                                        on the true motion
+  gt_trained_on_perceived_input_*      (full run) the ground-truth model fed those poses
+  perceived_trained_on_gt_input_*      (full run) the perceived-pose model on all held-out
+                                       bags' ground-truth poses
   perceived_pose_err_mean_m, _p95_m    (full run) the scene memory's object positions against
   perceived_moving_pose_err_mean_m     the truth over those bags (every object and step; the
                                        last over objects more than 1 cm from where they began)
@@ -105,9 +108,11 @@ def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
                           references=references).to(device)
         results["perceived_episodes"] = len(perceived)
         results.update(pose_errors(perceived, references))
-        results.update(accuracy(LearnedPredictor.from_checkpoint(
-            args.perceived_checkpoint, device), pw, step, "perceived_"))
+        perceived_model = LearnedPredictor.from_checkpoint(args.perceived_checkpoint, device)
+        results.update(accuracy(perceived_model, pw, step, "perceived_"))
         results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
+        results.update(accuracy(perceived_model, windows, step,
+                                "perceived_trained_on_gt_input_"))
     return results
 
 

@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import make_windows, motion_errors
 from world_model_node.episodes import BagLayout, read_episode
+from world_model_node.model import so3_log
 from world_model_node.perception import MIN_VISIBLE
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState
 from world_model_node.train import find_bags, hold_untouched, load_episodes, \
@@ -119,9 +120,7 @@ def test_perception_noise_moves_whole_tracks_and_keeps_their_motion(bags):
     assert 0.0035 < float(shift.std()) < 0.0045
     torch.testing.assert_close(noisy.pos - noisy.pos0[:, None], w.pos - w.pos0[:, None],
                                atol=1e-6, rtol=0)
-    turn = noisy.rot0 @ w.rot0.transpose(-1, -2)
-    angle = torch.rad2deg(torch.arccos(((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2)
-                                       .clamp(-1, 1)))
+    angle = torch.rad2deg(so3_log(noisy.rot0 @ w.rot0.transpose(-1, -2)).norm(dim=-1))
     assert 2.0 < float(angle.mean()) < 7.0
     torch.testing.assert_close(noisy.rot @ noisy.rot0[:, None].transpose(-1, -2),
                                w.rot @ w.rot0[:, None].transpose(-1, -2), atol=1e-5, rtol=0)

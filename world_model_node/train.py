@@ -180,6 +180,17 @@ def hold_untouched(w: Windows, chain: KinematicChain, radius: float) -> Windows:
                    rot=torch.where(held[..., None, None], w.rot0[:, None], w.rot))
 
 
+def _moved_back(before: Windows, after: Windows) -> str:
+    """How many known targets `hold_untouched` moved, and how far."""
+    known = before.seen & before.mask[:, None]
+    shift = (after.pos - before.pos).norm(dim=-1)[known]
+    shift = shift[shift > 0]
+    text = f"{len(shift)} of {int(known.sum())} moved back to the start pose"
+    if len(shift):
+        text += f" (mean {float(shift.mean()):.4f} m, max {float(shift.max()):.4f} m)"
+    return text
+
+
 def rollout_loss(predictor: LearnedPredictor, w: Windows, weights: torch.Tensor) -> torch.Tensor:
     """Multi-step loss of every member's own rollout; weights (E, B) bootstrap weights."""
     states = predictor.rollout(w.state(), w.target_q, w.target_w, w.mask)
@@ -438,13 +449,8 @@ def main(argv=None) -> int:
     chain = KinematicChain.from_urdf(urdf, args.base_link, args.tip_link).to(args.device)
     if args.contact_radius:
         held = hold_untouched(train, chain, args.contact_radius)
-        known = train.seen & train.mask[:, None]
-        shift = (held.pos - train.pos).norm(dim=-1)[known]
-        shift = shift[shift > 0]
         log(f"targets held until the tool comes within {args.contact_radius} m: "
-            f"{len(shift)} of {int(known.sum())} moved back to the start pose" + (
-                f" (mean {float(shift.mean()):.4f} m, max {float(shift.max()):.4f} m)"
-                if len(shift) else ""))
+            f"{_moved_back(train, held)}")
         train = held
     rows, start = [], 0
     if args.resume and (args.output / "config.yaml").exists():

@@ -203,6 +203,38 @@ def test_init_starts_a_new_run_from_a_checkpoint(trained, bags, tmp_path):
     assert config["training"]["pose_noise"] == {"position_m": 0.002, "rotation_deg": 1.0}
 
 
+def test_replay_adds_ground_truth_episodes_to_the_training_split(trained, bags, tmp_path,
+                                                                  capsys):
+    # Rehearsal: the --replay bags' ground truth joins the training split, except episodes
+    # the run holds out (their truth would leak into the held-out errors).
+    common = ["--steps", "2", "--eval-every", "2", "--batch", "8", "--horizon", "10",
+              "--width", "32", "--ensemble", "3", "--held-out", "0.2", "--contact-radius",
+              "0.02", "--cache", str(trained / "cache")]
+    train_main(["--bags", *map(str, bags[2:12]), "--output", str(tmp_path / "plain"), *common])
+    train_main(["--bags", *map(str, bags[2:12]), "--output", str(tmp_path / "replayed"),
+                "--replay", *map(str, bags[2:16]), *common])
+    out = capsys.readouterr().out
+    windows = [int(line.split("), ")[1].split(" /")[0]) for line in out.splitlines()
+               if " windows of " in line]
+    _, _, config = load_checkpoint(tmp_path / "replayed")
+    held_out = set(config["training"]["held_out"])
+    replayed = config["training"]["replay_ground_truth"]
+    assert set(replayed) == {b.name for b in bags[2:16]} - held_out, replayed
+    assert held_out and f"({len(held_out)} held out by this run left out)" in out, out
+    assert windows[1] > windows[0], windows
+    # Only the fine-tune's own episodes have targets held (the ground truth has no jitter).
+    held = [line.split(": ")[1].split(" of ")[0] for line in out.splitlines()
+            if line.startswith("targets held")]
+    assert len(held) == 2 and held[0] == held[1], out
+    _, _, plain = load_checkpoint(tmp_path / "plain")
+    assert plain["training"]["replay_ground_truth"] == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="--replay: no readable episodes"):
+        train_main(["--bags", *map(str, bags[2:12]), "--output", str(tmp_path / "none"),
+                    "--replay", str(empty), *common])
+
+
 def test_layout_names_a_robots_topics(bags):
     """Bags without trajectory or gripper commands: the next measured state is the action."""
     layout = BagLayout(trajectory="", gripper_command="")

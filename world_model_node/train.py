@@ -12,8 +12,8 @@ camera frames (computed once and cached). Every `--eval-every` steps: the held-o
 and a checkpoint (safetensors + config.yaml with the normalisation statistics and the
 uncertainty calibration). `--resume` continues from <output>. A bag that cannot be read is
 reported and skipped; the others are used. For perceived poses, `--contact-radius` keeps the
-memory's jitter of still objects out of the targets and `--pose-noise` teaches the model the
-memory's offsets.
+memory's jitter of still objects out of the targets, `--pose-noise` teaches the model the
+memory's offsets and `--replay` rehearses simulation ground truth beside them.
 """
 from __future__ import annotations
 
@@ -163,9 +163,11 @@ def perception_noise(w: Windows, position_std: float, rotation_std: float) -> Wi
                    rot0=w.rot0 @ turn[:, 0], rot=w.rot @ turn)
 
 
-def hold_untouched(w: Windows, chain: KinematicChain, radius: float) -> Windows:
+def hold_untouched(w: Windows, chain: KinematicChain, radius: float,
+                   only: torch.Tensor | None = None) -> Windows:
     """The windows with each object's targets held at its start pose until the tool has come
-    within `radius` m of the object's box (its start position, plus its half-extent's norm).
+    within `radius` m of the object's box (its start position, plus its half-extent's norm);
+    only (W,) bool limits it to those windows.
 
     For perceived poses: the memory's estimate of a still object jumps by millimetres when
     the arm hides part of it and its box is re-fitted, which would teach the model motion
@@ -176,13 +178,16 @@ def hold_untouched(w: Windows, chain: KinematicChain, radius: float) -> Windows:
     reach = radius + w.extent.norm(dim=-1)                                  # (W, K)
     near = (tool[:, :, None] - w.pos0[:, None]).norm(dim=-1) < reach[:, None]
     held = ~near.cummax(1).values[:, 1:]                                    # (W, H, K)
+    if only is not None:
+        held &= only[:, None, None]
     return replace(w, pos=torch.where(held[..., None], w.pos0[:, None], w.pos),
                    rot=torch.where(held[..., None, None], w.rot0[:, None], w.rot))
 
 
-def _moved_back(before: Windows, after: Windows) -> str:
-    """How many known targets `hold_untouched` moved, and how far."""
-    known = before.seen & before.mask[:, None]
+def _moved_back(before: Windows, after: Windows, only: torch.Tensor) -> str:
+    """How many of the known targets of windows `only` (W,) `hold_untouched` moved, and
+    how far."""
+    known = before.seen & before.mask[:, None] & only[:, None, None]
     shift = (after.pos - before.pos).norm(dim=-1)[known]
     shift = shift[shift > 0]
     text = f"{len(shift)} of {int(known.sum())} moved back to the start pose"
@@ -354,6 +359,10 @@ def _parse_args(argv=None):
                     help="training targets of an object held where they start until the tool "
                     "comes this near its box: for perceived poses, whose still objects jitter "
                     "as the arm hides them (default 0: off)")
+    ap.add_argument("--replay", nargs="+", type=Path, default=[], metavar="BAG",
+                    help="bags (or folders) whose ground-truth poses join the training "
+                    "split: simulation data rehearsed while fine-tuning on a robot's "
+                    "perceived poses, so the run does not forget the dynamics it learned")
     ap.add_argument("--resume", action="store_true", help="continue the run in --output")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights and "
                     "normalisation (e.g. a model trained in simulation, fine-tuned on a "
@@ -393,6 +402,22 @@ def _parse_args(argv=None):
         except (OSError, yaml.YAMLError, ValueError, TypeError) as err:
             ap.error(f"--layout {args.layout}: {err}")
     return args
+
+
+def _replay_episodes(args, layout: BagLayout, held_out: set, log) -> list[Episode]:
+    """The --replay bags' ground-truth episodes, less any the run holds out."""
+    if not args.replay:
+        return []
+    bags = find_bags(args.replay)
+    episodes = load_episodes(bags, "ground_truth", args.step, layout,
+                             args.cache or args.output / "cache", log)
+    kept = [e for e in episodes if e.name not in held_out]
+    if not kept:
+        raise SystemExit(f"--replay: no readable episodes to replay in {len(bags)} bags")
+    dropped = len(episodes) - len(kept)
+    log(f"replaying the ground truth of {len(kept)} episodes" +
+        (f" ({dropped} held out by this run left out)" if dropped else ""))
+    return kept
 
 
 def _robot_urdf(args, bags, layout: BagLayout) -> str:
@@ -440,7 +465,8 @@ def main(argv=None) -> int:
     perception_error = perception_gap(episodes, bags, args, layout, log) \
         if args.poses == "perceived" else {}
     train_eps, val_eps = split(episodes, args.held_out)
-    train = make_windows(train_eps, args.horizon).to(args.device)
+    replay = _replay_episodes(args, layout, {e.name for e in val_eps}, log)
+    train = make_windows(train_eps + replay, args.horizon).to(args.device)
     val = make_windows(val_eps, args.horizon, stride=2).to(args.device)
     log(f"{len(episodes)} episodes ({len(train_eps)} train, {len(val_eps)} held out), "
         f"{len(train)} / {len(val)} windows of {args.horizon} x {args.step} s, "
@@ -448,9 +474,11 @@ def main(argv=None) -> int:
     urdf = _robot_urdf(args, bags, layout)
     chain = KinematicChain.from_urdf(urdf, args.base_link, args.tip_link).to(args.device)
     if args.contact_radius:
-        held = hold_untouched(train, chain, args.contact_radius)
+        # The replayed ground truth has no jitter to hold.
+        own = train.episode < len(train_eps)
+        held = hold_untouched(train, chain, args.contact_radius, own)
         log(f"targets held until the tool comes within {args.contact_radius} m: "
-            f"{_moved_back(train, held)}")
+            f"{_moved_back(train, held, own)}")
         train = held
     rows, start = [], 0
     if args.resume and (args.output / "config.yaml").exists():
@@ -536,6 +564,7 @@ def main(argv=None) -> int:
                         "pose_noise": {"position_m": args.pose_noise[0],
                                        "rotation_deg": args.pose_noise[1]},
                         "episodes": [ep.name for ep in train_eps],
+                        "replay_ground_truth": [ep.name for ep in replay],
                         "held_out": [ep.name for ep in val_eps],
                         "bag_layout": {k: list(v) if isinstance(v, tuple) else v
                                        for k, v in vars(layout).items()},

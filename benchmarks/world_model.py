@@ -226,9 +226,10 @@ def main():
     ap.add_argument("--bags", type=Path, help="held-out bags to use instead of recording new")
     ap.add_argument("--episodes", type=int, help="held-out episodes to record "
                                                  "(default 4 quick, 30 full)")
-    ap.add_argument("--perceived-episodes", type=int, default=10,
-                    help="held-out episodes mapped by the scene memory for the perceived "
-                         "figures (full run)")
+    ap.add_argument("--perceived-episodes", type=int,
+                    help="map only the first N held-out episodes for the perceived figures "
+                         "(default all: the ground-truth figures' episodes; mapping takes "
+                         "minutes an episode on a CPU)")
     ap.add_argument("--cache", type=Path, help="episode cache (as the training command's): "
                     "held-out bags mapped once are read from it in later runs")
     ap.add_argument("--no-service", action="store_true", help="skip the DDS round trip")
@@ -238,6 +239,8 @@ def main():
     args = ap.parse_args()
     if args.timing_only and (args.bags or args.episodes):
         ap.error("--timing-only records and reads no episodes: drop --bags / --episodes")
+    if args.perceived_episodes is not None and args.perceived_episodes < 1:
+        ap.error("--perceived-episodes must be at least 1")
     device = torch.device(args.device)
     learned = LearnedPredictor.from_checkpoint(args.checkpoint, device)
     static = StaticPredictor(learned.chain, learned.step, device)

@@ -289,7 +289,7 @@ def perception_gap(perceived: list[Episode], bags, args, layout, log) -> dict:
     bags have ground truth: the noise the perceived-pose model learns from."""
     by_name = {b.name: b for b in bags}
     truth = load_episodes([by_name[e.name] for e in perceived], "ground_truth", args.step,
-                          layout, args.cache or args.output / "cache", lambda _: None)
+                          layout, args.cache, lambda _: None)
     truth = {e.name: e for e in truth}
     pairs = [(e, truth[e.name]) for e in perceived if e.name in truth
              and len(truth[e.name]) == len(e)]
@@ -401,6 +401,7 @@ def _parse_args(argv=None):
             args.bag_layout = BagLayout.from_dict(yaml.safe_load(args.layout.read_text()) or {})
         except (OSError, yaml.YAMLError, ValueError, TypeError) as err:
             ap.error(f"--layout {args.layout}: {err}")
+    args.cache = args.cache or args.output / "cache"
     return args
 
 
@@ -410,7 +411,7 @@ def _replay_episodes(args, layout: BagLayout, held_out: set, log) -> list[Episod
         return []
     bags = find_bags(args.replay)
     episodes = load_episodes(bags, "ground_truth", args.step, layout,
-                             args.cache or args.output / "cache", log)
+                             args.cache, log)
     kept = [e for e in episodes if e.name not in held_out]
     if not kept:
         raise SystemExit(f"--replay: no readable episodes to replay in {len(bags)} bags")
@@ -458,7 +459,7 @@ def main(argv=None) -> int:
     if not bags:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
     episodes = load_episodes(bags, args.poses, args.step, layout,
-                             args.cache or args.output / "cache", log, args.downscale,
+                             args.cache, log, args.downscale,
                              args.min_visible, args.device)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")

@@ -420,16 +420,18 @@ class SceneMemory:
         valid &= inside
         h, w = depth.shape
         rendered = self._render_depth(K, c2w, w, h)
-        tracked, glimpsed = self._track_objects(points, depth, valid, labels, rendered, K, c2w,
-                                                frame.stamp, frame.camera)
+        tracked, unsettled = self._track_objects(points, depth, valid, labels, rendered, K,
+                                                 c2w, frame.stamp, frame.camera)
         if tracked:
             rendered = self._render_depth(K, c2w, w, h)  # the map has changed
         if rendered is not None:
             self._add_footprints(points, valid & self._explained(depth, K[0, 0], rendered),
                                  labels)
-        # A glimpse of an object (too little of it to track) may show it where it has moved
-        # to: Gaussians seeded there would smear the object across both places.
-        valid &= ~torch.isin(labels, torch.tensor(sorted(glimpsed), dtype=labels.dtype,
+        # Seeds need the object's pose right to a seed's spacing. A glimpse (too little to
+        # track) may show the object where it has moved to, and a handled one is tracked a
+        # step behind or ahead: Gaussians seeded there would smear it along its path, and
+        # aligning the smeared model walks its pose (a lifted cube climbed out of the hand).
+        valid &= ~torch.isin(labels, torch.tensor(sorted(unsettled), dtype=labels.dtype,
                                                   device=self.device))
         added = self._seed(rgb, depth, points, valid, labels, K, c2w, frame.stamp, rendered)
         self._update_visibility(labels, K, c2w, frame.camera)
@@ -522,8 +524,9 @@ class SceneMemory:
     def _track_objects(self, points, depth, valid, labels, rendered, K, c2w,
                        stamp, camera) -> tuple[dict, set]:
         """Re-align each seen object that the map no longer renders where it is observed.
-        Returns ({id: motion [m]} of the objects moved, the ids of objects glimpsed: seen at
-        fewer than min_object_pixels pixels, too few to track).
+        Returns ({id: motion [m]} of the objects moved, the ids of objects whose pose is
+        unsettled: glimpsed (seen at fewer than min_object_pixels pixels, too few to track),
+        touched by the robot, or moved in this frame or the settle_frames before).
 
         The cheap test (rendered vs measured depth inside the object's mask, against
         track_agreement or the object's own last in-place agreement) keeps static objects
@@ -544,13 +547,13 @@ class SceneMemory:
         seen = (masks & valid).sum((1, 2))
         counts = torch.cat([seen[:, None], self._agreement(masks, interior, depth, K[0, 0],
                                                            rendered)], dim=1).tolist()
-        moved, glimpsed = {}, set()
+        moved, unsettled = {}, set()
         for mask, oid, (n_seen, n_inner, n_agree), touch in zip(masks, self.objects, counts,
                                                                 touched.tolist()):
             record = self.objects[oid]
+            if touch or record.settling > 0 or 0 < n_seen < cfg.min_object_pixels:
+                unsettled.add(oid)
             if n_seen < cfg.min_object_pixels:
-                if n_seen > 0:
-                    glimpsed.add(oid)
                 continue
             record.last_seen = stamp
             agreement = n_agree / max(n_inner, 1)
@@ -584,7 +587,8 @@ class SceneMemory:
                     record.agreement = agreement  # in place, as well as the map can show it
                 continue
             moved[oid] = self._move_object(record, in_memory, *found, observed)
-        return moved, glimpsed
+            unsettled.add(oid)
+        return moved, unsettled
 
     def _update_visibility(self, labels, K, c2w, camera: str) -> None:
         """Each object's `visible_in[camera]`: the share of its Gaussians' centres that

@@ -7,7 +7,10 @@ so training on it teaches the model the memory's noise.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import sys
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -22,6 +25,19 @@ from world_model_node.episodes import APPEARANCE_DIM
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE = 0.8  # share of an object the frame must show for its pose to count as seen
+
+
+@functools.cache
+def perception_version() -> str:
+    """A digest of the code that perceives poses (the scene memory and this module): poses
+    cached by another version of the memory are stale."""
+    digest = hashlib.sha1()
+    for name in ("gsplat_scene.frame_sync", "gsplat_scene.frames", "gsplat_scene.gaussians",
+                 "gsplat_scene.mapping", "gsplat_scene.render", "gsplat_scene.tracking",
+                 __name__):
+        with open(sys.modules[name].__file__, "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()[:12]
 
 
 def _frames(bag, layout, downscale: int):

@@ -41,7 +41,7 @@ from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_e
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
     robot_features, so3_exp, so3_log
-from world_model_node.perception import MIN_VISIBLE, perceive_objects
+from world_model_node.perception import MIN_VISIBLE, perceive_objects, perception_version
 from world_model_node.predictor import LearnedPredictor
 
 # Error scales of the loss terms: what counts as "one unit" of error per step.
@@ -85,7 +85,7 @@ def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path 
     perception, settings = None, ""
     if poses == "perceived":
         perception = functools.partial(perceive_objects, downscale=downscale, device=device)
-        settings = f"downscale {downscale}"
+        settings = f"downscale {downscale} memory {perception_version()}"
         min_visible = MIN_VISIBLE if min_visible is None else min_visible
     episodes = []
     for bag in bags:

@@ -313,7 +313,7 @@ def test_a_lifted_cube_stays_in_the_hand():
         memory.integrate(to_frame(gripped))
         moved = (memory.objects[cube].pose[:3, 3] - pose0).numpy()
         errors.append(float(np.linalg.norm(moved - lift)))
-    assert max(errors[-4:]) < 0.007, np.round(errors, 4)
+    assert max(errors[-4:]) < 0.008, np.round(errors, 4)
     assert int((memory.gaussians.labels == cube).sum()) <= count
 
 

@@ -21,6 +21,7 @@ import collections
 import math
 import threading
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -283,7 +284,13 @@ class PlannerNode(ManagedNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._stop_goals()
+        # rclpy fails a transition whose callback raises without logging why; a hold that
+        # fails must not keep the node active (its goal has ended either way).
+        try:
+            self._stop_goals()
+        except Exception:  # whatever it was, log it and deactivate
+            self.get_logger().error("deactivating: the arm could not be brought to rest:\n"
+                                    + traceback.format_exc())
         return super().on_deactivate(state)
 
     def _stop_goals(self) -> None:

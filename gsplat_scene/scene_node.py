@@ -395,7 +395,12 @@ class SceneNode(ManagedNode):
                 objects = self._objects_msg(memory, self._frame_stamp)
             self.frames_integrated += 1
             if self._active and not stop.is_set():  # as soon as tracked: the planner acts
-                self.pub_objects.publish(objects)
+                try:
+                    self.pub_objects.publish(objects)
+                except Exception:
+                    if not self.context.ok():  # shut down (Ctrl-C) before this thread stopped
+                        return
+                    raise
             if interrupted():
                 continue  # a newer frame waits: its objects matter more than a refined map
             with self._lock:

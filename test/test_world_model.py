@@ -98,16 +98,19 @@ def test_perceived_poses_where_the_memory_sees_the_objects(bags, tmp_path, capsy
     # mapping with fewer (or more) targets, and only where the share passes it. (With two
     # cameras one of them nearly always shows most of an object.)
     np.testing.assert_array_equal(seen, ep.object_visible >= MIN_VISIBLE)
-    both = {}
-    for name, share in (("default", None), ("strict", 0.99)):
-        both[name] = load_episodes(bags[:2], "perceived", 0.1, BagLayout(),
-                                   tmp_path / "run" / "cache", log=pytest.fail,
-                                   min_visible=share)
-    for default, strict in zip(both["default"], both["strict"]):
+    defaults = load_episodes(bags[:2], "perceived", 0.1, BagLayout(),
+                             tmp_path / "run" / "cache", log=pytest.fail)
+    # Stricter than half the frames seen at the default (how many pass 0.99 depends on the
+    # recorded run).
+    share = 1e-6 + float(np.median(np.concatenate(
+        [e.object_visible[e.object_seen] for e in defaults])))
+    stricts = load_episodes(bags[:2], "perceived", 0.1, BagLayout(),
+                            tmp_path / "run" / "cache", log=pytest.fail, min_visible=share)
+    for default, strict in zip(defaults, stricts):
+        np.testing.assert_array_equal(strict.object_seen, strict.object_visible >= share)
         assert (strict.object_seen <= default.object_seen).all()
         np.testing.assert_array_equal(strict.object_positions, default.object_positions)
-    assert sum(e.object_seen.sum() for e in both["strict"]) < \
-        sum(e.object_seen.sum() for e in both["default"])
+    assert sum(e.object_seen.sum() for e in stricts) < sum(e.object_seen.sum() for e in defaults)
 
 
 def test_perception_noise_moves_whole_tracks_and_keeps_their_motion(bags):

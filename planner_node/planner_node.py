@@ -284,13 +284,7 @@ class PlannerNode(ManagedNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        # rclpy fails a transition whose callback raises without logging why; a hold that
-        # fails must not keep the node active (its goal has ended either way).
-        try:
-            self._stop_goals()
-        except Exception:  # whatever it was, log it and deactivate
-            self.get_logger().error("deactivating: the arm could not be brought to rest:\n"
-                                    + traceback.format_exc())
+        self._stop_goals()
         return super().on_deactivate(state)
 
     def _stop_goals(self) -> None:
@@ -298,7 +292,13 @@ class PlannerNode(ManagedNode):
         with self._command_lock:
             self._active = False
             self._goal_generation += 1
-            self._hold()
+            # Deactivation and teardown go on either way: rclpy fails a transition whose
+            # callback raises without saying why, and at exit the context may be gone.
+            try:
+                self._hold()
+            except Exception:
+                self.get_logger().error("the arm could not be brought to rest:\n"
+                                        + traceback.format_exc())
 
     def _teardown(self) -> None:
         self._stop_goals()

@@ -2,11 +2,13 @@
 main that configures and activates at start-up unless `autostart` is false."""
 from __future__ import annotations
 
+import signal
 import threading
 
 import rclpy
 import rclpy.executors
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 
 
 class ManagedNode(LifecycleNode):
@@ -65,8 +67,15 @@ class HandOffExecutor(rclpy.executors.MultiThreadedExecutor):
 
 
 def run(node_class, args=None, threads: int = 1) -> None:
-    """Spin one ManagedNode (autostarted if its `autostart` parameter says so) until Ctrl-C."""
-    rclpy.init(args=args)
+    """Spin one ManagedNode (autostarted if its `autostart` parameter says so) until Ctrl-C or
+    SIGTERM, then tear it down and shut down.
+
+    rclpy's own signal handlers shut the context down before control comes back here, and a
+    node that holds a robot could then no longer command it to rest; so the signals only
+    interrupt the spin (polled, as a Python handler runs only between waits) and the teardown
+    runs on a live context."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)   # as `ros2 launch` escalates: same as Ctrl-C
     node = node_class()
     if node.get_parameter("autostart").value \
             and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -75,10 +84,18 @@ def run(node_class, args=None, threads: int = 1) -> None:
         else rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
         node._teardown()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+SIGNAL_POLL_S = 0.1
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

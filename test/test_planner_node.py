@@ -6,6 +6,7 @@ Objects come from the simulator's ground truth (relayed, so a test can freeze th
 last_seen); the world model is the static one (reaching needs only the arm; it keeps the
 test fast)."""
 import math
+import signal
 import time
 
 import numpy as np
@@ -359,3 +360,23 @@ def test_misspelt_parameter_and_missing_backend_are_reported():
     with ros_process(args, ready_line="cannot configure the planner", timeout=60) as proc:
         time.sleep(1.0)
         assert proc.poll() is None and "push_speeds must lie in (0, 2] m/s" in output_of(proc)
+
+
+def test_ctrl_c_mid_goal_brings_the_arm_to_rest_and_exits_cleanly(graph):
+    # Last in this module: it ends the module's planner. Ctrl-C (as `ros2 launch` passes it on)
+    # arrives while the arm moves: the planner still commands it to rest before it leaves the
+    # graph, and exits cleanly.
+    planner = graph.procs[1]
+    handle = graph.send(reach_spec([0.35, 0.3, 0.2], yaw=0.5))
+    assert handle.accepted
+    assert graph.spin_until(lambda: graph.arm_speed() > 0.1, 30.0)
+    sent = len(graph.trajectories)
+    planner.send_signal(signal.SIGINT)
+    assert graph.spin_until(lambda: planner.poll() is not None, 30.0)
+    out = output_of(planner)
+    assert planner.returncode == 0, out
+    assert "Traceback" not in out and "could not be brought to rest" not in out, out
+    graph.spin_until(lambda: False, 0.5)    # what was sent last has arrived
+    assert len(graph.trajectories) > sent
+    assert max(abs(v) for v in graph.trajectories[-1].points[-1].velocities) < 1e-6
+    assert graph.wait_at_rest(), graph.arm_speed()

@@ -295,10 +295,12 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
 
 def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: list,
           object_positions: torch.Tensor, object_rotations: torch.Tensor,
-          extents: torch.Tensor, scene: Scene, previous: str | None = None) -> Stage:
+          extents: torch.Tensor, scene: Scene, previous: str | None = None,
+          tool_seen: torch.Tensor | None = None) -> Stage:
     """The stage of the current state: tool pose (4, 4), objects (K, 3) and (K, 3, 3);
     `previous` the stage of the last cycle (a push goes on while the tool stays at the
-    object's back)."""
+    object's back); tool_seen: the tool's position (3,) when the goal's object was seen,
+    where perception lags (a pushed object has moved on with the tool since; None: now)."""
     if goal.kind != OBJECT:
         return Stage("reach", weights)
     k = goal_object_index(goal, object_ids)
@@ -308,8 +310,10 @@ def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: l
         return Stage("hold", replace(weights, approach=0.0, tool_pose=0.0))
     contact, direction = contact_point(obj, goal, extents[k], scene)
     tcp = ee_pose[:3, 3]
+    then = tcp if tool_seen is None else tool_seen
     if float(contact_miss(tcp, contact)) <= scene.engage_distance or (
-            previous == "push" and at_the_back(tcp, obj, extents[k], direction, scene)):
+            previous == "push" and at_the_back(then, obj, extents[k], direction, scene)
+            and float(tcp[2]) <= float(then[2]) + scene.engage_distance):
         return Stage("push", weights, direction)
     return Stage("approach", replace(weights, object=0.0, uncertainty=0.0,
                                      approach=2 * weights.approach),

@@ -42,6 +42,7 @@ class PlannerConfig:
 
 @dataclass
 class Plan:
+    """One cycle's plan; its targets, velocities, accelerations and gripper on the CPU."""
     targets: torch.Tensor          # (H, J) joint targets, one per step (knot positions)
     velocities: torch.Tensor       # (H, J) at the knots
     accelerations: torch.Tensor    # (H, J) at the knots
@@ -100,13 +101,15 @@ class MPCPlanner:
 
     def plan(self, world: WorldState, anchor: tuple, goal: Goal, scene: Scene,
              gripper_command: float, budget_s: float | None = None,
-             lead_s: float = 0.0, perception_lag_s: float = 0.0) -> Plan:
+             lead_s: float = 0.0, perception_lag_s: float = 0.0,
+             tool_seen: torch.Tensor | None = None) -> Plan:
         """One cycle. world: the measured state (objects included); anchor: the position,
         velocity and acceleration (each (J,)) the controller commands when the plan starts,
         lead_s seconds after the state was measured; perception_lag_s: how old the newest
         camera frame behind the objects is when the plan starts (the push slows near the
-        target accordingly). Raises ValueError for a goal the state cannot serve (its object
-        is not in the scene)."""
+        target accordingly); tool_seen: the tool's position (3,) when the goal's object was
+        last seen (`costs.stage`; None: as now). Raises ValueError for a goal the state cannot
+        serve (its object is not in the scene)."""
         start = time.perf_counter()
         c, dev = self.config, self.device
         world = world.to(dev)
@@ -121,7 +124,8 @@ class MPCPlanner:
         ee_now = self.chain.forward(world.joint_positions)
         extents = world.object_extents.float()
         now = stage(c.weights, goal, ee_now, world.object_ids, world.object_positions,
-                    world.object_rotations.float(), extents, scene, self._stage)
+                    world.object_rotations.float(), extents, scene, self._stage,
+                    None if tool_seen is None else tool_seen.to(dev).float())
         error, _ = goal_error(goal, ee_now, world.object_ids, world.object_positions,
                               world.object_rotations)
         if now.name == "push":
@@ -172,7 +176,9 @@ class MPCPlanner:
         total, terms = evaluate(futures, targets, links, goal, now, self.spheres, scene,
                                 self.limits, self.dt, extents)
         prob = self._success_probability(futures, goal)
-        return Plan(targets[0], vel[0], acc[0], gripper[0], float(total[0]),
+        # What is sent goes to the CPU; the futures stay on the device (for display).
+        return Plan(targets[0].cpu(), vel[0].cpu(), acc[0].cpu(), gripper[0].cpu(),
+                    float(total[0]),
                     {k: float(v[0]) for k, v in terms.items()}, float(prob[0]),
                     result.iterations, time.perf_counter() - start, futures, total,
                     result.cost_history, now.name)

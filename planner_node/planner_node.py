@@ -36,6 +36,7 @@ from std_msgs.msg import Bool, Header
 from visualization_msgs.msg import MarkerArray
 
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking, executed_knots
+from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, frame_lag,
@@ -207,6 +208,7 @@ class PlannerNode(ManagedNode):
         self._lock = threading.Lock()
         self._joint_state: tuple | None = None    # (q, qd, gripper width, stamp [s])
         self._joint_state_seen = threading.Event()
+        self._arm_history = ArmHistory()    # where the tool was when a frame was taken
         self._objects: ObjectArray | None = None
         self._obstacles: DistanceField | None = None
         self._estop = False
@@ -262,14 +264,19 @@ class PlannerNode(ManagedNode):
             self.planner = None
             return TransitionCallbackReturn.FAILURE
         self.arm_joints = list(self.planner.chain.limits.names)
-        lim = self.planner.limits
+        # The node's own kinematics (tool pose, braking, the mirror) run on the CPU, on
+        # whatever device the planner samples.
+        self.chain = self.planner.chain.to("cpu")
+        self.limits = lim = self.planner.limits.to("cpu")
+        self.spheres = self.planner.spheres.to("cpu")
         # What the controller commands, mirrored with the same replacement semantics.
         self.mirror = None
         self.mirror_limits = (lim.lower - 0.02, lim.upper + 0.02, lim.velocity * 2)
         group = ReentrantCallbackGroup()
         self.subs = [
+            # One at a time, so that joint states are taken in the order they come.
             self.create_subscription(JointState, "joint_states", self._on_joint_state, 10,
-                                     callback_group=group),
+                                     callback_group=MutuallyExclusiveCallbackGroup()),
             self.create_subscription(ObjectArray, "objects",
                                      lambda m: setattr(self, "_objects", m), 1,
                                      callback_group=group),
@@ -332,6 +339,7 @@ class PlannerNode(ManagedNode):
                                        throttle_duration_sec=5.0)
                 return
             self._joint_state = (q, qd, width, stamp)
+            self._arm_history.add(stamp, q)
         self._joint_state_seen.set()
 
     def _on_cloud(self, msg: PointCloud2) -> None:
@@ -366,8 +374,8 @@ class PlannerNode(ManagedNode):
             js = self._joint_state
         if js is not None and len(points):
             q = js[0]
-            spheres = self.planner.spheres
-            centres = spheres.centres(self.planner.chain.link_poses(q)).numpy()
+            spheres = self.spheres
+            centres = spheres.centres(self.chain.link_poses(q)).numpy()
             d = np.linalg.norm(points[:, None] - centres[None], axis=-1)
             points = points[~(d <= spheres.radii.numpy()[None] + 0.03).any(-1)]
         self._obstacles = DistanceField.from_points(
@@ -389,6 +397,13 @@ class PlannerNode(ManagedNode):
             raise ValueError("no joint state received yet")
         q, qd, width, stamp = js
         return WorldState(q, qd, width, *objects_to_tensors(objects)), stamp, objects
+
+    def _tool_at(self, t: float | None) -> torch.Tensor | None:
+        """The tool's position (3,) at t [s] from the recent joint states; None if they
+        do not cover it."""
+        with self._lock:
+            q = None if t is None else self._arm_history.positions_at(t)
+        return None if q is None else self.chain.forward(q)[:3, 3]
 
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
@@ -429,7 +444,7 @@ class PlannerNode(ManagedNode):
                 return
             now = self.now_s()
             q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
-            self._send(now, *braking(q, v, a, self.planner.limits, self.planner.dt))
+            self._send(now, *braking(q, v, a, self.limits, self.planner.dt))
 
     def _on_goal(self, request) -> GoalResponse:
         if not self._active or self.planner is None:
@@ -525,7 +540,7 @@ class PlannerNode(ManagedNode):
                 next_tick = self._wait(next_tick, period)
                 continue
             stale_since = None
-            ee = self.planner.chain.forward(world.joint_positions)
+            ee = self.chain.forward(world.joint_positions)
             try:
                 position_error, angle = goal_error(goal, ee, world.object_ids,
                                                    world.object_positions,
@@ -559,7 +574,8 @@ class PlannerNode(ManagedNode):
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
                                          retreat.goal or goal, self._scene(), gripper,
                                          self.prm("plan_budget"), start - stamp,
-                                         perception_lag(objects, sighting, start))
+                                         perception_lag(objects, sighting, start),
+                                         self._tool_at(sighting))
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")
@@ -576,8 +592,7 @@ class PlannerNode(ManagedNode):
                     if generation == self._goal_generation and self._active:
                         self._send(start, *executed_knots(plan.targets, plan.velocities,
                                                           plan.accelerations, execute,
-                                                          self.planner.limits,
-                                                          self.planner.dt))
+                                                          self.limits, self.planner.dt))
             recent.append(took)
             lead = min(max(period, 1.5 * max(recent) + margin), MAX_LEAD)
             self.planner.advance(steps)

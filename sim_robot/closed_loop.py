@@ -23,6 +23,7 @@ from scipy.spatial.transform import Rotation
 from planner_node.actions import braking, executed_knots
 from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, frame_lag, goal_error
 from gsplat_scene.mapping import MappingConfig
+from planner_node.arm_history import ArmHistory
 from planner_node.mpc import MPCPlanner
 from planner_node.settle import GoalSettle, Retreat
 from sim_robot import panda
@@ -160,7 +161,7 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
               execute_steps: int) -> None:
     """Queue the plan's first knots and a braking tail, starting at `now`."""
     pos, vel, acc = executed_knots(plan.targets, plan.velocities, plan.accelerations,
-                                   execute_steps, planner.limits, planner.dt)
+                                   execute_steps, planner.limits.to("cpu"), planner.dt)
     times = (np.arange(len(pos)) + 1) * planner.dt
     follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(),
                             vel.numpy(), acc.numpy())
@@ -169,10 +170,16 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
 def hold(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float) -> None:
     """Bring the command to rest from where it is at `now`, within the limits."""
     q, v, a = (torch.tensor(x, dtype=torch.float32) for x in follower.sample(now))
-    pos, vel, acc = braking(q, v, a, planner.limits, planner.dt)
+    pos, vel, acc = braking(q, v, a, planner.limits.to("cpu"), planner.dt)
     times = (np.arange(len(pos)) + 1) * planner.dt
     follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(), vel.numpy(),
                             acc.numpy())
+
+
+def tool_at(planner: MPCPlanner, history: ArmHistory, t: float | None):
+    """The tool's position (3,) at t [s] from the arm's history; None where it has none."""
+    q = None if t is None else history.positions_at(t)
+    return None if q is None else planner.chain.to("cpu").forward(q)[:3, 3]
 
 
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
@@ -205,6 +212,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     retreat = Retreat(retreat_height)
     last_acc = None
     perception = perception or PerceivedObjects()
+    history = ArmHistory()
+    history.add(sim.time, sim.arm_positions())
     while sim.time - t0 < timeout_s:
         now = sim.time
         world, sightings, frame_time = perception.see(sim, world_state(sim))
@@ -224,7 +233,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             hold(follower, planner, now)
         else:
             plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
-                                gripper, perception_lag_s=frame_lag(frame_time, sighting, now))
+                                gripper, perception_lag_s=frame_lag(frame_time, sighting, now),
+                                tool_seen=tool_at(planner, history, sighting))
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:
@@ -239,6 +249,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             last_acc = acc
             sim.set_arm_targets(q, qd)
             sim.step()
+            history.add(sim.time, sim.arm_positions())
     result.position_error, result.orientation_error = current_error(goal, sim)
     result.success = settled and within_tolerance(
         goal, (result.position_error, result.orientation_error))

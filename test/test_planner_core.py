@@ -8,6 +8,7 @@ import torch
 
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
+from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
                                 evaluate, funnel_distance, push_speed_limit, stage)
@@ -196,9 +197,9 @@ def test_push_stages_and_their_guides():
     extents = torch.tensor([[0.025, 0.025, 0.025]])
     goal = Goal(OBJECT, torch.tensor([0.5, 0.2, 0.025]), object_id=7)
 
-    def staged(pose, objects=cube, previous=None):
+    def staged(pose, objects=cube, previous=None, tool_seen=None):
         now = stage(weights, goal, pose, [7], objects, torch.eye(3)[None], extents, scene,
-                    previous)
+                    previous, tool_seen)
         return now, guide_target(goal, now, pose, [7], objects, extents, scene)
 
     far = pose_at([0.3, 0.3, 0.3])
@@ -228,6 +229,13 @@ def test_push_stages_and_their_guides():
     assert staged(beside, slid, previous="push")[0].name == "approach"
     lifted = pose_at([0.51, -0.045, contact_height + 0.08])
     assert staged(lifted, slid, previous="push")[0].name == "approach"
+    # Perception lags: the object as seen half a second ago, the tool now past where it was
+    # (it pushed the object on). Judged where the tool was when the object was seen, the push
+    # goes on, unless the tool has lifted since.
+    on = pose_at([0.51, 0.02, contact_height])
+    assert staged(on, slid, previous="push")[0].name == "approach"
+    assert staged(on, slid, "push", behind[:3, 3])[0].name == "push"
+    assert staged(lifted, slid, "push", behind[:3, 3])[0].name == "approach"
     # The funnel: the approach costs nothing at the contact point, falls all the way down
     # from above it, and a tool low beside the object costs more than one above it.
     lift = torch.tensor([0.0, 0.0, 0.05])
@@ -437,3 +445,14 @@ def test_plan_markers_show_futures_plan_objects_and_goal():
     assert len(by_ns["predicted_objects"]) == len(state.object_ids) == len(by_ns["object_paths"])
     assert by_ns["goal"][0].pose.position.x == pytest.approx(float(goal.position[0]))
     assert markers.markers[-1].header.frame_id == "world"
+
+
+def test_arm_history_interpolates_within_its_span():
+    history = ArmHistory(span_s=1.0)
+    for i in range(100):                        # 50 Hz for 2 s
+        history.add(i * 0.02, torch.full((7,), float(i)))
+    history.add(0.5, torch.zeros(7))            # out of order: dropped
+    assert history.positions_at(0.5) is None    # older than the span
+    assert history.positions_at(2.0) is None    # newer than the last state
+    assert torch.allclose(history.positions_at(1.98), torch.full((7,), 99.0))
+    assert torch.allclose(history.positions_at(1.505), torch.full((7,), 75.25))

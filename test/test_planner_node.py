@@ -62,6 +62,8 @@ class Probe:
             self.joint_states.append(msg)
             if self.relay:
                 pub.publish(msg)
+                self.relayed_stamp = msg.header.stamp
+        self.joints_pub = pub
         self.node.create_subscription(JointState, "/joint_states", on_joints, 10)
         self.objects, self.frozen_sighting = None, None
         objects_pub = self.node.create_publisher(ObjectArray, "/relayed_objects", 10)
@@ -207,6 +209,26 @@ def test_stale_joint_states_stop_the_arm(graph):
     finally:
         graph.relay = True
     assert graph.spin_until(lambda: "joint state stale" in output_of(graph.procs[1]), 5.0)
+
+
+def test_joint_states_are_taken_in_the_order_they_come(graph):
+    # A burst of joint states, each newer than the one before: none may be taken for older
+    # than the last (as when two were handled at once and finished in the wrong order).
+    graph.relay = False
+    try:
+        graph.spin_until(lambda: False, 0.2)
+        last = graph.joint_states[-1]
+        t0 = graph.relayed_stamp.sec + graph.relayed_stamp.nanosec * 1e-9
+        for i in range(1, 301):
+            msg = JointState(name=last.name, position=last.position, velocity=last.velocity,
+                             effort=last.effort)
+            t = t0 + i * 1e-5
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(t % 1 * 1e9)
+            graph.joints_pub.publish(msg)
+        graph.spin_until(lambda: False, 1.0)
+    finally:
+        graph.relay = True
+    assert "older than the last" not in output_of(graph.procs[1])
 
 
 @pytest.mark.parametrize("reason, spec", [

@@ -139,6 +139,9 @@ def main():
                                                                 for r in made["static"]])))
     if "perceived" in made:
         results.update(perceived_push_success=share(made["perceived"]),
+                       perceived_push_time_s=mean_time(made["perceived"]),
+                       perceived_push_final_error_m=float(np.mean([
+                           r.position_error for r in made["perceived"]])),
                        object_delay_s=args.delay,
                        perceived_hidden_s=float(np.mean([r.hidden_s
                                                          for r in made["perceived"]])),

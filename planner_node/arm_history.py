@@ -12,6 +12,8 @@ import collections
 
 import torch
 
+from world_model_node.kinematics import KinematicChain
+
 
 class ArmHistory:
     """The arm's measured joint positions over the last `span_s` seconds, in stamp order (a
@@ -40,3 +42,9 @@ class ArmHistory:
             return self._positions[i].clone()
         t0, t1 = self._stamps[i - 1], self._stamps[i]
         return torch.lerp(self._positions[i - 1], self._positions[i], (t - t0) / (t1 - t0))
+
+    def tool_position_at(self, chain: KinematicChain, t: float | None) -> torch.Tensor | None:
+        """(3,) the tool's position at t [s] through chain (on the CPU); None outside the
+        history or for t None."""
+        q = None if t is None else self.positions_at(t)
+        return None if q is None else chain.forward(q)[:3, 3]

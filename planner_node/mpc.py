@@ -67,6 +67,11 @@ class MPCPlanner:
         self.limits = limits.to(self.device)
         self.spheres = spheres.to(self.device)
         self.chain = predictor.chain
+        # The same on the CPU, for the callers' kinematics of measured and sent states (tool
+        # pose, braking), whatever device the planner samples on.
+        self.cpu_chain = self.chain.to("cpu")
+        self.cpu_limits = limits.to("cpu")
+        self.cpu_spheres = spheres.to("cpu")
         self.sampler = make_sampler(self.config.sampler, self.config.sampling)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.config.seed)

@@ -264,11 +264,7 @@ class PlannerNode(ManagedNode):
             self.planner = None
             return TransitionCallbackReturn.FAILURE
         self.arm_joints = list(self.planner.chain.limits.names)
-        # The node's own kinematics (tool pose, braking, the mirror) run on the CPU, on
-        # whatever device the planner samples.
-        self.chain = self.planner.chain.to("cpu")
-        self.limits = lim = self.planner.limits.to("cpu")
-        self.spheres = self.planner.spheres.to("cpu")
+        lim = self.planner.cpu_limits
         # What the controller commands, mirrored with the same replacement semantics.
         self.mirror = None
         self.mirror_limits = (lim.lower - 0.02, lim.upper + 0.02, lim.velocity * 2)
@@ -374,8 +370,8 @@ class PlannerNode(ManagedNode):
             js = self._joint_state
         if js is not None and len(points):
             q = js[0]
-            spheres = self.spheres
-            centres = spheres.centres(self.chain.link_poses(q)).numpy()
+            spheres = self.planner.cpu_spheres
+            centres = spheres.centres(self.planner.cpu_chain.link_poses(q)).numpy()
             d = np.linalg.norm(points[:, None] - centres[None], axis=-1)
             points = points[~(d <= spheres.radii.numpy()[None] + 0.03).any(-1)]
         self._obstacles = DistanceField.from_points(
@@ -402,8 +398,7 @@ class PlannerNode(ManagedNode):
         """The tool's position (3,) at t [s] from the recent joint states; None if they
         do not cover it."""
         with self._lock:
-            q = None if t is None else self._arm_history.positions_at(t)
-        return None if q is None else self.chain.forward(q)[:3, 3]
+            return self._arm_history.tool_position_at(self.planner.cpu_chain, t)
 
     def _scene(self) -> Scene:
         return Scene(table_height=self.prm("table_height"), obstacles=self._obstacles,
@@ -444,7 +439,7 @@ class PlannerNode(ManagedNode):
                 return
             now = self.now_s()
             q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
-            self._send(now, *braking(q, v, a, self.limits, self.planner.dt))
+            self._send(now, *braking(q, v, a, self.planner.cpu_limits, self.planner.dt))
 
     def _on_goal(self, request) -> GoalResponse:
         if not self._active or self.planner is None:
@@ -540,7 +535,7 @@ class PlannerNode(ManagedNode):
                 next_tick = self._wait(next_tick, period)
                 continue
             stale_since = None
-            ee = self.chain.forward(world.joint_positions)
+            ee = self.planner.cpu_chain.forward(world.joint_positions)
             try:
                 position_error, angle = goal_error(goal, ee, world.object_ids,
                                                    world.object_positions,
@@ -592,7 +587,8 @@ class PlannerNode(ManagedNode):
                     if generation == self._goal_generation and self._active:
                         self._send(start, *executed_knots(plan.targets, plan.velocities,
                                                           plan.accelerations, execute,
-                                                          self.limits, self.planner.dt))
+                                                          self.planner.cpu_limits,
+                                                          self.planner.dt))
             recent.append(took)
             lead = min(max(period, 1.5 * max(recent) + margin), MAX_LEAD)
             self.planner.advance(steps)

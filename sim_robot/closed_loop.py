@@ -161,7 +161,7 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
               execute_steps: int) -> None:
     """Queue the plan's first knots and a braking tail, starting at `now`."""
     pos, vel, acc = executed_knots(plan.targets, plan.velocities, plan.accelerations,
-                                   execute_steps, planner.limits.to("cpu"), planner.dt)
+                                   execute_steps, planner.cpu_limits, planner.dt)
     times = (np.arange(len(pos)) + 1) * planner.dt
     follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(),
                             vel.numpy(), acc.numpy())
@@ -170,16 +170,10 @@ def send_plan(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float
 def hold(follower: JointTrajectoryFollower, planner: MPCPlanner, now: float) -> None:
     """Bring the command to rest from where it is at `now`, within the limits."""
     q, v, a = (torch.tensor(x, dtype=torch.float32) for x in follower.sample(now))
-    pos, vel, acc = braking(q, v, a, planner.limits.to("cpu"), planner.dt)
+    pos, vel, acc = braking(q, v, a, planner.cpu_limits, planner.dt)
     times = (np.arange(len(pos)) + 1) * planner.dt
     follower.set_trajectory(now, now, follower.joint_names, times, pos.numpy(), vel.numpy(),
                             acc.numpy())
-
-
-def tool_at(planner: MPCPlanner, history: ArmHistory, t: float | None):
-    """The tool's position (3,) at t [s] from the arm's history; None where it has none."""
-    q = None if t is None else history.positions_at(t)
-    return None if q is None else planner.chain.to("cpu").forward(q)[:3, 3]
 
 
 def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed: int,
@@ -234,7 +228,8 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         else:
             plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
                                 gripper, perception_lag_s=frame_lag(frame_time, sighting, now),
-                                tool_seen=tool_at(planner, history, sighting))
+                                tool_seen=history.tool_position_at(planner.cpu_chain,
+                                                                   sighting))
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:

@@ -10,6 +10,9 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
                   sideways, too far back, off the push height); height errors count twice
   ee_position     end effector to the target position (end-effector goals)
   ee_orientation  rotation angle between end effector and target (when constrained)
+  ee_path         the tool's distance from the straight line from the goal's `path_start`
+                  to its position (end-effector goals that set one: a withdrawal from an
+                  object, which must not sweep across it)
   tool_pose       tilt of the tool axis away from straight down, and its x axis away from
                   the push direction (object goals: pushes were learned that way)
   tool_speed      tool speed above the push's limit [m/s] (`push_speed_limit`: at most
@@ -27,8 +30,8 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
 
 The goal terms (object, approach, ee_*, tool_pose, uncertainty) are averaged over the
 horizon with later steps weighted more (the end of the horizon says where the plan leads);
-the limits (tool_speed, collision, joint_limits, smoothness) weigh every step alike: the
-first steps are the ones executed.
+the limits (ee_path, tool_speed, collision, joint_limits, smoothness) weigh every step
+alike: the first steps are the ones executed.
 
 The arm's terms score the commanded motion (joint targets through forward kinematics),
 the objects' the prediction.
@@ -67,6 +70,8 @@ class Goal:
     object_id: int | None = None
     position_tolerance: float = 0.02
     orientation_tolerance: float = -1.0         # < 0: not constrained
+    path_start: torch.Tensor | None = None      # (3,) end-effector goals: the tool keeps
+    #                                             to the line from here to `position`
 
 
 @dataclass
@@ -75,6 +80,7 @@ class CostWeights:
     approach: float = 4.0
     ee_position: float = 10.0
     ee_orientation: float = 3.0
+    ee_path: float = 100.0
     tool_pose: float = 2.0
     tool_speed: float = 30.0
     collision: float = 200.0
@@ -188,6 +194,14 @@ def push_line_miss(tcp: torch.Tensor, obj: torch.Tensor, contact: torch.Tensor,
     return torch.sqrt(sideways ** 2 + back ** 2 + (2 * (tcp[..., 2] - contact[..., 2])) ** 2)
 
 
+def segment_distance(points: torch.Tensor, start: torch.Tensor,
+                     end: torch.Tensor) -> torch.Tensor:
+    """(...) distance of points (..., 3) from the segment from start (3,) to end (3,)."""
+    span = end - start
+    along = ((points - start) * span).sum(-1) / (span * span).sum().clamp(min=1e-12)
+    return (points - start - along.clamp(0.0, 1.0)[..., None] * span).norm(dim=-1)
+
+
 def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> torch.Tensor:
     """(...) approach cost of tool positions (..., 3) for the contact point (3,): the
     distance to it (`contact_miss`) plus twice the depth below the approach funnel, a cone
@@ -254,6 +268,8 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
             terms["uncertainty"] = over_horizon(futures.object_position_std[:, :, goal_k])
     else:
         terms["ee_position"] = over_horizon((tcp - goal.position).norm(dim=-1))
+        if goal.path_start is not None:
+            terms["ee_path"] = segment_distance(tcp, goal.path_start, goal.position).mean(-1)
         if goal.rotation is not None:
             terms["ee_orientation"] = over_horizon(rotation_angle(ee[..., :3, :3],
                                                                   goal.rotation))

@@ -48,14 +48,15 @@ def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list
 
 
 def pose_jacobian(chain: KinematicChain, q: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """(6, J) Jacobian of the tool's (position, rotation vector) in the world frame at q
-    (J,), by central differences (one batched forward pass)."""
+    """(..., 6, J) Jacobian of the tool's (position, rotation vector) in the world frame at
+    q (..., J), by central differences (one batched forward pass)."""
     j = q.shape[-1]
     offsets = torch.cat([torch.eye(j), -torch.eye(j)]).to(q) * eps
-    poses = chain.forward(q + offsets)                        # (2J, 4, 4)
-    dp = (poses[:j, :3, 3] - poses[j:, :3, 3]) / (2 * eps)
-    dr = so3_log(poses[:j, :3, :3] @ poses[j:, :3, :3].transpose(-1, -2)) / (2 * eps)
-    return torch.cat([dp, dr], -1).T
+    poses = chain.forward(q[..., None, :] + offsets)          # (..., 2J, 4, 4)
+    plus, minus = poses[..., :j, :, :], poses[..., j:, :, :]
+    dp = (plus[..., :3, 3] - minus[..., :3, 3]) / (2 * eps)
+    dr = so3_log(plus[..., :3, :3] @ minus[..., :3, :3].transpose(-1, -2)) / (2 * eps)
+    return torch.cat([dp, dr], -1).transpose(-1, -2)
 
 
 def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLimits,
@@ -84,3 +85,40 @@ def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLim
         share = ((duration - (t - dt)) / dt).clamp(0.0, 1.0)
         out.append(share[:, None] * step / duration)
     return torch.stack(out)
+
+
+def line_guides(chain: KinematicChain, q: torch.Tensor, end: torch.Tensor, limits: ArmLimits,
+                dt: float, horizon: int, speeds=(0.25, 0.1),
+                damping: float = 0.02) -> torch.Tensor:
+    """(S, H, J) desired joint velocities that move the tool from its position at q (J,)
+    along the straight line to end (3,) at each Cartesian speed [m/s] (no faster than the
+    velocity limits allow) and stop there, orientation free. Each knot is solved for its
+    own point on the line (a damped least-squares step from the knot before, whose residual
+    the next step takes up): over a long move `guides`' single linearisation bends the path by centimetres, which a
+    goal that must keep to a line (`Goal.path_start`) cannot afford."""
+    end = end.to(q)
+    start = chain.forward(q)[:3, 3]
+    distance = float((end - start).norm())
+    jac = pose_jacobian(chain, q)[:3]
+    step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(3).to(q),
+                                      end - start)
+    joint_time = float((step.abs() / limits.velocity.to(q)).max())
+    t = (torch.arange(horizon, dtype=q.dtype, device=q.device) + 1) * dt
+    # A smooth start and stop (smoothstep: its peak speed is 1.5 times the mean): each
+    # joint can follow it within its acceleration limit, where a jump to full speed would
+    # leave some joints behind the others and bend the path.
+    durations = 1.5 * torch.tensor([max(distance / speed, joint_time, dt)
+                                    for speed in speeds]).to(q)
+    tau = (t / durations[:, None]).clamp(max=1.0)
+    share = tau * tau * (3 - 2 * tau)                         # (S, H) of the way along
+    points = start + share[..., None] * (end - start)         # (S, H, 3)
+    knot = q.expand(len(speeds), -1)
+    knots = []
+    for k in range(horizon):
+        jac = pose_jacobian(chain, knot)[..., :3, :]           # (S, 3, J)
+        error = points[:, k] - chain.forward(knot)[..., :3, 3]
+        gram = jac @ jac.transpose(-1, -2) + damping ** 2 * torch.eye(3).to(q)
+        knot = knot + (jac.transpose(-1, -2) @ torch.linalg.solve(gram, error[..., None]))[..., 0]
+        knots.append(knot)
+    path = torch.stack([q.expand(len(speeds), -1), *knots], 1)   # (S, H + 1, J)
+    return (path[:, 1:] - path[:, :-1]) / dt

@@ -20,7 +20,7 @@ from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
                                 goal_object_index, push_speed_limit, stage,
                                 success_probability)
-from planner_node.guides import guide_target, guides
+from planner_node.guides import guide_target, guides, line_guides
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
@@ -119,9 +119,9 @@ class MPCPlanner:
         c, dev = self.config, self.device
         world = world.to(dev)
         anchor = tuple(torch.as_tensor(x, dtype=torch.float32, device=dev) for x in anchor)
-        goal = Goal(goal.kind, goal.position.to(dev).float(),
-                    None if goal.rotation is None else goal.rotation.to(dev).float(),
-                    goal.object_id, goal.position_tolerance, goal.orientation_tolerance)
+        goal = replace(goal, **{name: getattr(goal, name).to(dev).float()
+                                for name in ("position", "rotation", "path_start")
+                                if getattr(goal, name) is not None})
         if goal.kind == OBJECT:
             goal_object_index(goal, world.object_ids)
         j, h = self.joints, c.horizon
@@ -165,7 +165,12 @@ class MPCPlanner:
             tuple(min(speed, now.speed) for speed in c.push_speeds)
         candidates = torch.zeros(1 + len(speeds), h, j + 1, device=dev)
         candidates[..., j] = gripper_command
-        if speeds:
+        if speeds and goal.path_start is not None:     # a goal that keeps to a line
+            # Knot by knot: a few dozen small steps, quicker on the CPU than on a GPU.
+            candidates[1:, :, :j] = line_guides(self.cpu_chain, anchor[0].cpu(),
+                                                goal.position.cpu(), self.cpu_limits,
+                                                self.dt, h, speeds).to(dev)
+        elif speeds:
             candidates[1:, :, :j] = guides(self.chain, anchor[0], target, self.limits,
                                            self.dt, h, speeds)
         result = self.sampler.optimize(cost_fn, mean, std, lower, upper, self.generator,

@@ -56,8 +56,9 @@ class GoalSettle:
 
 class Retreat:
     """Where the tool withdraws to while an object goal is confirmed (`goal`, None otherwise):
-    `height` [m] straight above where it was when the confirmation began, in any orientation
-    (lifted, it leaves the object it pushed without dragging it)."""
+    `height` [m] straight above where it was when the confirmation began, in any orientation,
+    along that vertical (`Goal.path_start`): lifted, it leaves the object it pushed without
+    dragging it, where a path the sampler bends sideways may sweep across it."""
 
     def __init__(self, height: float):
         self.height = height
@@ -68,8 +69,9 @@ class Retreat:
         target changed (a plan for the old one must not go on)."""
         if confirming == (self.goal is not None):
             return False
-        self.goal = Goal(END_EFFECTOR, tool[:3, 3] + tool.new_tensor([0.0, 0.0, self.height]),
-                         position_tolerance=0.01) if confirming else None
+        here = tool[:3, 3]
+        self.goal = Goal(END_EFFECTOR, here + here.new_tensor([0.0, 0.0, self.height]),
+                         position_tolerance=0.01, path_start=here) if confirming else None
         return True
 
     def reached(self, tool: torch.Tensor) -> bool:

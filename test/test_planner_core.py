@@ -1,6 +1,7 @@
 """The planner's ROS-free core: samplers, limits, collision geometry, costs and the MPC loop
 on the simulated robot (in one process)."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, bra
 from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
-                                evaluate, funnel_distance, push_speed_limit, stage)
-from planner_node.guides import guide_target, guides, pose_jacobian
+                                evaluate, funnel_distance, push_speed_limit,
+                                segment_distance, stage)
+from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
@@ -184,6 +186,96 @@ def test_guides_move_the_tool_towards_its_target(chain, limits):
         # half a second covers about half `speed` metres (the ramp-up costs a little)
         assert 0.3 * speed < start - float(remaining[4]) <= 0.55 * speed, (speed, remaining)
 
+
+
+def test_line_guides_keep_the_tool_on_its_line(chain, limits):
+    """Solved knot by knot, integrated within the limits from rest, each line guide keeps
+    within a millimetre of the straight line and ends on its target; the single
+    linearisation of `guides` bends the same 10 cm lift by centimetres."""
+    q = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    q[1], q[3] = 0.6, -2.2                      # the tool low in front of the robot
+    start = chain.forward(q)[:3, 3]
+    end = start + torch.tensor([0.0, 0.0, 0.1])
+    assert torch.allclose(pose_jacobian(chain, torch.stack([q, q]))[1], pose_jacobian(chain, q))
+
+    def off_line(sequences):
+        out = []
+        for sequence in sequences:
+            knots = integrate(q, torch.zeros(7), torch.zeros(7), sequence[None], limits, DT)
+            path = chain.forward(knots[0][0])[:, :3, 3]
+            out.append((float(segment_distance(path, start, end).max()),
+                        float((path[-1] - end).norm())))
+        return out
+
+    straight = off_line(line_guides(chain, q, end, limits, DT, 16, speeds=(0.25, 0.1)))
+    assert all(off < 0.001 and miss < 0.001 for off, miss in straight), straight
+    bent = off_line(guides(chain, q, (end, None), limits, DT, 16, speeds=(0.25, 0.1)))
+    assert max(off for off, _ in bent) > 0.005, bent
+
+
+def test_a_goal_with_a_path_costs_the_tool_s_distance_from_its_line():
+    start, end = torch.tensor([0.4, 0.0, 0.03]), torch.tensor([0.4, 0.0, 0.13])
+    points = torch.tensor([[0.4, 0.0, 0.08], [0.42, 0.0, 0.05], [0.4, 0.03, 0.1],
+                           [0.4, 0.0, 0.17]])
+    assert segment_distance(points, start, end).tolist() == pytest.approx(
+        [0.0, 0.02, 0.03, 0.04], abs=1e-6)      # beyond the ends: from the end points
+    assert segment_distance(points, start, start).tolist() == pytest.approx(
+        (points - start).norm(dim=-1).tolist(), abs=1e-6)
+    # Two futures of one tool: up the line, and up while moving 2 cm sideways.
+    from world_model_node.predictor import Futures
+    urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
+    chain = load_checkpoint(DEFAULT_CHECKPOINT)[1]
+    spheres = ArmSpheres.from_urdf(urdf, chain)
+    limits = ArmLimits.from_chain(chain, PANDA_ACCELERATION, PANDA_JERK, scale=0.5)
+    h = 4
+    q = torch.tensor(panda.HOME_POSITION, dtype=torch.float32).expand(2, h, 7)
+    links = chain.link_poses(q).clone()
+    tcp = links[0, 0, -1, :3, 3].clone()
+    rise = torch.linspace(0.025, 0.1, h)
+    links[:, :, -1, 2, 3] += rise
+    links[1, :, -1, 1, 3] += torch.linspace(0.005, 0.02, h)
+    futures = Futures(q, torch.zeros(2, h), links[:, :, -1], [], torch.zeros(2, h, 0, 3),
+                      torch.zeros(2, h, 0, 3, 3), None)
+    goal = Goal(END_EFFECTOR, tcp + torch.tensor([0.0, 0.0, 0.1]), path_start=tcp)
+    weights = CostWeights()
+    _, terms = evaluate(futures, q, links, goal, Stage("reach", weights), spheres, Scene(),
+                        limits, DT, torch.zeros(0, 3))
+    assert float(terms["ee_path"][0]) == pytest.approx(0.0, abs=1e-5)
+    assert float(terms["ee_path"][1]) == pytest.approx(weights.ee_path * 0.0125, rel=1e-3)
+    _, free = evaluate(futures, q, links, replace(goal, path_start=None), Stage("reach", weights),
+                       spheres, Scene(), limits, DT, torch.zeros(0, 3))
+    assert "ee_path" not in free
+
+
+def test_a_retreat_lifts_the_tool_straight_off_the_object_it_pushed():
+    """The tool at the cube's back, still moving into it at 5 cm/s when the goal seems met:
+    the retreat's plan brakes and lifts along the vertical instead of sweeping on over the
+    cube (sampled freely, plans drift 2 cm sideways and into it)."""
+    from sim_robot.ik import ArmIK
+    from planner_node.settle import Retreat
+    config = PlannerConfig(horizon=16, sampling=SamplerConfig(samples=64, iterations=3,
+                                                              elites=8))
+    planner = build_planner("learned", DEFAULT_CHECKPOINT, config)
+    sim = PandaSim(Scenario(), 64, 48)
+    cube = np.array(sim.object_poses()["cube"][0])
+    contact = cube + [-0.045, 0.0, 0.0]         # push along +x; tool down, x along it
+    q = torch.tensor(ArmIK().solve(contact, [1.0, 0.0, 0.0, 0.0],
+                                   np.array(panda.HOME_POSITION)).q, dtype=torch.float32)
+    chain = planner.cpu_chain
+    tool = chain.forward(q)
+    assert torch.allclose(tool[:3, 3], torch.tensor(contact, dtype=torch.float32), atol=1e-3)
+    velocity = torch.linalg.pinv(pose_jacobian(chain, q)[:3]) @ torch.tensor([0.05, 0.0, 0.0])
+    retreat = Retreat(0.1)
+    assert retreat.update(True, tool)
+    world = replace(closed_loop.world_state(sim), joint_positions=q)
+    for seed in range(3):
+        planner.reset(seed)
+        plan = planner.plan(world, (q, velocity, torch.zeros(7)), retreat.goal, Scene(), 0.0)
+        path = chain.forward(plan.targets)[:, :3, 3]
+        off = segment_distance(path, retreat.goal.path_start, retreat.goal.position)
+        assert float(off.max()) < 0.008, (seed, off)
+        assert float(path[:, 0].max()) - contact[0] < 0.006, (seed, path)   # braking only
+        assert float(path[-1, 2]) > contact[2] + 0.05, (seed, path)
 
 def pose_at(position) -> torch.Tensor:
     pose = torch.eye(4)

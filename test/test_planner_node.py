@@ -260,23 +260,23 @@ def push_spec(position, tolerance, budget):
     return spec
 
 
-def tool_height(joint_state) -> float:
+def tool_position(joint_state) -> torch.Tensor:
     urdf = open(share_path("config", "panda.urdf")).read()
     chain = KinematicChain.from_urdf(urdf, "world", panda.TCP_FRAME)
-    return float(chain.forward(torch.tensor(joint_state.position[:7]))[2, 3])
+    return chain.forward(torch.tensor(joint_state.position[:7]))[:3, 3]
 
 
 def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     # The cube already lies at the target. Seen only once (a memory holding it where it last
-    # saw it), the goal cannot be confirmed: the tool lifts off the cube by retreat_height
-    # (the hand must not hide it) and waits there until the budget runs out. Seen afresh
+    # saw it), the goal cannot be confirmed: the tool lifts straight off the cube by
+    # retreat_height (the hand must not hide it) and waits there until the budget runs out. Seen afresh
     # every cycle, it succeeds at once.
     assert graph.spin_until(lambda: graph.objects is not None, 10.0)
     cube = next(o for o in graph.objects.objects if o.id == CUBE).pose.position
     target = [cube.x, cube.y, cube.z]
     graph.frozen_sighting = graph.objects.header.stamp
     feedback = []
-    height = tool_height(graph.joint_states[-1])
+    start = tool_position(graph.joint_states[-1])
     try:
         result = graph.result(graph.send(push_spec(target, 0.03, 6),
                                          lambda m: feedback.append(m.feedback)), 60.0).result
@@ -286,7 +286,9 @@ def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     assert result.final_position_error < 0.03     # it held, as far as the planner could see
     assert feedback and {f.stage for f in feedback} == {"retreat"}
     assert graph.arm_speed() < 0.02               # withdrawn, waiting
-    assert tool_height(graph.joint_states[-1]) - height == pytest.approx(0.1, abs=0.015)
+    lift = tool_position(graph.joint_states[-1]) - start
+    assert float(lift[2]) == pytest.approx(0.1, abs=0.015)
+    assert float(lift[:2].norm()) < 0.01, lift
     result = graph.result(graph.send(push_spec(target, 0.03, 20)), 60.0).result
     assert result.success, result.failure_reason
     assert graph.wait_at_rest()

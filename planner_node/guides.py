@@ -87,21 +87,22 @@ def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLim
     return torch.stack(out)
 
 
-def line_guides(chain: KinematicChain, q: torch.Tensor, end: torch.Tensor, limits: ArmLimits,
+def line_guides(chain: KinematicChain, q: torch.Tensor, line: tuple, limits: ArmLimits,
                 dt: float, horizon: int, speeds=(0.25, 0.1),
                 damping: float = 0.02) -> torch.Tensor:
-    """(S, H, J) desired joint velocities that move the tool from its position at q (J,)
-    along the straight line to end (3,) at each Cartesian speed [m/s] (no faster than the
-    velocity limits allow) and stop there, orientation free. Each knot is solved for its
-    own point on the line (a damped least-squares step from the knot before, whose residual
-    the next step takes up): over a long move `guides`' single linearisation bends the path by centimetres, which a
-    goal that must keep to a line (`Goal.path_start`) cannot afford."""
-    end = end.to(q)
-    start = chain.forward(q)[:3, 3]
+    """(S, H, J) desired joint velocities that move the tool at q (J,) along the straight
+    line (start (3,), end (3,)) to its end at each Cartesian speed [m/s] (no faster than
+    the velocity limits allow) and stop there, orientation free. Each knot is solved for
+    its own point on the line (a damped least-squares step from the knot before, whose
+    residual the next step takes up): over a long move `guides`' single linearisation
+    bends the path by centimetres, which a goal that must keep to a line
+    (`Goal.path_start`) cannot afford. A tool off the line, such as a command that ran
+    ahead of an arm held up by an object, comes back to it in the first steps."""
+    start, end = (x.to(q) for x in line)
     distance = float((end - start).norm())
     jac = pose_jacobian(chain, q)[:3]
     step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(3).to(q),
-                                      end - start)
+                                      end - chain.forward(q)[:3, 3])
     joint_time = float((step.abs() / limits.velocity.to(q)).max())
     t = (torch.arange(horizon, dtype=q.dtype, device=q.device) + 1) * dt
     # A smooth start and stop (smoothstep: its peak speed is 1.5 times the mean): each

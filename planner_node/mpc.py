@@ -167,9 +167,9 @@ class MPCPlanner:
         candidates[..., j] = gripper_command
         if speeds and goal.path_start is not None:     # a goal that keeps to a line
             # Knot by knot: a few dozen small steps, quicker on the CPU than on a GPU.
-            candidates[1:, :, :j] = line_guides(self.cpu_chain, anchor[0].cpu(),
-                                                goal.position.cpu(), self.cpu_limits,
-                                                self.dt, h, speeds).to(dev)
+            line = (goal.path_start.cpu(), goal.position.cpu())
+            candidates[1:, :, :j] = line_guides(self.cpu_chain, anchor[0].cpu(), line,
+                                                self.cpu_limits, self.dt, h, speeds).to(dev)
         elif speeds:
             candidates[1:, :, :j] = guides(self.chain, anchor[0], target, self.limits,
                                            self.dt, h, speeds)

@@ -119,7 +119,8 @@ def line_guides(chain: KinematicChain, q: torch.Tensor, line: tuple, limits: Arm
         jac = pose_jacobian(chain, knot)[..., :3, :]           # (S, 3, J)
         error = points[:, k] - chain.forward(knot)[..., :3, 3]
         gram = jac @ jac.transpose(-1, -2) + damping ** 2 * torch.eye(3).to(q)
-        knot = knot + (jac.transpose(-1, -2) @ torch.linalg.solve(gram, error[..., None]))[..., 0]
+        move = jac.transpose(-1, -2) @ torch.linalg.solve(gram, error[..., None])
+        knot = knot + move[..., 0]
         knots.append(knot)
     path = torch.stack([q.expand(len(speeds), -1), *knots], 1)   # (S, H + 1, J)
     return (path[:, 1:] - path[:, :-1]) / dt

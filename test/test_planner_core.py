@@ -243,8 +243,9 @@ def test_a_goal_with_a_path_costs_the_tool_s_distance_from_its_line():
                         limits, DT, torch.zeros(0, 3))
     assert float(terms["ee_path"][0]) == pytest.approx(0.0, abs=1e-5)
     assert float(terms["ee_path"][1]) == pytest.approx(weights.ee_path * 0.0125, rel=1e-3)
-    _, free = evaluate(futures, q, links, replace(goal, path_start=None), Stage("reach", weights),
-                       spheres, Scene(), limits, DT, torch.zeros(0, 3))
+    _, free = evaluate(futures, q, links, replace(goal, path_start=None),
+                       Stage("reach", weights), spheres, Scene(), limits, DT,
+                       torch.zeros(0, 3))
     assert "ee_path" not in free
 
 

@@ -97,8 +97,13 @@ def line_guides(chain: KinematicChain, q: torch.Tensor, line: tuple, limits: Arm
     residual the next step takes up): over a long move `guides`' single linearisation
     bends the path by centimetres, which a goal that must keep to a line
     (`Goal.path_start`) cannot afford. A tool off the line, such as a command that ran
-    ahead of an arm held up by an object, comes back to it in the first steps."""
+    ahead of an arm held up by an object, comes back to it in the first steps, as far
+    along it as the tool is."""
     start, end = (x.to(q) for x in line)
+    span = end - start
+    along = ((chain.forward(q)[:3, 3] - start) * span).sum() / (span * span).sum().clamp(
+        min=1e-12)
+    start = start + along.clamp(0.0, 1.0) * span
     distance = float((end - start).norm())
     jac = pose_jacobian(chain, q)[:3]
     step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(3).to(q),

@@ -559,6 +559,10 @@ class PlannerNode(ManagedNode):
                               f"(error {position_error:.3f} m{waiting})")
             if retreat.update(settle.confirming, ee):   # a new target: plan afresh
                 self.planner.reset()
+                if retreat.goal is not None:
+                    # The goal seems met: the running push stops now, not when the lift's
+                    # plan takes over a lead later (it would push the object on meanwhile).
+                    self._hold()
             if retreat.reached(ee):
                 # Withdrawn from the object, which seems there: wait for a newer sighting.
                 self._hold()

@@ -212,6 +212,13 @@ def test_line_guides_keep_the_tool_on_its_line(chain, limits):
     assert all(off < 0.001 and miss < 0.001 for off, miss in straight), straight
     bent = off_line(guides(chain, q, (end, None), limits, DT, 16, speeds=(0.25, 0.1)))
     assert max(off for off, _ in bent) > 0.005, bent
+    # Half way along a line the guides go on from there (not back to its start).
+    for sequence in line_guides(chain, q, (start - torch.tensor([0.0, 0.0, 0.1]), end),
+                                limits, DT, 16):
+        knots = integrate(q, torch.zeros(7), torch.zeros(7), sequence[None], limits, DT)
+        heights = chain.forward(knots[0][0])[:, 2, 3]
+        assert float(heights.min()) > float(start[2]) - 1e-3, heights
+        assert float(heights[-1]) == pytest.approx(float(end[2]), abs=1e-3)
 
 
 def test_a_goal_with_a_path_costs_the_tool_s_distance_from_its_line():

@@ -65,7 +65,7 @@ class Probe:
                 self.relayed_stamp = msg.header.stamp
         self.joints_pub = pub
         self.node.create_subscription(JointState, "/joint_states", on_joints, 10)
-        self.objects, self.frozen_sighting = None, None
+        self.objects, self.frozen_sighting, self.cube_shown_at = None, None, None
         objects_pub = self.node.create_publisher(ObjectArray, "/relayed_objects", 10)
 
         def on_objects(msg):
@@ -73,17 +73,27 @@ class Probe:
             if self.frozen_sighting is not None:
                 for o in msg.objects:
                     o.last_seen = self.frozen_sighting
+            if self.cube_shown_at is not None:
+                cube = next(o for o in msg.objects if o.id == CUBE).pose.position
+                cube.x, cube.y = self.cube_shown_at
             objects_pub.publish(msg)
         self.node.create_subscription(ObjectArray, "/ground_truth/objects", on_objects, 10)
         self.node.create_subscription(JointTrajectory,
                                       "/joint_trajectory_controller/joint_trajectory",
                                       self.trajectories.append, 10)
+        self.received = []      # (sim time [s] on arrival, the trajectory)
+        self.node.create_subscription(
+            JointTrajectory, "/joint_trajectory_controller/joint_trajectory",
+            lambda m: self.received.append((self.now(), m)), 10)
         self.estop = self.node.create_publisher(Bool, "/estop", 10)
         self.action = ActionClient(self.node, PlanToGoal, "/planner_node/plan_to_goal")
         self.plan = self.node.create_client(Plan, "/planner_node/plan")
 
     def spin_until(self, condition, timeout):
         return spin_until(self.node, condition, timeout)
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
 
     def send(self, spec, feedback=None):
         future = self.action.send_goal_async(PlanToGoal.Goal(goal=spec),
@@ -291,6 +301,33 @@ def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     assert float(lift[:2].norm()) < 0.01, lift
     result = graph.result(graph.send(push_spec(target, 0.03, 20)), 60.0).result
     assert result.success, result.failure_reason
+    assert graph.wait_at_rest()
+
+
+def test_a_push_stops_at_once_when_its_goal_first_seems_met(graph):
+    # Under way to a target 10 cm beyond the cube, the cube is shown at the target: in the
+    # cycle where the goal first holds, the command brakes at once (a trajectory that starts
+    # when it is sent), before the lift's plan takes over a lead later. Without it the last
+    # plan goes on pushing until then.
+    assert graph.spin_until(lambda: graph.objects is not None, 10.0)
+    cube = next(o for o in graph.objects.objects if o.id == CUBE).pose.position
+    target = [cube.x + 0.1, cube.y, cube.z]
+    feedback = []
+    handle = graph.send(push_spec(target, 0.02, 20),
+                        lambda m: feedback.append((graph.now(), m.feedback)))
+    try:
+        assert graph.spin_until(lambda: len(feedback) >= 3, 30.0)
+        graph.cube_shown_at = target[:2]
+        assert graph.spin_until(lambda: any(f.stage == "retreat" for _, f in feedback), 30.0)
+    finally:
+        graph.cube_shown_at = None
+    result = graph.result(handle, 60.0).result
+    lifted = next(i for i, (_, f) in enumerate(feedback) if f.stage == "retreat")
+    window = (feedback[lifted - 1][0], feedback[lifted][0])
+    sent = [(arrived, stamp_s(m)) for arrived, m in graph.received
+            if window[0] < arrived <= window[1]]
+    assert any(start <= arrived for arrived, start in sent), sent
+    assert result.success or result.failure_code == R.REASON_TIMEOUT, result.failure_reason
     assert graph.wait_at_rest()
 
 

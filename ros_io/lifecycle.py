@@ -72,10 +72,15 @@ def run(node_class, args=None, threads: int = 1) -> None:
 
     rclpy's own signal handlers shut the context down before control comes back here, and a
     node that holds a robot could then no longer command it to rest; so the signals only
-    interrupt the spin (polled, as a Python handler runs only between waits) and the teardown
-    runs on a live context."""
+    set a flag that the spin polls (a Python handler runs only between waits) and the
+    teardown runs on a live context. The handler raises nothing: an exception raised
+    wherever the main thread happens to be, say inside rclpy building a task, leaves rclpy's
+    objects half made."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)   # as `ros2 launch` escalates: same as Ctrl-C
+    stop = threading.Event()
+    # SIGTERM as `ros2 launch` escalates: the same as Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = node_class()
     if node.get_parameter("autostart").value \
             and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -84,9 +89,9 @@ def run(node_class, args=None, threads: int = 1) -> None:
         else rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while executor.context.ok():
+        while executor.context.ok() and not stop.is_set():
             executor.spin_once(timeout_sec=SIGNAL_POLL_S)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    except rclpy.executors.ExternalShutdownException:
         pass
     finally:
         node._teardown()
@@ -95,7 +100,3 @@ def run(node_class, args=None, threads: int = 1) -> None:
 
 
 SIGNAL_POLL_S = 0.1
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

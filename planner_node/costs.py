@@ -194,12 +194,19 @@ def push_line_miss(tcp: torch.Tensor, obj: torch.Tensor, contact: torch.Tensor,
     return torch.sqrt(sideways ** 2 + back ** 2 + (2 * (tcp[..., 2] - contact[..., 2])) ** 2)
 
 
+def nearest_on_segment(points: torch.Tensor, start: torch.Tensor,
+                       end: torch.Tensor) -> torch.Tensor:
+    """(..., 3) the points of the segment from start (3,) to end (3,) nearest to points
+    (..., 3)."""
+    span = end - start
+    along = ((points - start) * span).sum(-1) / (span * span).sum().clamp(min=1e-12)
+    return start + along.clamp(0.0, 1.0)[..., None] * span
+
+
 def segment_distance(points: torch.Tensor, start: torch.Tensor,
                      end: torch.Tensor) -> torch.Tensor:
     """(...) distance of points (..., 3) from the segment from start (3,) to end (3,)."""
-    span = end - start
-    along = ((points - start) * span).sum(-1) / (span * span).sum().clamp(min=1e-12)
-    return (points - start - along.clamp(0.0, 1.0)[..., None] * span).norm(dim=-1)
+    return (points - nearest_on_segment(points, start, end)).norm(dim=-1)
 
 
 def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> torch.Tensor:

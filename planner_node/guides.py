@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from planner_node.actions import ArmLimits
-from planner_node.costs import OBJECT, Goal, Scene, Stage, contact_point, goal_object_index
+from planner_node.costs import (OBJECT, Goal, Scene, Stage, contact_point, goal_object_index,
+                                nearest_on_segment)
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
@@ -59,6 +60,14 @@ def pose_jacobian(chain: KinematicChain, q: torch.Tensor, eps: float = 1e-4) -> 
     return torch.cat([dp, dr], -1).transpose(-1, -2)
 
 
+def damped_step(jac: torch.Tensor, error: torch.Tensor, damping: float) -> torch.Tensor:
+    """(..., J) damped least-squares joint step for a task error (..., E) through the
+    Jacobian (..., E, J)."""
+    jt = jac.transpose(-1, -2)
+    gram = jac @ jt + damping ** 2 * torch.eye(jac.shape[-2]).to(jac)
+    return (jt @ torch.linalg.solve(gram, error[..., None]))[..., 0]
+
+
 def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLimits,
            dt: float, horizon: int, speeds=(0.25, 0.1), damping: float = 0.05) -> torch.Tensor:
     """(S, H, J) desired joint velocities that move the tool from its pose at q (J,) straight
@@ -73,8 +82,7 @@ def guides(chain: KinematicChain, q: torch.Tensor, target: tuple, limits: ArmLim
         error = torch.cat([error, so3_log(rotation @ pose[:3, :3].T)])
     else:
         jac = jac[:3]
-    step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(len(error)).to(q),
-                                      error)                  # (J,) rad to the target
+    step = damped_step(jac, error, damping)                   # (J,) rad to the target
     distance = float(error[:3].norm())
     joint_time = float((step.abs() / limits.velocity.to(q)).max())
     out = []
@@ -100,14 +108,10 @@ def line_guides(chain: KinematicChain, q: torch.Tensor, line: tuple, limits: Arm
     ahead of an arm held up by an object, comes back to it in the first steps, as far
     along it as the tool is."""
     start, end = (x.to(q) for x in line)
-    span = end - start
-    along = ((chain.forward(q)[:3, 3] - start) * span).sum() / (span * span).sum().clamp(
-        min=1e-12)
-    start = start + along.clamp(0.0, 1.0) * span
+    tool = chain.forward(q)[:3, 3]
+    start = nearest_on_segment(tool, start, end)
     distance = float((end - start).norm())
-    jac = pose_jacobian(chain, q)[:3]
-    step = jac.T @ torch.linalg.solve(jac @ jac.T + damping ** 2 * torch.eye(3).to(q),
-                                      end - chain.forward(q)[:3, 3])
+    step = damped_step(pose_jacobian(chain, q)[:3], end - tool, damping)
     joint_time = float((step.abs() / limits.velocity.to(q)).max())
     t = (torch.arange(horizon, dtype=q.dtype, device=q.device) + 1) * dt
     # A smooth start and stop (smoothstep: its peak speed is 1.5 times the mean): each
@@ -121,11 +125,8 @@ def line_guides(chain: KinematicChain, q: torch.Tensor, line: tuple, limits: Arm
     knot = q.expand(len(speeds), -1)
     knots = []
     for k in range(horizon):
-        jac = pose_jacobian(chain, knot)[..., :3, :]           # (S, 3, J)
         error = points[:, k] - chain.forward(knot)[..., :3, 3]
-        gram = jac @ jac.transpose(-1, -2) + damping ** 2 * torch.eye(3).to(q)
-        move = jac.transpose(-1, -2) @ torch.linalg.solve(gram, error[..., None])
-        knot = knot + move[..., 0]
+        knot = knot + damped_step(pose_jacobian(chain, knot)[..., :3, :], error, damping)
         knots.append(knot)
     path = torch.stack([q.expand(len(speeds), -1), *knots], 1)   # (S, H + 1, J)
     return (path[:, 1:] - path[:, :-1]) / dt

@@ -78,13 +78,14 @@ class Probe:
                 cube.x, cube.y = self.cube_shown_at
             objects_pub.publish(msg)
         self.node.create_subscription(ObjectArray, "/ground_truth/objects", on_objects, 10)
+        self.arrivals = []      # sim time [s] each of the trajectories arrived
+
+        def on_trajectory(msg):
+            self.trajectories.append(msg)
+            self.arrivals.append(self.now())
         self.node.create_subscription(JointTrajectory,
                                       "/joint_trajectory_controller/joint_trajectory",
-                                      self.trajectories.append, 10)
-        self.received = []      # (sim time [s] on arrival, the trajectory)
-        self.node.create_subscription(
-            JointTrajectory, "/joint_trajectory_controller/joint_trajectory",
-            lambda m: self.received.append((self.now(), m)), 10)
+                                      on_trajectory, 10)
         self.estop = self.node.create_publisher(Bool, "/estop", 10)
         self.action = ActionClient(self.node, PlanToGoal, "/planner_node/plan_to_goal")
         self.plan = self.node.create_client(Plan, "/planner_node/plan")
@@ -279,8 +280,8 @@ def tool_position(joint_state) -> torch.Tensor:
 def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     # The cube already lies at the target. Seen only once (a memory holding it where it last
     # saw it), the goal cannot be confirmed: the tool lifts straight off the cube by
-    # retreat_height (the hand must not hide it) and waits there until the budget runs out. Seen afresh
-    # every cycle, it succeeds at once.
+    # retreat_height (the hand must not hide it) and waits there until the budget runs out.
+    # Seen afresh every cycle, it succeeds at once.
     assert graph.spin_until(lambda: graph.objects is not None, 10.0)
     cube = next(o for o in graph.objects.objects if o.id == CUBE).pose.position
     target = [cube.x, cube.y, cube.z]
@@ -324,7 +325,7 @@ def test_a_push_stops_at_once_when_its_goal_first_seems_met(graph):
     result = graph.result(handle, 60.0).result
     lifted = next(i for i, (_, f) in enumerate(feedback) if f.stage == "retreat")
     window = (feedback[lifted - 1][0], feedback[lifted][0])
-    sent = [(arrived, stamp_s(m)) for arrived, m in graph.received
+    sent = [(arrived, stamp_s(m)) for arrived, m in zip(graph.arrivals, graph.trajectories)
             if window[0] < arrived <= window[1]]
     assert any(start <= arrived for arrived, start in sent), sent
     assert result.success or result.failure_code == R.REASON_TIMEOUT, result.failure_reason

@@ -345,19 +345,18 @@ def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: l
 
 def push_speed_limit(scene: Scene, remaining: float, lag: float) -> float:
     """Fastest push [m/s] that does not carry the object past its target unseen: seen
-    `remaining` [m] from the target in a frame `lag` [s] old, the object may already be
-    speed * lag further on, and it takes `push_stop_time` to stop. Between `min_push_speed`
-    and `push_speed`. (The lag of the frames that show the object, not the age of a hidden
-    object's last sighting: slowing down would not show it, and a slow push only stalls.)"""
+    `remaining` [m] from the target `lag` [s] ago, the object may already be speed * lag
+    further on, and it takes `push_stop_time` to stop. Between `min_push_speed` and
+    `push_speed`."""
     unseen = max(lag, 0.0) + scene.push_stop_time
     return min(scene.push_speed, max(scene.min_push_speed, remaining / unseen))
 
 
-def frame_lag(frame: float, sighting: float | None, now: float) -> float:
-    """How old [s] at `now` the newest camera frame behind the objects (taken at `frame`) is,
-    where it shows the goal object (last seen at `sighting`; None: not an object goal); 0
-    otherwise: a hidden object is pushed on as far as it was seen (`push_speed_limit`)."""
-    return now - frame if sighting is not None and sighting >= frame else 0.0
+def sighting_age(sighting: float | None, now: float) -> float:
+    """How old [s] at `now` the goal object's pose is (last seen at `sighting`; None: not an
+    object goal, 0). Hidden or not: a frame that hides the object while the tool pushes it
+    says nothing about how far it has gone since (`push_speed_limit`)."""
+    return 0.0 if sighting is None else max(0.0, now - sighting)
 
 
 def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,

@@ -110,8 +110,8 @@ class MPCPlanner:
              tool_seen: torch.Tensor | None = None) -> Plan:
         """One cycle. world: the measured state (objects included); anchor: the position,
         velocity and acceleration (each (J,)) the controller commands when the plan starts,
-        lead_s seconds after the state was measured; perception_lag_s: how old the newest
-        camera frame behind the objects is when the plan starts (the push slows near the
+        lead_s seconds after the state was measured; perception_lag_s: how old the goal
+        object's pose is when the plan starts (`costs.sighting_age`: the push slows near the
         target accordingly); tool_seen: the tool's position (3,) when the goal's object was
         last seen (`costs.stage`; None: as now). Raises ValueError for a goal the state cannot
         serve (its object is not in the scene)."""

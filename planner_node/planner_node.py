@@ -39,8 +39,8 @@ from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, braking, execut
 from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
-from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, frame_lag,
-                                goal_error)
+from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error,
+                                sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SAMPLERS, SamplerConfig
@@ -111,11 +111,6 @@ def last_sighting(objects: ObjectArray, object_id: int) -> float:
                 else objects.header.stamp
             return to_seconds(stamp)
     return -math.inf
-
-
-def perception_lag(objects: ObjectArray, sighting: float | None, now: float) -> float:
-    """costs.frame_lag of the memory's newest frame (the message's stamp)."""
-    return frame_lag(to_seconds(objects.header.stamp), sighting, now)
 
 
 class PlannerNode(ManagedNode):
@@ -573,7 +568,7 @@ class PlannerNode(ManagedNode):
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
                                          retreat.goal or goal, self._scene(), gripper,
                                          self.prm("plan_budget"), start - stamp,
-                                         perception_lag(objects, sighting, start),
+                                         sighting_age(sighting, start),
                                          self._tool_at(sighting))
             except (ValueError, RuntimeError) as err:
                 handle.abort()

@@ -21,7 +21,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from planner_node.actions import braking, executed_knots
-from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, frame_lag, goal_error
+from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error, sighting_age
 from gsplat_scene.mapping import MappingConfig
 from planner_node.arm_history import ArmHistory
 from planner_node.mpc import MPCPlanner
@@ -227,7 +227,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             hold(follower, planner, now)
         else:
             plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
-                                gripper, perception_lag_s=frame_lag(frame_time, sighting, now),
+                                gripper, perception_lag_s=sighting_age(sighting, now),
                                 tool_seen=history.tool_position_at(planner.cpu_chain,
                                                                    sighting))
             result.plan_ms.append(plan.elapsed_s * 1e3)

@@ -13,7 +13,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
                                 evaluate, funnel_distance, push_speed_limit,
-                                segment_distance, stage)
+                                segment_distance, sighting_age, stage)
 from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
@@ -436,6 +436,15 @@ def test_a_push_slows_near_the_target_as_far_as_perception_lags():
     assert push_speed_limit(scene, 0.03, 0.5) * (0.5 + 0.2) <= 0.03 + 1e-9
     assert push_speed_limit(scene, 0.005, 2.0) == pytest.approx(0.02)    # never below
     assert push_speed_limit(scene, 0.03, 0.1) > push_speed_limit(scene, 0.03, 0.4)
+
+
+def test_a_push_slows_for_the_age_of_the_object_s_pose_seen_or_hidden():
+    assert sighting_age(10.0, 10.4) == pytest.approx(0.4)      # seen in the newest frame
+    # Hidden since 9 s (the newest frames show the hand in front of it): the tool may have
+    # pushed it on all that time, so the push slows as for a pose that old.
+    assert sighting_age(9.0, 10.4) == pytest.approx(1.4)
+    assert push_speed_limit(Scene(), 0.05, sighting_age(9.0, 10.4)) == pytest.approx(0.05 / 1.6)
+    assert sighting_age(None, 10.4) == 0.0                     # not an object goal
 
 
 def closed_loop_episode(model: str, task: str, seed: int, timeout_s: float, **options):

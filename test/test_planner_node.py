@@ -332,15 +332,6 @@ def test_a_push_stops_at_once_when_its_goal_first_seems_met(graph):
     assert graph.wait_at_rest()
 
 
-def test_a_push_slows_for_the_lag_of_frames_that_show_the_object():
-    from planner_node.planner_node import perception_lag
-    objects = ObjectArray()
-    objects.header.stamp.sec = 10            # the memory's newest frame
-    assert perception_lag(objects, 10.0, 10.4) == pytest.approx(0.4)   # it shows the object
-    assert perception_lag(objects, 9.0, 10.4) == 0.0     # hidden since 9 s: pushed on as seen
-    assert perception_lag(objects, None, 10.4) == 0.0    # not an object goal
-
-
 def test_malformed_scene_cloud_is_reported_and_planning_goes_on(graph):
     pub = graph.node.create_publisher(PointCloud2, "/scene_cloud", qos_profile_sensor_data)
     cloud = PointCloud2(height=1, width=2, point_step=24, row_step=48, data=bytes(48),

@@ -106,11 +106,11 @@ class MPCPlanner:
 
     def plan(self, world: WorldState, anchor: tuple, goal: Goal, scene: Scene,
              gripper_command: float, budget_s: float | None = None,
-             lead_s: float = 0.0, perception_lag_s: float = 0.0,
+             lead_s: float = 0.0, sighting_age_s: float = 0.0,
              tool_seen: torch.Tensor | None = None) -> Plan:
         """One cycle. world: the measured state (objects included); anchor: the position,
         velocity and acceleration (each (J,)) the controller commands when the plan starts,
-        lead_s seconds after the state was measured; perception_lag_s: how old the goal
+        lead_s seconds after the state was measured; sighting_age_s: how old the goal
         object's pose is when the plan starts (`costs.sighting_age`: the push slows near the
         target accordingly); tool_seen: the tool's position (3,) when the goal's object was
         last seen (`costs.stage`; None: as now). Raises ValueError for a goal the state cannot
@@ -135,7 +135,7 @@ class MPCPlanner:
                               world.object_rotations)
         if now.name == "push":
             now = replace(now, tool=(ee_now[:3, 3], lead_s + self.dt),
-                          speed=push_speed_limit(scene, error, perception_lag_s))
+                          speed=push_speed_limit(scene, error, sighting_age_s))
         if now.name == "hold" and self._stage != "hold":
             self._warm = None      # the push that got it there must not go on
         self._stage = now.name

@@ -227,7 +227,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             hold(follower, planner, now)
         else:
             plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
-                                gripper, perception_lag_s=sighting_age(sighting, now),
+                                gripper, sighting_age_s=sighting_age(sighting, now),
                                 tool_seen=history.tool_position_at(planner.cpu_chain,
                                                                    sighting))
             result.plan_ms.append(plan.elapsed_s * 1e3)

@@ -108,6 +108,8 @@ class Scene:
     push_speed: float = 0.1            # m/s of the tool while pushing, at most
     min_push_speed: float = 0.02       # m/s: the push slows to this near the target at most
     push_stop_time: float = 0.2        # s the tool and the object take to stop
+    tool_radius: float = 0.0105        # m from the tool centre point to the face that pushes
+    reckoning_margin: float = 0.01     # m inside the tolerance a reckoned object must be
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:

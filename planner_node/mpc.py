@@ -91,6 +91,11 @@ class MPCPlanner:
         if seed is not None:
             self.generator.manual_seed(seed)
 
+    @property
+    def last_stage(self) -> str | None:
+        """The stage of the last cycle (`costs.stage`; None before the first)."""
+        return self._stage
+
     def advance(self, steps: int) -> None:
         """The first `steps` steps of the last plan were executed: shift the warm start."""
         if self._warm is not None:

@@ -43,6 +43,7 @@ from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, 
                                 sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
+from planner_node.pushed_object import PushedObject
 from planner_node.samplers import SAMPLERS, SamplerConfig
 from planner_node.settle import GoalSettle, Retreat
 from ros_io.lifecycle import ManagedNode, run
@@ -166,6 +167,12 @@ class PlannerNode(ManagedNode):
             0.001, 1.0))
         p("push_stop_time", 0.2, ranged("Time the tool and a pushed object take to stop [s]",
                                         0.0, 5.0))
+        p("tool_radius", 0.0105, ranged("From the tool centre point to the face that pushes "
+                                        "[m] (where a pushed object is reckoned unseen)",
+                                        0.0, 0.2))
+        p("reckoning_margin", 0.01, ranged(
+            "How far inside the goal's tolerance an object reckoned from the push must be [m]",
+            0.0, 0.2))
         p("max_reach", 0.85, ranged("Farthest goal from the shoulder [m]", 0.1, 3.0))
         p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **ro))
         p("controller_topic", "/joint_trajectory_controller/joint_trajectory",
@@ -400,7 +407,9 @@ class PlannerNode(ManagedNode):
                      collision_margin=self.prm("collision_margin"),
                      push_height=self.prm("push_height"), push_speed=self.prm("push_speed"),
                      min_push_speed=self.prm("min_push_speed"),
-                     push_stop_time=self.prm("push_stop_time"))
+                     push_stop_time=self.prm("push_stop_time"),
+                     tool_radius=self.prm("tool_radius"),
+                     reckoning_margin=self.prm("reckoning_margin"))
 
     # ---- execution -----------------------------------------------------------------------
     def _commanded(self, t: float, q_measured):
@@ -475,6 +484,7 @@ class PlannerNode(ManagedNode):
         stale_since, iteration = None, 0
         settle = GoalSettle(self.prm("settle_cycles"))
         retreat = Retreat(self.prm("retreat_height"))
+        pushed = PushedObject()
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
@@ -531,7 +541,15 @@ class PlannerNode(ManagedNode):
                 continue
             stale_since = None
             ee = self.planner.cpu_chain.forward(world.joint_positions)
+            sighting = last_sighting(objects, goal.object_id) if goal.kind == OBJECT else None
+            tool_seen = self._tool_at(sighting)
             try:
+                hidden = sighting is not None and \
+                    sighting < to_seconds(objects.header.stamp)
+                world = pushed.update(world, goal, ee[:3, 3], sighting, tool_seen,
+                                      self.planner.last_stage == "push", hidden,
+                                      self._scene())
+                judged = pushed.judged(goal, self._scene())
                 position_error, angle = goal_error(goal, ee, world.object_ids,
                                                    world.object_positions,
                                                    world.object_rotations)
@@ -541,8 +559,7 @@ class PlannerNode(ManagedNode):
             result.final_position_error = position_error
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
             oriented = goal.rotation is None or angle <= goal.orientation_tolerance
-            holds = position_error <= goal.position_tolerance and oriented
-            sighting = last_sighting(objects, goal.object_id) if goal.kind == OBJECT else None
+            holds = position_error <= judged.position_tolerance and oriented
             if settle.update(holds, now, sighting):
                 handle.succeed()
                 return finish(R.REASON_NONE, "", success=True)
@@ -566,10 +583,10 @@ class PlannerNode(ManagedNode):
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
-                                         retreat.goal or goal, self._scene(), gripper,
+                                         retreat.goal or judged, self._scene(), gripper,
                                          self.prm("plan_budget"), start - stamp,
                                          sighting_age(sighting, start),
-                                         self._tool_at(sighting))
+                                         None if pushed.reckoned else tool_seen)
             except (ValueError, RuntimeError) as err:
                 handle.abort()
                 return finish(R.REASON_WORLD_MODEL_FAILURE, f"planning failed: {err}")

@@ -25,6 +25,7 @@ from planner_node.costs import END_EFFECTOR, OBJECT, Goal, Scene, goal_error, si
 from gsplat_scene.mapping import MappingConfig
 from planner_node.arm_history import ArmHistory
 from planner_node.mpc import MPCPlanner
+from planner_node.pushed_object import PushedObject
 from planner_node.settle import GoalSettle, Retreat
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
@@ -204,6 +205,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     settle = GoalSettle(settle_cycles)
     settled = False
     retreat = Retreat(retreat_height)
+    pushed = PushedObject()
     last_acc = None
     perception = perception or PerceivedObjects()
     history = ArmHistory()
@@ -215,21 +217,25 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         if goal.kind == OBJECT:
             sighting = float(sightings[world.object_ids.index(goal.object_id)])
             result.hidden_s += cycle if sighting < frame_time else 0.0
-        error = goal_error(goal, tcp_pose_matrix(sim), world.object_ids, world.object_positions,
+        tool = tcp_pose_matrix(sim)
+        tool_seen = history.tool_position_at(planner.cpu_chain, sighting)
+        world = pushed.update(world, goal, tool[:3, 3], sighting, tool_seen,
+                              planner.last_stage == "push",
+                              sighting is not None and sighting < frame_time, scene)
+        error = goal_error(goal, tool, world.object_ids, world.object_positions,
                            world.object_rotations)
-        settled = settle.update(within_tolerance(goal, error), now, sighting)
+        judged = pushed.judged(goal, scene)
+        settled = settle.update(within_tolerance(judged, error), now, sighting)
         if settled:
             break
-        tool = tcp_pose_matrix(sim)
         if retreat.update(settle.confirming, tool):   # a new plan for a new target
             planner.reset()
         if retreat.reached(tool):
             hold(follower, planner, now)
         else:
-            plan = planner.plan(world, follower.sample(now), retreat.goal or goal, scene,
+            plan = planner.plan(world, follower.sample(now), retreat.goal or judged, scene,
                                 gripper, sighting_age_s=sighting_age(sighting, now),
-                                tool_seen=history.tool_position_at(planner.cpu_chain,
-                                                                   sighting))
+                                tool_seen=None if pushed.reckoned else tool_seen)
             result.plan_ms.append(plan.elapsed_s * 1e3)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:

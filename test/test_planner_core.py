@@ -16,6 +16,7 @@ from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, 
                                 segment_distance, sighting_age, stage)
 from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
+from planner_node.pushed_object import PushedObject, face_reach, pushed_position
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
 from sim_robot.scenario import Scenario
@@ -577,3 +578,66 @@ def test_arm_history_interpolates_within_its_span():
     assert history.positions_at(2.0) is None    # newer than the last state
     assert torch.allclose(history.positions_at(1.98), torch.full((7,), 99.0))
     assert torch.allclose(history.positions_at(1.505), torch.full((7,), 75.25))
+
+
+def test_a_pushed_object_is_reckoned_at_the_tool_s_face_while_unseen():
+    scene = Scene()              # tool_radius 0.0105 m, push_offset 0.02 m
+    cube, turn = torch.tensor([0.5, 0.0, 0.025]), torch.eye(3)
+    extent = torch.tensor([0.025, 0.025, 0.025])
+    goal = Goal(OBJECT, torch.tensor([0.6, 0.0, 0.025]), object_id=3)
+    low = scene.table_height + scene.push_height
+    seen_at_contact = torch.tensor([0.445, 0.0, low])
+    # 2 cm past the cube's centre as it was seen: the cube is at the tool's face.
+    pushed = pushed_position(cube, turn, extent, goal, torch.tensor([0.52, 0.0, low]),
+                             seen_at_contact, scene)
+    assert pushed.tolist() == pytest.approx([0.52 + 0.025 + 0.0105, 0.0, 0.025])
+    turned = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    diagonal = torch.tensor([[math.sqrt(0.5), -math.sqrt(0.5), 0.0],
+                             [math.sqrt(0.5), math.sqrt(0.5), 0.0], [0.0, 0.0, 1.0]])
+    assert face_reach(extent, turned, torch.tensor([1.0, 0.0])) == pytest.approx(0.025)
+    assert face_reach(extent, diagonal, torch.tensor([1.0, 0.0])) == \
+        pytest.approx(0.025 * math.sqrt(2))
+    # Not pushing it: behind its back, beside it, above it, or past it since the sighting
+    # (the tool was already where it is when the cube was seen ahead of it).
+    contact = seen_at_contact.tolist()
+    for tool, then in [([0.44, 0.0, low], contact), ([0.52, 0.05, low], contact),
+                       ([0.52, 0.0, low + 0.05], contact), ([0.52, 0.0, low], [0.52, 0.0, low])]:
+        assert pushed_position(cube, turn, extent, goal, torch.tensor(tool),
+                               torch.tensor(then), scene) is None, tool
+
+
+def test_the_reckoned_object_holds_until_a_newer_sighting():
+    scene = Scene()
+    low = scene.table_height + scene.push_height
+    world = closed_loop.world_state(PandaSim(Scenario(), 64, 48))
+    k = world.object_ids.index(OBJECT_IDS["cube"])
+    cube = world.object_positions[k]
+    goal = Goal(OBJECT, cube + torch.tensor([0.1, 0.0, 0.0]), object_id=OBJECT_IDS["cube"])
+    behind = cube + torch.tensor([-0.06, 0.0, 0.0])
+    behind[2] = low
+    estimate = PushedObject()
+    assert estimate.update(world, goal, behind, 1.0, behind, True, True, scene) is world
+    tool = behind + torch.tensor([0.08, 0.0, 0.0])     # on 8 cm, past the centre seen, unseen
+    pushed = estimate.update(world, goal, tool, 1.0, behind, True, True, scene)
+    assert estimate.reckoned
+    reach = face_reach(world.object_extents[k], world.object_rotations[k], goal.position[:2]
+                       .new_tensor([1.0, 0.0]))
+    assert float(pushed.object_positions[k, 0]) == pytest.approx(
+        float(tool[0]) + reach + scene.tool_radius, abs=1e-5)
+    assert torch.equal(pushed.object_positions[:k], world.object_positions[:k])
+    # Judged with a margin: the reckoning runs ahead where the tool's face is not flat on it.
+    assert estimate.judged(goal, scene).position_tolerance == pytest.approx(
+        goal.position_tolerance - scene.reckoning_margin)
+    # The tool lifts off (no push this cycle) or falls back: the object stays where pushed.
+    for tool_now, pushing in [(tool + torch.tensor([0.0, 0.0, 0.1]), False),
+                              (behind, True)]:
+        held = estimate.update(world, goal, tool_now, 1.0, behind, pushing, True, scene)
+        assert torch.equal(held.object_positions, pushed.object_positions)
+    # A newer sighting replaces the reckoning; so does the object shown in the newest
+    # frame (its pose only late); a goal on the robot's state has none.
+    assert estimate.update(world, goal, tool, 1.5, tool, False, True, scene) is world
+    assert not estimate.reckoned and estimate.judged(goal, scene) is goal
+    assert estimate.update(world, goal, tool, 1.0, behind, True, False, scene) is world
+    assert not estimate.reckoned
+    arm_goal = Goal(END_EFFECTOR, torch.tensor([0.5, 0.0, 0.3]))
+    assert PushedObject().update(world, arm_goal, tool, None, None, True, True, scene) is world

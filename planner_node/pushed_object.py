@@ -1,0 +1,105 @@
+"""Where an object the tool pushes is while perception lags or loses it.
+
+The scene memory gives an object's pose as it was in its last sighting: seconds old while the
+hand that pushes it hides it from every camera. Judged on that pose, a tool pushing the
+object looks as if it had passed it (the push breaks off for a new approach), and the goal
+cannot be seen to hold until the hand moves away. But a pushed
+object cannot be behind the tool's face, nor farther along the push than the tool has gone
+since it was seen: between those bounds it is reckoned where the tool's face is, and held
+there until a newer sighting replaces it. A goal is judged on a reckoned position with a
+margin: it runs ahead of the object where the tool's face does not sit flat on it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from planner_node.costs import OBJECT, Goal, Scene, goal_object_index
+from world_model_node.predictor import WorldState
+
+
+def face_reach(extent: torch.Tensor, rotation: torch.Tensor, direction: torch.Tensor) -> float:
+    """How far [m] a box of half sizes extent (3,) turned by rotation (3, 3) reaches from its
+    centre along a horizontal unit direction (2,)."""
+    local = rotation[:2, :].T @ direction             # the direction in the box's frame (3,)
+    return float((local.abs() * extent).sum())
+
+
+def pushed_position(seen: torch.Tensor, rotation: torch.Tensor, extent: torch.Tensor,
+                    goal: Goal, tool: torch.Tensor, tool_seen: torch.Tensor,
+                    scene: Scene) -> torch.Tensor | None:
+    """(3,) where an object seen at `seen` (3,) (turned by rotation (3, 3), half sizes extent
+    (3,)) is pushed by a tool now at `tool` (3,) that was at `tool_seen` (3,) then: moved
+    along the line to the goal so that it is not behind the tool's face (`tool_radius` ahead
+    of the tool centre point). None where the tool does not push it from there: off the line
+    (beyond the object's half diagonal), above push height, behind its back, or farther on
+    than the tool has gone since the sighting allows (the tool passed it)."""
+    to_target = goal.position[:2] - seen[:2]
+    direction = to_target / to_target.norm().clamp(min=1e-6)
+    rel = tool[:2] - seen[:2]
+    along = float((rel * direction).sum())          # negative behind the object
+    sideways = float((rel - along * direction).norm())
+    low = float(tool[2]) <= scene.table_height + scene.push_height + scene.engage_distance
+    shift = along + face_reach(extent, rotation, direction) + scene.tool_radius
+    travelled = float(((tool - tool_seen)[:2] * direction).sum())
+    if not low or sideways > float(extent[:2].norm()) or shift <= 0 \
+            or shift > travelled + scene.push_offset:
+        return None
+    return torch.cat([seen[:2] + shift * direction, seen[2:]])
+
+
+class PushedObject:
+    """The goal object's position as the memory last saw it or, while the newest frames
+    hide it and a push moved it since, as reckoned from the tool (`pushed_position`)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sighting = None        # [s] the sighting the reckoning starts from
+        self.tool_seen = None       # (3,) the tool then (None: not known)
+        self.position = None        # (3,) reckoned since (None: as seen)
+
+    def update(self, world: WorldState, goal: Goal, tool: torch.Tensor, sighting: float | None,
+               tool_seen: torch.Tensor | None, pushing: bool, hidden: bool,
+               scene: Scene) -> WorldState:
+        """The world with the goal object where it is reckoned: the tool at tool (3,) now,
+        the object last seen at `sighting` [s] (None: not an object goal) with the tool at
+        tool_seen (3,) (None: not known), `pushing` whether the last cycle pushed it,
+        `hidden` whether the newest frame hides it (shown, its pose is only late, and the
+        push goes on as `costs.stage` judges it)."""
+        if goal.kind != OBJECT or sighting is None or not hidden:
+            self.reset()
+            return world
+        if self.sighting is None or sighting > self.sighting:
+            self.sighting, self.tool_seen, self.position = sighting, tool_seen, None
+        k = goal_object_index(goal, world.object_ids)
+        if pushing and self.tool_seen is not None:
+            pushed = pushed_position(world.object_positions[k], world.object_rotations[k],
+                                     world.object_extents[k], goal, tool, self.tool_seen,
+                                     scene)
+            if pushed is not None and (self.position is None or
+                                       float((pushed - world.object_positions[k]).norm()) >
+                                       float((self.position - world.object_positions[k]).norm())):
+                self.position = pushed
+        if self.position is None:
+            return world
+        positions = world.object_positions.clone()
+        positions[k] = self.position.to(positions)
+        return replace(world, object_positions=positions)
+
+    def judged(self, goal: Goal, scene: Scene) -> Goal:
+        """The goal as the object's position is judged against it: a reckoned position runs
+        ahead of the object (the tool's face is not always on it), so it must lie
+        `reckoning_margin` (at most half the tolerance) inside the tolerance."""
+        if not self.reckoned:
+            return goal
+        tolerance = goal.position_tolerance
+        return replace(goal, position_tolerance=tolerance - min(scene.reckoning_margin,
+                                                                tolerance / 2))
+
+    @property
+    def reckoned(self) -> bool:
+        """Whether the goal object is where the push took it rather than where it was seen."""
+        return self.position is not None

@@ -52,6 +52,7 @@ class EpisodeResult:
     peak_jerk: np.ndarray | None = None            # (J,) rad/s^3 commanded
     frames: list = field(default_factory=list)     # (rgb, plan) per cycle when recording
     hidden_s: float = 0.0          # sim time the goal's object was hidden (with occlusion)
+    stages: list = field(default_factory=list)     # the plan's stage (costs.stage) per cycle
 
 
 def sample_goal(task: str, poses: dict, rng: np.random.Generator) -> Goal:
@@ -237,6 +238,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
                                 gripper, sighting_age_s=sighting_age(sighting, now),
                                 tool_seen=None if pushed.reckoned else tool_seen)
             result.plan_ms.append(plan.elapsed_s * 1e3)
+            result.stages.append(plan.stage)
             send_plan(follower, planner, now, plan, execute_steps)
             if record:
                 result.frames.append((sim.render()[0], plan))

@@ -479,6 +479,10 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     assert result.hidden_s > 1.0, result.hidden_s      # this seed's push hides the cube
     assert result.success, (start_error, result.position_error, result.time_s)
     assert result.position_error < 0.02 < start_error
+    # The push went on while the hand hid the cube (reckoned from the tool, not broken off
+    # for a new approach on the pose last seen).
+    pushing = result.stages[result.stages.index("push"):]
+    assert "approach" not in pushing, result.stages
 
 
 def test_a_goal_settles_on_cycles_and_an_object_goal_on_new_sightings():

@@ -546,10 +546,10 @@ class PlannerNode(ManagedNode):
             try:
                 hidden = sighting is not None and \
                     sighting < to_seconds(objects.header.stamp)
-                world = pushed.update(world, goal, ee[:3, 3], sighting, tool_seen,
+                world = pushed.update(world, goal, now, ee[:3, 3], sighting, tool_seen,
                                       self.planner.last_stage == "push", hidden,
                                       self._scene())
-                judged = pushed.judged(goal, self._scene())
+                judged = pushed.judged(goal, self._scene(), now)
                 position_error, angle = goal_error(goal, ee, world.object_ids,
                                                    world.object_positions,
                                                    world.object_rotations)

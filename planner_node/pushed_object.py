@@ -19,6 +19,10 @@ from planner_node.costs import OBJECT, Goal, Scene, goal_object_index
 from world_model_node.predictor import WorldState
 
 
+MOVED = 0.001        # m: less in STALLED_S [s] and the push has stopped
+STALLED_S = 1.0
+
+
 def face_reach(extent: torch.Tensor, rotation: torch.Tensor, direction: torch.Tensor) -> float:
     """How far [m] a box of half sizes extent (3,) turned by rotation (3, 3) reaches from its
     centre along a horizontal unit direction (2,)."""
@@ -60,40 +64,46 @@ class PushedObject:
         self.sighting = None        # [s] the sighting the reckoning starts from
         self.tool_seen = None       # (3,) the tool then (None: not known)
         self.position = None        # (3,) reckoned since (None: as seen)
+        self.moved = None           # ([s], (3,)) when the reckoning last moved it a millimetre
 
-    def update(self, world: WorldState, goal: Goal, tool: torch.Tensor, sighting: float | None,
-               tool_seen: torch.Tensor | None, pushing: bool, hidden: bool,
-               scene: Scene) -> WorldState:
-        """The world with the goal object where it is reckoned: the tool at tool (3,) now,
-        the object last seen at `sighting` [s] (None: not an object goal) with the tool at
-        tool_seen (3,) (None: not known), `pushing` whether the last cycle pushed it,
+    def update(self, world: WorldState, goal: Goal, now: float, tool: torch.Tensor,
+               sighting: float | None, tool_seen: torch.Tensor | None, pushing: bool,
+               hidden: bool, scene: Scene) -> WorldState:
+        """The world with the goal object where it is reckoned at `now` [s]: the tool at tool
+        (3,), the object last seen at `sighting` [s] (None: not an object goal) with the tool
+        at tool_seen (3,) (None: not known), `pushing` whether the last cycle pushed it,
         `hidden` whether the newest frame hides it (shown, its pose is only late, and the
         push goes on as `costs.stage` judges it)."""
         if goal.kind != OBJECT or sighting is None or not hidden:
             self.reset()
             return world
         if self.sighting is None or sighting > self.sighting:
-            self.sighting, self.tool_seen, self.position = sighting, tool_seen, None
+            self.reset()
+            self.sighting, self.tool_seen = sighting, tool_seen
         k = goal_object_index(goal, world.object_ids)
+        seen = world.object_positions[k]
         if pushing and self.tool_seen is not None:
-            pushed = pushed_position(world.object_positions[k], world.object_rotations[k],
-                                     world.object_extents[k], goal, tool, self.tool_seen,
-                                     scene)
-            if pushed is not None and (self.position is None or
-                                       float((pushed - world.object_positions[k]).norm()) >
-                                       float((self.position - world.object_positions[k]).norm())):
+            pushed = pushed_position(seen, world.object_rotations[k], world.object_extents[k],
+                                     goal, tool, self.tool_seen, scene)
+            if pushed is not None and (self.position is None or float((pushed - seen).norm())
+                                       > float((self.position - seen).norm())):
                 self.position = pushed
         if self.position is None:
             return world
+        if self.moved is None or float((self.position - self.moved[1]).norm()) >= MOVED:
+            self.moved = (now, self.position)
         positions = world.object_positions.clone()
         positions[k] = self.position.to(positions)
         return replace(world, object_positions=positions)
 
-    def judged(self, goal: Goal, scene: Scene) -> Goal:
-        """The goal as the object's position is judged against it: a reckoned position runs
-        ahead of the object (the tool's face is not always on it), so it must lie
-        `reckoning_margin` (at most half the tolerance) inside the tolerance."""
-        if not self.reckoned:
+    def judged(self, goal: Goal, scene: Scene, now: float) -> Goal:
+        """The goal as the object's position is judged against it at `now` [s]: a reckoned
+        position runs ahead of the object (the tool's face is not always flat on it), so
+        while the push still moves it, it must lie `reckoning_margin` (at most half the
+        tolerance) inside the tolerance. A push that has stopped short of that (not moved it
+        a millimetre for `STALLED_S`) is judged on the tolerance: within it, the retreat
+        lets a camera look instead of the push crawling on unseen."""
+        if not self.reckoned or now - self.moved[0] >= STALLED_S:
             return goal
         tolerance = goal.position_tolerance
         return replace(goal, position_tolerance=tolerance - min(scene.reckoning_margin,

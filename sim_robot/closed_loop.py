@@ -220,12 +220,12 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             result.hidden_s += cycle if sighting < frame_time else 0.0
         tool = tcp_pose_matrix(sim)
         tool_seen = history.tool_position_at(planner.cpu_chain, sighting)
-        world = pushed.update(world, goal, tool[:3, 3], sighting, tool_seen,
+        world = pushed.update(world, goal, now, tool[:3, 3], sighting, tool_seen,
                               planner.last_stage == "push",
                               sighting is not None and sighting < frame_time, scene)
         error = goal_error(goal, tool, world.object_ids, world.object_positions,
                            world.object_rotations)
-        judged = pushed.judged(goal, scene)
+        judged = pushed.judged(goal, scene, now)
         settled = settle.update(within_tolerance(judged, error), now, sighting)
         if settled:
             break

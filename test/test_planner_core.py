@@ -16,7 +16,7 @@ from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, 
                                 segment_distance, sighting_age, stage)
 from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
-from planner_node.pushed_object import PushedObject, face_reach, pushed_position
+from planner_node.pushed_object import STALLED_S, PushedObject, face_reach, pushed_position
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
 from sim_robot.scenario import Scenario
@@ -620,28 +620,31 @@ def test_the_reckoned_object_holds_until_a_newer_sighting():
     behind = cube + torch.tensor([-0.06, 0.0, 0.0])
     behind[2] = low
     estimate = PushedObject()
-    assert estimate.update(world, goal, behind, 1.0, behind, True, True, scene) is world
+    assert estimate.update(world, goal, 2.0, behind, 1.0, behind, True, True, scene) is world
     tool = behind + torch.tensor([0.08, 0.0, 0.0])     # on 8 cm, past the centre seen, unseen
-    pushed = estimate.update(world, goal, tool, 1.0, behind, True, True, scene)
+    pushed = estimate.update(world, goal, 2.2, tool, 1.0, behind, True, True, scene)
     assert estimate.reckoned
     reach = face_reach(world.object_extents[k], world.object_rotations[k], goal.position[:2]
                        .new_tensor([1.0, 0.0]))
     assert float(pushed.object_positions[k, 0]) == pytest.approx(
         float(tool[0]) + reach + scene.tool_radius, abs=1e-5)
     assert torch.equal(pushed.object_positions[:k], world.object_positions[:k])
-    # Judged with a margin: the reckoning runs ahead where the tool's face is not flat on it.
-    assert estimate.judged(goal, scene).position_tolerance == pytest.approx(
+    # Judged with a margin while the push moves it: the reckoning runs ahead where the
+    # tool's face is not flat on it. A push stopped for STALLED_S is judged on the tolerance.
+    assert estimate.judged(goal, scene, 2.2).position_tolerance == pytest.approx(
         goal.position_tolerance - scene.reckoning_margin)
+    assert estimate.judged(goal, scene, 2.2 + STALLED_S) is goal
     # The tool lifts off (no push this cycle) or falls back: the object stays where pushed.
     for tool_now, pushing in [(tool + torch.tensor([0.0, 0.0, 0.1]), False),
                               (behind, True)]:
-        held = estimate.update(world, goal, tool_now, 1.0, behind, pushing, True, scene)
+        held = estimate.update(world, goal, 2.4, tool_now, 1.0, behind, pushing, True, scene)
         assert torch.equal(held.object_positions, pushed.object_positions)
     # A newer sighting replaces the reckoning; so does the object shown in the newest
     # frame (its pose only late); a goal on the robot's state has none.
-    assert estimate.update(world, goal, tool, 1.5, tool, False, True, scene) is world
-    assert not estimate.reckoned and estimate.judged(goal, scene) is goal
-    assert estimate.update(world, goal, tool, 1.0, behind, True, False, scene) is world
+    assert estimate.update(world, goal, 2.6, tool, 1.5, tool, False, True, scene) is world
+    assert not estimate.reckoned and estimate.judged(goal, scene, 2.6) is goal
+    assert estimate.update(world, goal, 2.6, tool, 1.0, behind, True, False, scene) is world
     assert not estimate.reckoned
     arm_goal = Goal(END_EFFECTOR, torch.tensor([0.5, 0.0, 0.3]))
-    assert PushedObject().update(world, arm_goal, tool, None, None, True, True, scene) is world
+    assert PushedObject().update(world, arm_goal, 2.6, tool, None, None, True, True,
+                                 scene) is world

@@ -585,7 +585,7 @@ class PlannerNode(ManagedNode):
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
                                          retreat.goal or judged, self._scene(), gripper,
                                          self.prm("plan_budget"), start - stamp,
-                                         sighting_age(sighting, start),
+                                         sighting_age(pushed.as_of(sighting), start),
                                          None if pushed.reckoned else tool_seen)
             except (ValueError, RuntimeError) as err:
                 handle.abort()

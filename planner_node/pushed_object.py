@@ -6,8 +6,9 @@ object looks as if it had passed it (the push breaks off for a new approach), an
 cannot be seen to hold until the hand moves away. But a pushed
 object cannot be behind the tool's face, nor farther along the push than the tool has gone
 since it was seen: between those bounds it is reckoned where the tool's face is, and held
-there until a newer sighting replaces it. A goal is judged on a reckoned position with a
-margin: it runs ahead of the object where the tool's face does not sit flat on it.
+there until a newer sighting replaces it. Reckoned, the object's position is as old as the
+tool's last push on it, not as its sighting (`costs.push_speed_limit`), and a goal is judged
+on it with a margin: it runs ahead of the object where the tool's face is not flat on it.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class PushedObject:
         self.tool_seen = None       # (3,) the tool then (None: not known)
         self.position = None        # (3,) reckoned since (None: as seen)
         self.moved = None           # ([s], (3,)) when the reckoning last moved it a millimetre
+        self.pushed_at = None       # [s] when the tool last pushed it on
 
     def update(self, world: WorldState, goal: Goal, now: float, tool: torch.Tensor,
                sighting: float | None, tool_seen: torch.Tensor | None, pushing: bool,
@@ -87,7 +89,7 @@ class PushedObject:
                                      goal, tool, self.tool_seen, scene)
             if pushed is not None and (self.position is None or float((pushed - seen).norm())
                                        > float((self.position - seen).norm())):
-                self.position = pushed
+                self.position, self.pushed_at = pushed, now
         if self.position is None:
             return world
         if self.moved is None or float((self.position - self.moved[1]).norm()) >= MOVED:
@@ -108,6 +110,12 @@ class PushedObject:
         tolerance = goal.position_tolerance
         return replace(goal, position_tolerance=tolerance - min(scene.reckoning_margin,
                                                                 tolerance / 2))
+
+    def as_of(self, sighting: float | None) -> float | None:
+        """When [s] the goal object's position was last known: where reckoned, when the tool
+        last pushed it on (it may have slid on since, as after a sighting), else its
+        `sighting`."""
+        return self.pushed_at if self.reckoned else sighting
 
     @property
     def reckoned(self) -> bool:

@@ -235,7 +235,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
             hold(follower, planner, now)
         else:
             plan = planner.plan(world, follower.sample(now), retreat.goal or judged, scene,
-                                gripper, sighting_age_s=sighting_age(sighting, now),
+                                gripper, sighting_age_s=sighting_age(pushed.as_of(sighting), now),
                                 tool_seen=None if pushed.reckoned else tool_seen)
             result.plan_ms.append(plan.elapsed_s * 1e3)
             result.stages.append(plan.stage)

@@ -634,6 +634,8 @@ def test_the_reckoned_object_holds_until_a_newer_sighting():
     assert estimate.judged(goal, scene, 2.2).position_tolerance == pytest.approx(
         goal.position_tolerance - scene.reckoning_margin)
     assert estimate.judged(goal, scene, 2.2 + STALLED_S) is goal
+    # Its age counts from the tool's last push on it, not from the sighting.
+    assert estimate.as_of(1.0) == 2.2
     # The tool lifts off (no push this cycle) or falls back: the object stays where pushed.
     for tool_now, pushing in [(tool + torch.tensor([0.0, 0.0, 0.1]), False),
                               (behind, True)]:
@@ -643,6 +645,7 @@ def test_the_reckoned_object_holds_until_a_newer_sighting():
     # frame (its pose only late); a goal on the robot's state has none.
     assert estimate.update(world, goal, 2.6, tool, 1.5, tool, False, True, scene) is world
     assert not estimate.reckoned and estimate.judged(goal, scene, 2.6) is goal
+    assert estimate.as_of(1.5) == 1.5
     assert estimate.update(world, goal, 2.6, tool, 1.0, behind, True, False, scene) is world
     assert not estimate.reckoned
     arm_goal = Goal(END_EFFECTOR, torch.tensor([0.5, 0.0, 0.3]))

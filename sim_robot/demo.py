@@ -7,7 +7,8 @@ has found the cube, then sends PlanToGoal goals: `reach` (the tool to a top-down
 `push` (the cube to a point on the table). The planner sees only the camera-built scene
 memory; success is judged on the simulator's ground truth. Writes to --output:
   report.json / report.md   per goal: success, final error, time, planning cycles, the
-                            time spent in each planner stage
+                            time spent in each planner stage, the scene memory's cube
+                            error (also a second after the goal ended, the arm at rest)
   errors.png                goal error over time: the planner's (from its feedback, on the
                             scene memory's poses) and the ground truth's; below it the scene
                             memory's cube against the truth: its xy error, the age of its
@@ -249,12 +250,13 @@ def stage_durations(stamped: list) -> str:
 
 
 def memory_summary(run: dict) -> str:
-    """'0.0042 / 0.0180, 0.41 / 1.20, 0.00' of a run's scene-memory figures, or ''."""
+    """'0.0042 / 0.0180, 0.41 / 1.20, 0.00, 0.0031' of a run's scene-memory figures (the
+    last: the cube's xy error a second after the goal ended, the arm at rest), or ''."""
     if "memory_error_mean_m" not in run:
         return ""
     return (f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f}, "
             f"{run['memory_age_mean_s']:.2f} / {run['memory_age_max_s']:.2f}, "
-            f"{run['memory_unseen_max_s']:.2f}")
+            f"{run['memory_unseen_max_s']:.2f}, {run['memory_error_end_m']:.4f}")
 
 
 def write_outputs(output: Path, runs: list, frames: list) -> None:
@@ -268,7 +270,8 @@ def write_outputs(output: Path, runs: list, frames: list) -> None:
     (output / "report.json").write_text(json.dumps(report, indent=1))
     lines = ["# Planning demo on the simulated robot", "",
              "| task | success | final error [m] | sim time [s] | cycles | stages | "
-             "memory's cube: xy error mean / max [m], age mean / max [s], unseen max [s] | "
+             "memory's cube: xy error mean / max [m], age mean / max [s], unseen max [s], "
+             "xy error at the end [m] | "
              "note |",
              "|---|---|---|---|---|---|---|---|"]
     for r in report:
@@ -389,6 +392,7 @@ def main(argv=None) -> int:
             client.spin_until(lambda: False, 1.0)    # ground truth after the arm stopped
             error = client.true_error(task, target)
             run["final_error_m"] = error
+            run["memory_error_end_m"] = client.memory_error()[0]
             # Reach: the planner also checked the orientation.
             run["success"] = bool(run.get("accepted")) and error <= goal.position_tolerance \
                 and (task == "push" or run.get("planner_success", False))
@@ -400,7 +404,8 @@ def main(argv=None) -> int:
                       f"{run['memory_error_mean_m']:.4f} / {run['memory_error_max_m']:.4f} m, "
                       f"age of its pose mean / max {run['memory_age_mean_s']:.2f} / "
                       f"{run['memory_age_max_s']:.2f} s, unseen for up to "
-                      f"{run['memory_unseen_max_s']:.2f} s", flush=True)
+                      f"{run['memory_unseen_max_s']:.2f} s, xy error at the end "
+                      f"{run['memory_error_end_m']:.4f} m", flush=True)
             runs.append(run)
         write_outputs(args.output, runs, frames)
         print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")

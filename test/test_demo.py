@@ -32,6 +32,7 @@ def test_demo_reaches_and_writes_its_report(tmp_path):
     assert report[0]["stages"].startswith("reach "), report
     # The arm does not touch the cube: the memory holds it where it stands, and fresh.
     assert report[0]["memory_error_max_m"] < 0.03, report
+    assert report[0]["memory_error_end_m"] < 0.03, report
     # (1.27-1.39 s measured at half real time; 3.1-3.5 s while the camera streams and the
     # clock waited for each frame's integration)
     assert 0.0 <= report[0]["memory_age_mean_s"] < 2.0, report

@@ -543,13 +543,12 @@ class PlannerNode(ManagedNode):
             ee = self.planner.cpu_chain.forward(world.joint_positions)
             sighting = last_sighting(objects, goal.object_id) if goal.kind == OBJECT else None
             tool_seen = self._tool_at(sighting)
+            scene = self._scene()
             try:
-                hidden = sighting is not None and \
-                    sighting < to_seconds(objects.header.stamp)
                 world = pushed.update(world, goal, now, ee[:3, 3], sighting, tool_seen,
-                                      self.planner.last_stage == "push", hidden,
-                                      self._scene())
-                judged = pushed.judged(goal, self._scene(), now)
+                                      self.planner.last_stage == "push",
+                                      to_seconds(objects.header.stamp), scene)
+                judged = pushed.judged(goal, scene, now)
                 position_error, angle = goal_error(goal, ee, world.object_ids,
                                                    world.object_positions,
                                                    world.object_rotations)
@@ -583,7 +582,7 @@ class PlannerNode(ManagedNode):
             start = now + lead     # the new trajectory takes over from the running one then
             try:
                 plan = self.planner.plan(world, self._commanded(start, world.joint_positions),
-                                         retreat.goal or judged, self._scene(), gripper,
+                                         retreat.goal or judged, scene, gripper,
                                          self.prm("plan_budget"), start - stamp,
                                          sighting_age(pushed.as_of(sighting), start),
                                          None if pushed.reckoned else tool_seen)

@@ -70,13 +70,14 @@ class PushedObject:
 
     def update(self, world: WorldState, goal: Goal, now: float, tool: torch.Tensor,
                sighting: float | None, tool_seen: torch.Tensor | None, pushing: bool,
-               hidden: bool, scene: Scene) -> WorldState:
+               frame: float, scene: Scene) -> WorldState:
         """The world with the goal object where it is reckoned at `now` [s]: the tool at tool
         (3,), the object last seen at `sighting` [s] (None: not an object goal) with the tool
         at tool_seen (3,) (None: not known), `pushing` whether the last cycle pushed it,
-        `hidden` whether the newest frame hides it (shown, its pose is only late, and the
-        push goes on as `costs.stage` judges it)."""
-        if goal.kind != OBJECT or sighting is None or not hidden:
+        `frame` [s] when the newest frame behind the objects was taken: only while that
+        frame hides the object (shown, its pose is only late, and the push goes on as
+        `costs.stage` judges it)."""
+        if goal.kind != OBJECT or sighting is None or sighting >= frame:
             self.reset()
             return world
         if self.sighting is None or sighting > self.sighting:

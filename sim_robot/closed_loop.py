@@ -221,8 +221,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         tool = tcp_pose_matrix(sim)
         tool_seen = history.tool_position_at(planner.cpu_chain, sighting)
         world = pushed.update(world, goal, now, tool[:3, 3], sighting, tool_seen,
-                              planner.last_stage == "push",
-                              sighting is not None and sighting < frame_time, scene)
+                              planner.last_stage == "push", frame_time, scene)
         error = goal_error(goal, tool, world.object_ids, world.object_positions,
                            world.object_rotations)
         judged = pushed.judged(goal, scene, now)

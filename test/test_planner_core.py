@@ -620,9 +620,9 @@ def test_the_reckoned_object_holds_until_a_newer_sighting():
     behind = cube + torch.tensor([-0.06, 0.0, 0.0])
     behind[2] = low
     estimate = PushedObject()
-    assert estimate.update(world, goal, 2.0, behind, 1.0, behind, True, True, scene) is world
+    assert estimate.update(world, goal, 2.0, behind, 1.0, behind, True, 2.0, scene) is world
     tool = behind + torch.tensor([0.08, 0.0, 0.0])     # on 8 cm, past the centre seen, unseen
-    pushed = estimate.update(world, goal, 2.2, tool, 1.0, behind, True, True, scene)
+    pushed = estimate.update(world, goal, 2.2, tool, 1.0, behind, True, 2.2, scene)
     assert estimate.reckoned
     reach = face_reach(world.object_extents[k], world.object_rotations[k], goal.position[:2]
                        .new_tensor([1.0, 0.0]))
@@ -639,15 +639,16 @@ def test_the_reckoned_object_holds_until_a_newer_sighting():
     # The tool lifts off (no push this cycle) or falls back: the object stays where pushed.
     for tool_now, pushing in [(tool + torch.tensor([0.0, 0.0, 0.1]), False),
                               (behind, True)]:
-        held = estimate.update(world, goal, 2.4, tool_now, 1.0, behind, pushing, True, scene)
+        held = estimate.update(world, goal, 2.4, tool_now, 1.0, behind, pushing, 2.4,
+                                scene)
         assert torch.equal(held.object_positions, pushed.object_positions)
     # A newer sighting replaces the reckoning; so does the object shown in the newest
     # frame (its pose only late); a goal on the robot's state has none.
-    assert estimate.update(world, goal, 2.6, tool, 1.5, tool, False, True, scene) is world
+    assert estimate.update(world, goal, 2.6, tool, 1.5, tool, False, 2.6, scene) is world
     assert not estimate.reckoned and estimate.judged(goal, scene, 2.6) is goal
     assert estimate.as_of(1.5) == 1.5
-    assert estimate.update(world, goal, 2.6, tool, 1.0, behind, True, False, scene) is world
+    assert estimate.update(world, goal, 2.6, tool, 1.0, behind, True, 1.0, scene) is world
     assert not estimate.reckoned
     arm_goal = Goal(END_EFFECTOR, torch.tensor([0.5, 0.0, 0.3]))
-    assert PushedObject().update(world, arm_goal, 2.6, tool, None, None, True, True,
+    assert PushedObject().update(world, arm_goal, 2.6, tool, None, None, True, 2.6,
                                  scene) is world

@@ -19,6 +19,7 @@ while the first camera's latest frame hides an object, and otherwise once per
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -40,7 +41,7 @@ from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import ranged, report_unknown_overrides
+from ros_io.params import declare, ranged, report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
@@ -95,7 +96,7 @@ def bounds_param(values) -> tuple | None:
 class SceneNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("gsplat_scene", **kwargs)
-        p = self.declare_parameter
+        p = functools.partial(declare, self)
         p("device", "cpu", ParameterDescriptor(
             description="Torch device of the memory (cpu, cuda, cuda:N)", read_only=True))
         p("world_frame", "world", ParameterDescriptor(description="Map frame", read_only=True))

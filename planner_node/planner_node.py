@@ -18,6 +18,7 @@ and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
 import time
@@ -47,7 +48,7 @@ from planner_node.pushed_object import PushedObject
 from planner_node.samplers import SAMPLERS, SamplerConfig
 from planner_node.settle import GoalSettle, Retreat
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import ranged, report_unknown_overrides
+from ros_io.params import declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_duration_msg, to_seconds, to_time_msg
 from sim_robot.trajectory_follower import JointTrajectoryFollower, TrajectoryRejected
@@ -117,7 +118,7 @@ def last_sighting(objects: ObjectArray, object_id: int) -> float:
 class PlannerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
-        p = self.declare_parameter
+        p = functools.partial(declare, self)
         ro = dict(read_only=True)
         p("model", "learned", ParameterDescriptor(
             description="World model: learned (checkpoint) or static (objects never move)",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 
 def ranged(description: str, lo, hi, integer: bool = False,
@@ -13,6 +14,19 @@ def ranged(description: str, lo, hi, integer: bool = False,
     else:
         d.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
     return d
+
+
+def declare(node, name: str, default, descriptor: ParameterDescriptor | None = None):
+    """node.declare_parameter, except that a given value (command line, YAML) its descriptor
+    refuses, out of range or of the wrong type, is logged as an error and the default used:
+    a bad value must not take the node down at start-up."""
+    descriptor = descriptor or ParameterDescriptor()
+    try:
+        return node.declare_parameter(name, default, descriptor)
+    except (InvalidParameterValueException, InvalidParameterTypeException) as err:
+        node.get_logger().error(f"parameter '{name}' rejected ({err}); using the default "
+                                f"{default!r}")
+        return node.declare_parameter(name, default, descriptor, ignore_override=True)
 
 
 def report_unknown_overrides(node) -> list[str]:

@@ -12,7 +12,7 @@ from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 
 from ros_io.bag import STORAGE
-from ros_io.params import report_unknown_overrides
+from ros_io.params import declare, report_unknown_overrides
 from ros_io.recorder import Recorder
 
 DEFAULT_TOPICS = [
@@ -27,14 +27,14 @@ DEFAULT_TOPICS = [
 class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__("recorder", **kwargs)
-        self.declare_parameter("topics", DEFAULT_TOPICS, ParameterDescriptor(
+        declare(self, "topics", DEFAULT_TOPICS, ParameterDescriptor(
             description="Topics to record (each subscribed as soon as it appears)",
             read_only=True))
-        self.declare_parameter("output", "", ParameterDescriptor(
+        declare(self, "output", "", ParameterDescriptor(
             description="Bag directory to create ('' = bags/rosbag2_<date-time>)", read_only=True))
-        self.declare_parameter("storage", "mcap", ParameterDescriptor(
+        declare(self, "storage", "mcap", ParameterDescriptor(
             description="Storage plugin: mcap or sqlite3", read_only=True))
-        self.declare_parameter("duration", 0.0, ParameterDescriptor(
+        declare(self, "duration", 0.0, ParameterDescriptor(
             description="Stop after this many seconds of node time (0 = until shutdown)",
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1e6, step=0.0)]))
         report_unknown_overrides(self)

@@ -11,6 +11,7 @@ trajectory_follower.py) and gripper widths on /gripper_controller/commands
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -27,7 +28,7 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_io.images import numpy_to_image
-from ros_io.params import report_unknown_overrides
+from ros_io.params import declare, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds, to_time_msg
 from sim_robot import panda
@@ -64,7 +65,7 @@ def _pose_msg(pose, position, quat_xyzw):
 class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_robot", **kwargs)
-        p = self.declare_parameter
+        p = functools.partial(declare, self)
         p("scenario", str(share_path("config", "scenarios", "default.yaml")), _descriptor(
             "Scenario YAML (object poses, perturbations)", read_only=True))
         p("perturb", False, _descriptor("Apply the scenario's perturbations at start-up"))

@@ -36,6 +36,8 @@ def declared_parameters(module_path):
     tree = ast.parse((REPO / module_path).read_text())
     names = {c.args[0].value for c in _calls(tree, "p") + _calls(tree, "declare_parameter")
              if c.args and isinstance(c.args[0], ast.Constant)}
+    names |= {c.args[1].value for c in _calls(tree, "declare")       # declare(node, name, ...)
+              if len(c.args) > 1 and isinstance(c.args[1], ast.Constant)}
     if module_path.startswith("planner_node"):   # weights.<term>, declared in a loop
         from planner_node.costs import CostWeights
         names |= {f"weights.{n}" for n in CostWeights.names()}

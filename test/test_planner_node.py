@@ -402,12 +402,14 @@ def test_deactivation_ends_the_goal_and_holds_the_arm(graph):
 
 def test_misspelt_parameter_and_missing_backend_are_reported():
     args = ["-m", "planner_node.planner_node", "--ros-args", "-p", "model:=static",
-            "-p", "backend:=moveit", "-p", "sampels:=3"]
+            "-p", "backend:=moveit", "-p", "sampels:=3", "-p", "tool_radius:=5.0"]
     with ros_process(args, ready_line="cannot configure the planner", timeout=60) as proc:
         time.sleep(1.0)
         assert proc.poll() is None
         out = output_of(proc)
         assert "unknown parameter 'sampels'" in out and "moveit_msgs" in out
+        # Out of its range: refused with the reason, the default used, the node up.
+        assert "parameter 'tool_radius' rejected" in out and "using the default 0.0105" in out
     args = ["-m", "planner_node.planner_node", "--ros-args", "-p", "model:=static",
             "-p", "push_speeds:=[0.1, -0.05]"]
     with ros_process(args, ready_line="cannot configure the planner", timeout=60) as proc:

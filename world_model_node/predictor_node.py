@@ -11,6 +11,7 @@ Malformed requests get success=false and the reason; the node keeps serving.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gsplat_scene.frames import look_at_camera
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.markers import line_strip
-from ros_io.params import ranged, report_unknown_overrides
+from ros_io.params import declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
 from world_model_node.messages import futures_to_msg, joint_state_to_tensors, objects_to_tensors
@@ -37,7 +38,7 @@ from world_model_planning.srv import Predict, RenderScene
 class WorldModelNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("world_model_node", **kwargs)
-        p = self.declare_parameter
+        p = functools.partial(declare, self)
         p("model", "learned", ParameterDescriptor(
             description="learned (a checkpoint) or static (objects never move)", read_only=True))
         p("checkpoint", str(share_path("models", "world_model")), ParameterDescriptor(

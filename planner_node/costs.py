@@ -3,7 +3,9 @@
 Every term maps (futures, targets, context) to a cost per sequence (N,); the total is their
 sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
 
-  object          predicted distance of the goal object to its target (object goals)
+  object          predicted distance of the goal object to its target (object goals;
+                  pushing, between where the tool's face is and where it has been:
+                  `pushed_bound`)
   approach        object goals: the tool's distance from the contact point behind the
                   object where it is now, plus its depth below the approach funnel
                   (approach), or from the push line behind the predicted object (push:
@@ -162,6 +164,56 @@ def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Sc
     return contact, direction
 
 
+def face_reach(extent: torch.Tensor, rotation: torch.Tensor, direction: torch.Tensor) -> float:
+    """How far [m] a box of half sizes extent (3,) turned by rotation (3, 3) reaches from its
+    centre along a horizontal unit direction (2,)."""
+    local = rotation[:2, :].T @ direction             # the direction in the box's frame (3,)
+    return float((local.abs() * extent).sum())
+
+
+def pushed_bound(obj: torch.Tensor, tcp: torch.Tensor, origin: torch.Tensor,
+                 direction: torch.Tensor, extent: torch.Tensor, rotation: torch.Tensor,
+                 scene: Scene, follows: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, H, 3) predicted positions obj (N, H, 3) of an object (half sizes extent (3,),
+    turned by rotation (3, 3)) pushed from origin (3,) along direction (2,), moved along it
+    to where the tool at tcp (N, H, 3) can have put it, the tool low (at most
+    `engage_distance` above push height):
+      - no farther than the tool's face (`tool_radius` ahead of it) has been by then, plus
+        the object's reach from its centre towards the tool, counting the steps where the
+        tool was beside the object's line by at most its half diagonal: a learned model
+        asked about a tool that stands or wanders behind the object may predict it moving
+        anyway (the pushes it learned from all went on), and the sampler would exploit that
+        instead of pushing;
+      - not behind the tool's face where the tool is in front of its face (beside the
+        predicted object by at most its smallest half size), for the sequences whose arm
+        follows its command (follows (N,) bool; None: all): a model may predict a push
+        that leaves the object where it is, and with the tool imagined passing through it
+        "brake and stay" scores best. An arm held up (at a turned object's corner, say)
+        does not follow, and the object stays where the model has it."""
+    shift = torch.cat([direction, direction.new_zeros(1)])
+    low = tcp[..., 2] <= scene.table_height + scene.push_height + scene.engage_distance
+
+    def along_and_sideways(points):                       # of the tool from points (..., 3)
+        rel = tcp[..., :2] - points[..., :2]
+        along = (rel * direction).sum(-1)                 # negative behind the object
+        return along, (rel - along[..., None] * direction).norm(dim=-1)
+
+    along, sideways = along_and_sideways(origin)
+    reach = face_reach(extent, rotation, direction)
+    face = torch.where(low & (sideways <= float(extent[:2].norm())),
+                       along + scene.tool_radius + reach, torch.zeros_like(along))
+    pushed = face.clamp(min=0).cummax(-1).values
+    progress = ((obj[..., :2] - origin[:2]) * direction).sum(-1)
+    obj = obj - (progress - pushed).clamp(min=0)[..., None] * shift
+    along, sideways = along_and_sideways(obj)
+    inside = along + scene.tool_radius + float(extent[:2].min())
+    front = low & (sideways <= float(extent[:2].min()))
+    if follows is not None:
+        front = front & follows[:, None]
+    inside = torch.where(front, inside.clamp(min=0), torch.zeros_like(inside))
+    return obj + inside[..., None] * shift
+
+
 @dataclass
 class Stage:
     """What a goal asks of the tool now (see `stage`)."""
@@ -170,7 +222,9 @@ class Stage:
     direction: torch.Tensor | None = None       # (2,) object goals: of the push, from the
     #                                             object where it is now to its target
     contact: torch.Tensor | None = None         # (3,) approach: behind the object as it is
-    object_pose: tuple | None = None            # approach: (position (3,), rotation (3, 3))
+    object_pose: tuple | None = None            # approach and push: the object where it is
+    #                                             at the cycle's start (position (3,),
+    #                                             rotation (3, 3))
     tool: tuple | None = None                   # push: (measured tool position (3,), time
     #                                             [s] from its measurement to the first knot)
     speed: float | None = None                  # push: the tool's speed limit [m/s]
@@ -221,6 +275,33 @@ def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> t
     return contact_miss(tcp, contact) + 2 * (floor - tcp[..., 2]).clamp(min=0)
 
 
+def knot_times(now: Stage, h: int, dt: float, device) -> torch.Tensor:
+    """(H,) seconds from the push stage's tool measurement to each knot."""
+    return now.tool[1] + dt * torch.arange(h, dtype=torch.float32, device=device)
+
+
+def push_limit(now: Stage, scene: Scene) -> float:
+    """The push stage's tool speed limit [m/s]."""
+    return scene.push_speed if now.speed is None else now.speed
+
+
+def reachable(tcp: torch.Tensor, now: Stage, scene: Scene, dt: float) -> tuple:
+    """Tool positions tcp (N, H, 3) of the push stage `now` held back along the push to where
+    the arm can be by each knot, moving from where its tool was measured at the push's speed
+    limit: a command that runs ahead of an arm held up by the object pushes nothing yet.
+    Returns them and whether each sequence's first knot lies within that reach (N,): the
+    arm follows its command. Without a measured tool: tcp, all following."""
+    follows = torch.ones(tcp.shape[0], dtype=torch.bool, device=tcp.device)
+    if now.tool is None:
+        return tcp, follows
+    position, _ = now.tool
+    limit = push_limit(now, scene) * knot_times(now, tcp.shape[-2], dt, tcp.device)
+    ahead = ((tcp[..., :2] - position[:2]) * now.direction).sum(-1) - limit
+    held = tcp - ahead.clamp(min=0)[..., None] * torch.cat(
+        [now.direction, now.direction.new_zeros(1)])
+    return held, ahead[:, 0] <= 0
+
+
 def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
              goal: Goal, now: Stage, spheres: ArmSpheres, scene: Scene,
              limits, dt: float, extents: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -244,6 +325,11 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
     if goal.kind == OBJECT:
         goal_k = goal_object_index(goal, futures.object_ids)
         obj = futures.object_positions[:, :, goal_k]        # (N, H, 3)
+        if now.name == "push" and now.object_pose is not None:
+            origin, rotation = now.object_pose
+            tool, follows = reachable(tcp, now, scene, dt)
+            obj = pushed_bound(obj, tool, origin, now.direction, extents[goal_k], rotation,
+                               scene, follows)
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
         contact, direction = contact_point(obj, goal, extents[goal_k], scene, now.direction)
@@ -264,13 +350,13 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
             # up: a stiff controller chasing a wound-up command presses the tool down on
             # the object until table friction locks it (step speeds alone let the lead
             # grow by a step's allowance every cycle).
-            position, seconds = now.tool
+            position, _ = now.tool
             path = torch.cat([position.expand(n, 1, 3), tcp], 1)        # (N, H + 1, 3)
-            steps = torch.full((h,), dt, device=tcp.device)
-            steps[0] = seconds
-            speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / steps
-            average = (tcp - position).norm(dim=-1) / steps.cumsum(0)
-            limit = scene.push_speed if now.speed is None else now.speed
+            times = knot_times(now, h, dt, tcp.device)
+            speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / times.diff(
+                prepend=times.new_zeros(1))
+            average = (tcp - position).norm(dim=-1) / times
+            limit = push_limit(now, scene)
             terms["tool_speed"] = ((speed - limit).clamp(min=0)
                                    + (average - limit).clamp(min=0)).mean(-1)
         if futures.object_position_std is not None:
@@ -293,7 +379,7 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         free = scene.obstacles.distance(centres) - radii - scene.collision_margin
         penetration = penetration + (-free).clamp(min=0).sum(-1)
     others = [k for k in range(len(futures.object_ids)) if k != goal_k]
-    if now.object_pose is not None:
+    if now.name == "approach":
         position, rotation = now.object_pose
         d = box_distance(centres, position.expand(n, h, 1, 3), rotation.expand(n, h, 1, 3, 3),
                          extents[goal_k:goal_k + 1])
@@ -339,7 +425,7 @@ def stage(weights: CostWeights, goal: Goal, ee_pose: torch.Tensor, object_ids: l
     if float(contact_miss(tcp, contact)) <= scene.engage_distance or (
             previous == "push" and at_the_back(then, obj, extents[k], direction, scene)
             and float(tcp[2]) <= float(then[2]) + scene.engage_distance):
-        return Stage("push", weights, direction)
+        return Stage("push", weights, direction, object_pose=(obj, object_rotations[k]))
     return Stage("approach", replace(weights, object=0.0, uncertainty=0.0,
                                      approach=2 * weights.approach),
                  direction, contact, (obj, object_rotations[k]))

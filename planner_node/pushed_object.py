@@ -16,19 +16,12 @@ from dataclasses import replace
 
 import torch
 
-from planner_node.costs import OBJECT, Goal, Scene, goal_object_index
+from planner_node.costs import OBJECT, Goal, Scene, face_reach, goal_object_index
 from world_model_node.predictor import WorldState
 
 
 MOVED = 0.001        # m: less in STALLED_S [s] and the push has stopped
 STALLED_S = 1.0
-
-
-def face_reach(extent: torch.Tensor, rotation: torch.Tensor, direction: torch.Tensor) -> float:
-    """How far [m] a box of half sizes extent (3,) turned by rotation (3, 3) reaches from its
-    centre along a horizontal unit direction (2,)."""
-    local = rotation[:2, :].T @ direction             # the direction in the box's frame (3,)
-    return float((local.abs() * extent).sum())
 
 
 def pushed_position(seen: torch.Tensor, rotation: torch.Tensor, extent: torch.Tensor,

@@ -12,11 +12,12 @@ from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, bra
 from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
-                                evaluate, funnel_distance, push_speed_limit,
+                                evaluate, face_reach, funnel_distance, horizon_weights,
+                                push_speed_limit, pushed_bound, reachable,
                                 segment_distance, sighting_age, stage)
 from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
 from planner_node.mpc import PlannerConfig, build_planner
-from planner_node.pushed_object import STALLED_S, PushedObject, face_reach, pushed_position
+from planner_node.pushed_object import STALLED_S, PushedObject, pushed_position
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
 from sim_robot import closed_loop, panda
 from sim_robot.scenario import Scenario
@@ -328,7 +329,7 @@ def test_push_stages_and_their_guides():
     assert now.name == "approach" and float(contact[2]) == pytest.approx(contact_height)
     now, (end, rot) = staged(pose_at(contact))
     assert now.name == "push" and now.weights == weights
-    assert now.contact is None and now.object_pose is None
+    assert now.contact is None and torch.equal(now.object_pose[0], cube[0])
     assert torch.allclose(now.direction, torch.tensor([0.0, 1.0]))   # fixed for the cycle
     assert float(end[1]) == pytest.approx(float(contact[1]) + 0.2, abs=1e-5)   # the push
     assert abs(float(rot[1, 0])) == pytest.approx(1.0, abs=1e-5)     # tool x along it
@@ -426,6 +427,100 @@ def test_approach_avoids_the_goal_object_and_pushes_are_slow(chain, limits):
                       extents)[1]["tool_speed"] / weights.tool_speed
     assert float(speeds[0]) == pytest.approx(excess([0.0, 0.01, 0.02, 0.03, 0.04], 0.05),
                                              rel=1e-3)
+
+
+def test_a_pushed_object_is_imagined_where_the_tool_can_have_put_it(chain, limits):
+    """The push's object term bounds the model's prediction by the tool's face: a tool that
+    stands behind the cube, passes over it or beside it moves it nowhere, whatever the
+    model imagines; a tool that pushes moves it as far as its face has been, and no less
+    far than where its face is."""
+    from world_model_node.predictor import Futures
+    scene = Scene()
+    low = scene.table_height + scene.push_height
+    origin, direction = torch.tensor([0.5, 0.0, 0.025]), torch.tensor([0.0, 1.0])
+    extent, square = torch.full((3,), 0.025), torch.eye(3)
+    h = 6
+    steps = torch.arange(1, h + 1, dtype=torch.float32)
+
+    def moved(progress):                                  # (h,) along the push, 1 mm/step aside
+        return origin + torch.stack([0.001 * steps, progress, torch.zeros(h)], -1)
+
+    def tool_path(y, x=0.5, z=low):
+        return torch.stack([torch.full((h,), x), torch.as_tensor(y, dtype=torch.float32),
+                            torch.full((h,), z)], -1)
+
+    imagined = moved(0.01 * steps)                        # the model: 1 cm a step
+    contact_y = -(0.025 * math.sqrt(2) + scene.push_offset)   # where the approach ends
+    standing = tool_path(torch.full((h,), contact_y - 0.01))
+    pushing = tool_path(contact_y + 0.01 * steps)
+    back_and_forth = tool_path(contact_y + 0.01 * torch.tensor([1, 2, 3, 2, 1, 4]))
+    over, beside = tool_path(0.01 * steps, z=0.08), tool_path(0.01 * steps, x=0.5 + 0.04)
+    paths = torch.stack([standing, pushing, back_and_forth, over, beside])
+    bounded = pushed_bound(imagined.expand(5, h, 3), paths, origin, direction, extent, square,
+                           scene)
+    progress = bounded[..., 1]
+    face = paths[..., 1] + scene.tool_radius + 0.025     # the cube's centre at the face
+    for k in (0, 3, 4):                                   # never pushed: it stays
+        assert progress[k].tolist() == pytest.approx([0.0] * h, abs=1e-7), k
+    assert progress[1].tolist() == pytest.approx(face[1].clamp(min=0).tolist(), abs=1e-7)
+    assert float(progress[1, -1]) > 0.0
+    # Once pushed, it stays pushed while the tool draws back.
+    assert progress[2].tolist() == pytest.approx(
+        face[2].clamp(min=0).cummax(0).values.tolist(), abs=1e-7)
+    # Only along the push: the model's sideways drift and height stay its own.
+    assert torch.equal(bounded[..., 0], imagined[..., 0].expand(5, h))
+    assert torch.equal(bounded[..., 2], imagined[..., 2].expand(5, h))
+    # A model that leaves the cube where it is while the tool goes through it: the cube is
+    # at the face.
+    still = moved(torch.zeros(h))
+    through = pushed_bound(still[None], pushing[None], origin, direction, extent, square,
+                           scene)[0, :, 1]
+    assert through.tolist() == pytest.approx(face[1].clamp(min=0).tolist(), abs=1e-7)
+    # Unless the arm does not follow its command (held up): then it stays where the model
+    # has it.
+    assert torch.equal(pushed_bound(still[None], pushing[None], origin, direction, extent,
+                                    square, scene, torch.tensor([False])), still[None])
+    # Turned 45 degrees, the cube's centre may lie anywhere from its smallest half size to
+    # its half diagonal ahead of the face; a prediction in between is left alone.
+    turned = torch.tensor([[math.sqrt(0.5), -math.sqrt(0.5), 0.0],
+                           [math.sqrt(0.5), math.sqrt(0.5), 0.0], [0.0, 0.0, 1.0]])
+    between = moved((pushing[:, 1] + scene.tool_radius + 0.03).clamp(min=0))
+    assert torch.equal(pushed_bound(between[None], pushing[None], origin, direction, extent,
+                                    turned, scene), between[None])
+
+    # In the push stage the object term scores the bounded prediction: standing still
+    # costs the distance the cube is from its goal, as if the model had not imagined it on.
+    urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
+    spheres = ArmSpheres.from_urdf(urdf, chain)
+    home = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    q = home.expand(2, h, 7)
+    links = chain.link_poses(q).clone()
+    links[:, :, -1, :3, 3] = paths[:2]
+    goal = Goal(OBJECT, origin + torch.tensor([0.0, 0.1, 0.0]), object_id=7)
+    futures = Futures(q, torch.zeros(2, h), links[:, :, -1], [7],
+                      imagined[:, None].expand(2, h, 1, 3), square.expand(2, h, 1, 3, 3), None)
+    weights = CostWeights()
+    measured = tool_path(torch.full((h,), contact_y))[0]      # a step behind the push
+    now = Stage("push", weights, direction, object_pose=(origin, square), tool=(measured, DT))
+    terms = evaluate(futures, q, links, goal, now, spheres, scene, limits, DT,
+                     extent[None])[1]
+    expected = [float((horizon_weights(h, "cpu") * (goal.position[:2] - b[:, :2]).norm(dim=-1))
+                      .sum()) * weights.object for b in bounded[:2]]
+    assert terms["object"].tolist() == pytest.approx(expected, rel=1e-5)
+    assert float(terms["object"][0]) == pytest.approx(weights.object * 0.1, rel=0.01)
+    assert float(terms["object"][1]) < float(terms["object"][0])
+    # The same push commanded for an arm held up 2 cm further back (push_speed 0.1 m/s,
+    # 1 cm a step): the arm can be 1 cm behind each knot, and pushes the cube that much less.
+    held = replace(now, tool=(measured - torch.tensor([0.0, 0.01, 0.0]), DT))
+    tool, follows = reachable(pushing[None], held, scene, DT)
+    assert torch.allclose(tool[0], pushing - torch.tensor([0.0, 0.01, 0.0]))
+    assert follows.tolist() == [False]
+    tool, follows = reachable(pushing[None], now, scene, DT)
+    assert torch.equal(tool[0], pushing) and follows.tolist() == [True]
+    late = evaluate(futures, q, links, goal, held, spheres, scene, limits, DT,
+                    extent[None])[1]["object"]
+    assert float(late[0]) == pytest.approx(float(terms["object"][0]))
+    assert float(late[1]) > float(terms["object"][1]) + weights.object * 0.005
 
 
 def test_a_push_slows_near_the_target_as_far_as_perception_lags():

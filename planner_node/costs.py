@@ -164,6 +164,12 @@ def contact_point(obj: torch.Tensor, goal: Goal, extent: torch.Tensor, scene: Sc
     return contact, direction
 
 
+def push_ceiling(scene: Scene) -> float:
+    """The highest [m] the tool centre point pushes from: `engage_distance` above push
+    height."""
+    return scene.table_height + scene.push_height + scene.engage_distance
+
+
 def face_reach(extent: torch.Tensor, rotation: torch.Tensor, direction: torch.Tensor) -> float:
     """How far [m] a box of half sizes extent (3,) turned by rotation (3, 3) reaches from its
     centre along a horizontal unit direction (2,)."""
@@ -176,8 +182,7 @@ def pushed_bound(obj: torch.Tensor, tcp: torch.Tensor, origin: torch.Tensor,
                  scene: Scene, follows: torch.Tensor | None = None) -> torch.Tensor:
     """(N, H, 3) predicted positions obj (N, H, 3) of an object (half sizes extent (3,),
     turned by rotation (3, 3)) pushed from origin (3,) along direction (2,), moved along it
-    to where the tool at tcp (N, H, 3) can have put it, the tool low (at most
-    `engage_distance` above push height):
+    to where the tool at tcp (N, H, 3) can have put it, the tool low (`push_ceiling`):
       - no farther than the tool's face (`tool_radius` ahead of it) has been by then, plus
         the object's reach from its centre towards the tool, counting the steps where the
         tool was beside the object's line by at most its half diagonal: a learned model
@@ -191,7 +196,7 @@ def pushed_bound(obj: torch.Tensor, tcp: torch.Tensor, origin: torch.Tensor,
         "brake and stay" scores best. An arm held up (at a turned object's corner, say)
         does not follow, and the object stays where the model has it."""
     shift = torch.cat([direction, direction.new_zeros(1)])
-    low = tcp[..., 2] <= scene.table_height + scene.push_height + scene.engage_distance
+    low = tcp[..., 2] <= push_ceiling(scene)
 
     def along_and_sideways(points):                       # of the tool from points (..., 3)
         rel = tcp[..., :2] - points[..., :2]
@@ -275,30 +280,15 @@ def funnel_distance(tcp: torch.Tensor, contact: torch.Tensor, scene: Scene) -> t
     return contact_miss(tcp, contact) + 2 * (floor - tcp[..., 2]).clamp(min=0)
 
 
-def knot_times(now: Stage, h: int, dt: float, device) -> torch.Tensor:
-    """(H,) seconds from the push stage's tool measurement to each knot."""
-    return now.tool[1] + dt * torch.arange(h, dtype=torch.float32, device=device)
-
-
-def push_limit(now: Stage, scene: Scene) -> float:
-    """The push stage's tool speed limit [m/s]."""
-    return scene.push_speed if now.speed is None else now.speed
-
-
-def reachable(tcp: torch.Tensor, now: Stage, scene: Scene, dt: float) -> tuple:
-    """Tool positions tcp (N, H, 3) of the push stage `now` held back along the push to where
-    the arm can be by each knot, moving from where its tool was measured at the push's speed
-    limit: a command that runs ahead of an arm held up by the object pushes nothing yet.
-    Returns them and whether each sequence's first knot lies within that reach (N,): the
-    arm follows its command. Without a measured tool: tcp, all following."""
-    follows = torch.ones(tcp.shape[0], dtype=torch.bool, device=tcp.device)
-    if now.tool is None:
-        return tcp, follows
-    position, _ = now.tool
-    limit = push_limit(now, scene) * knot_times(now, tcp.shape[-2], dt, tcp.device)
-    ahead = ((tcp[..., :2] - position[:2]) * now.direction).sum(-1) - limit
-    held = tcp - ahead.clamp(min=0)[..., None] * torch.cat(
-        [now.direction, now.direction.new_zeros(1)])
+def reachable(tcp: torch.Tensor, position: torch.Tensor, direction: torch.Tensor,
+              reach: torch.Tensor) -> tuple:
+    """Tool positions tcp (N, H, 3) held back along the push direction (2,) to where the arm
+    can be by each knot: at most reach (H,) [m] beyond the tool measured at position (3,). A
+    command that runs ahead of an arm held up by the object pushes nothing yet. Returns them
+    and whether each sequence's first knot lies within that reach (N,): the arm follows its
+    command."""
+    ahead = ((tcp[..., :2] - position[:2]) * direction).sum(-1) - reach
+    held = tcp - ahead.clamp(min=0)[..., None] * torch.cat([direction, direction.new_zeros(1)])
     return held, ahead[:, 0] <= 0
 
 
@@ -325,11 +315,15 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
     if goal.kind == OBJECT:
         goal_k = goal_object_index(goal, futures.object_ids)
         obj = futures.object_positions[:, :, goal_k]        # (N, H, 3)
-        if now.name == "push" and now.object_pose is not None:
-            origin, rotation = now.object_pose
-            tool, follows = reachable(tcp, now, scene, dt)
-            obj = pushed_bound(obj, tool, origin, now.direction, extents[goal_k], rotation,
-                               scene, follows)
+        if now.name == "push":
+            position, seconds = now.tool                    # measured, to the first knot
+            times = seconds + dt * torch.arange(h, dtype=torch.float32, device=tcp.device)
+            limit = scene.push_speed if now.speed is None else now.speed
+            if now.object_pose is not None:
+                origin, rotation = now.object_pose
+                tool, follows = reachable(tcp, position, now.direction, limit * times)
+                obj = pushed_bound(obj, tool, origin, now.direction, extents[goal_k],
+                                   rotation, scene, follows)
         to_target = goal.position[:2] - obj[..., :2]
         terms["object"] = over_horizon(to_target.norm(dim=-1))
         contact, direction = contact_point(obj, goal, extents[goal_k], scene, now.direction)
@@ -350,13 +344,10 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
             # up: a stiff controller chasing a wound-up command presses the tool down on
             # the object until table friction locks it (step speeds alone let the lead
             # grow by a step's allowance every cycle).
-            position, _ = now.tool
             path = torch.cat([position.expand(n, 1, 3), tcp], 1)        # (N, H + 1, 3)
-            times = knot_times(now, h, dt, tcp.device)
             speed = (path[:, 1:] - path[:, :-1]).norm(dim=-1) / times.diff(
                 prepend=times.new_zeros(1))
             average = (tcp - position).norm(dim=-1) / times
-            limit = push_limit(now, scene)
             terms["tool_speed"] = ((speed - limit).clamp(min=0)
                                    + (average - limit).clamp(min=0)).mean(-1)
         if futures.object_position_std is not None:
@@ -454,7 +445,7 @@ def at_the_back(tcp: torch.Tensor, obj: torch.Tensor, extent: torch.Tensor,
     (3,) as seen along the push direction (2,) (within 45 degrees of it)."""
     behind = obj[:2] - tcp[:2]
     distance = float(behind.norm())
-    low = float(tcp[2]) <= scene.table_height + scene.push_height + scene.engage_distance
+    low = float(tcp[2]) <= push_ceiling(scene)
     near = distance <= float(extent[:2].norm()) + scene.push_offset + scene.engage_distance
     return low and near and float((behind * direction).sum()) >= math.sqrt(0.5) * distance
 

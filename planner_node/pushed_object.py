@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from planner_node.costs import OBJECT, Goal, Scene, face_reach, goal_object_index
+from planner_node.costs import (OBJECT, Goal, Scene, face_reach, goal_object_index,
+                                push_ceiling)
 from world_model_node.predictor import WorldState
 
 
@@ -38,7 +39,7 @@ def pushed_position(seen: torch.Tensor, rotation: torch.Tensor, extent: torch.Te
     rel = tool[:2] - seen[:2]
     along = float((rel * direction).sum())          # negative behind the object
     sideways = float((rel - along * direction).norm())
-    low = float(tool[2]) <= scene.table_height + scene.push_height + scene.engage_distance
+    low = float(tool[2]) <= push_ceiling(scene)
     shift = along + face_reach(extent, rotation, direction) + scene.tool_radius
     travelled = float(((tool - tool_seen)[:2] * direction).sum())
     if not low or sideways > float(extent[:2].norm()) or shift <= 0 \

@@ -512,10 +512,11 @@ def test_a_pushed_object_is_imagined_where_the_tool_can_have_put_it(chain, limit
     # The same push commanded for an arm held up 2 cm further back (push_speed 0.1 m/s,
     # 1 cm a step): the arm can be 1 cm behind each knot, and pushes the cube that much less.
     held = replace(now, tool=(measured - torch.tensor([0.0, 0.01, 0.0]), DT))
-    tool, follows = reachable(pushing[None], held, scene, DT)
+    reach = scene.push_speed * DT * steps                  # from a tool measured a step before
+    tool, follows = reachable(pushing[None], held.tool[0], direction, reach)
     assert torch.allclose(tool[0], pushing - torch.tensor([0.0, 0.01, 0.0]))
     assert follows.tolist() == [False]
-    tool, follows = reachable(pushing[None], now, scene, DT)
+    tool, follows = reachable(pushing[None], now.tool[0], direction, reach)
     assert torch.equal(tool[0], pushing) and follows.tolist() == [True]
     late = evaluate(futures, q, links, goal, held, spheres, scene, limits, DT,
                     extent[None])[1]["object"]

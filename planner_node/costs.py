@@ -16,7 +16,8 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
                   to its position (end-effector goals that set one: a withdrawal from an
                   object, which must not sweep across it)
   tool_pose       tilt of the tool axis away from straight down, and its x axis away from
-                  the push direction (object goals: pushes were learned that way)
+                  the push direction, the stage's `heading` way round (object goals:
+                  pushes were learned that way)
   tool_speed      tool speed above the push's limit [m/s] (`push_speed_limit`: at most
                   `Scene.push_speed`, the pushes the model learned from were that slow and
                   faster ones it can only guess at; slower as the object nears its target
@@ -233,6 +234,9 @@ class Stage:
     tool: tuple | None = None                   # push: (measured tool position (3,), time
     #                                             [s] from its measurement to the first knot)
     speed: float | None = None                  # push: the tool's speed limit [m/s]
+    heading: torch.Tensor | None = None         # (2,) approach and push: the way the tool's
+    #                                             x axis should point, +-direction
+    #                                             (`guides.tool_heading`; None: either)
 
 
 def contact_miss(tcp: torch.Tensor, contact: torch.Tensor) -> torch.Tensor:
@@ -334,9 +338,16 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
             # that imagines the object at its target would set the tool free; `stage`
             # switches on the measured one).
             terms["approach"] = over_horizon(push_line_miss(tcp, obj, contact, direction))
-        # Tool z axis down (its world z component -1), x axis along the push (either sign).
-        along = (ee[..., :2, 0] * direction).sum(-1)
-        terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + (1 - along ** 2))
+        # Tool z axis down (its world z component -1), x axis along the push: along the
+        # heading, costing more the more it is turned from it (the heading's sign), else
+        # either way round.
+        if now.heading is None:
+            along = (ee[..., :2, 0] * direction).sum(-1)
+            turned = 1 - along ** 2
+        else:
+            along = (ee[..., :2, 0] * now.heading.to(ee)).sum(-1)
+            turned = 1 - along * along.abs()
+        terms["tool_pose"] = over_horizon(1 + ee[..., 2, 2] + turned)
         if now.name == "push":
             # From where the tool is: a command that ran ahead of an arm held up by the
             # object counts as fast, so plans that let it wind up cost. The average speed

@@ -9,7 +9,7 @@ world model and the costs say it is best, never by construction.
 Targets follow the stages of `costs.stage`: an end-effector goal's pose; for an
 object goal the approach target (above the contact point, then the contact point), then
 the place the tool reaches when the object is at its target, the tool level and its x axis
-along the push; none while holding.
+along the stage's `heading`; none while holding.
 """
 from __future__ import annotations
 
@@ -20,6 +20,44 @@ from planner_node.costs import (OBJECT, Goal, Scene, Stage, contact_point, goal_
                                 nearest_on_segment)
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
+
+
+def push_rotation(heading: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) the pushing tool's orientation: z axis down, x axis along heading (..., 2)."""
+    x = torch.cat([heading, torch.zeros_like(heading[..., :1])], -1)
+    z = torch.zeros_like(x)
+    z[..., 2] = -1.0
+    return torch.stack([x, torch.linalg.cross(z, x), z], -1)
+
+
+def tool_heading(chain: KinematicChain, q: torch.Tensor, direction: torch.Tensor,
+                 limits: ArmLimits, previous: torch.Tensor | None = None, room: float = 0.8,
+                 margin: float = 0.1, damping: float = 0.05) -> torch.Tensor:
+    """(2,) which way along the push direction (2,) the tool's x axis should point for the
+    arm at q (J,) (pushes were learned with it along the push, either way round).
+
+    The way that turns the tool the least, unless that leaves a joint within `room` [rad] of
+    a position limit and the other way leaves more: a wrist turned to its limit cannot follow
+    the push direction when it swings (the object slid, a new approach), and the way round is
+    then a half turn that no small sample finds. The `previous` heading (2,) is kept while
+    turning to it keeps every joint `margin` [rad] inside its limits: switching mid-push
+    would break the push off for a half turn. The joints after each turn are estimated by one
+    damped least-squares step on the tool's pose (position held)."""
+    headings = torch.stack([direction, -direction]).to(q)
+    pose = chain.forward(q)
+    error = torch.zeros(2, 6, dtype=q.dtype, device=q.device)
+    error[:, 3:] = so3_log(push_rotation(headings) @ pose[:3, :3].T)
+    turned = q + damped_step(pose_jacobian(chain, q), error, damping)      # (2, J)
+    lower, upper = limits.lower.to(q), limits.upper.to(q)
+    left = torch.minimum(turned - lower, upper - turned).min(-1).values.tolist()
+    if previous is not None:
+        kept = 0 if float((previous.to(q) * direction.to(q)).sum()) >= 0 else 1
+        if left[kept] >= margin:
+            return headings[kept]
+    least = int(error[:, 3:].norm(dim=-1).argmin())
+    other = 1 - least
+    return headings[other] if left[least] < room and left[other] > left[least] \
+        else headings[least]
 
 
 def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list,
@@ -34,11 +72,7 @@ def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list
     k = goal_object_index(goal, object_ids)
     contact, direction = contact_point(object_positions[k], goal, extents[k], scene,
                                        now.direction)
-    x = torch.cat([direction, direction.new_zeros(1)])
-    if float((x * ee_pose[:3, 0]).sum()) < 0:       # either sign pushes; turn the least
-        x = -x
-    z = x.new_tensor([0.0, 0.0, -1.0])
-    rotation = torch.stack([x, torch.linalg.cross(z, x), z], -1)
+    rotation = push_rotation(now.heading)
     if now.name == "approach":     # down the funnel: above the contact point, then into it
         if float((ee_pose[:2, 3] - contact[:2]).norm()) > scene.approach_radius:
             return contact + contact.new_tensor([0.0, 0.0, scene.approach_height]), rotation

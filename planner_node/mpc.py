@@ -20,7 +20,7 @@ from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
                                 goal_object_index, push_speed_limit, stage,
                                 success_probability)
-from planner_node.guides import guide_target, guides, line_guides
+from planner_node.guides import guide_target, guides, line_guides, tool_heading
 from planner_node.samplers import SamplerConfig, make_sampler, shift
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
@@ -35,6 +35,7 @@ class PlannerConfig:
     gripper_std: float = 0.0       # m; 0 keeps the gripper at its current command
     guide_speeds: tuple = (0.25, 0.1)   # m/s of the resolved-rate guides scored each cycle
     push_speeds: tuple = (0.1, 0.05)    # m/s of the guides while pushing
+    heading_room: float = 0.8      # rad a push's tool turn leaves its joints (`tool_heading`)
     weights: CostWeights = field(default_factory=CostWeights)
     top_futures: int = 16          # futures returned for display
     seed: int = 0
@@ -78,6 +79,7 @@ class MPCPlanner:
         self.dt = predictor.step
         self._warm: torch.Tensor | None = None
         self._stage: str | None = None     # of the last cycle (stages have hysteresis)
+        self._heading: torch.Tensor | None = None   # of the last approach or push cycle
 
     @property
     def joints(self) -> int:
@@ -88,6 +90,7 @@ class MPCPlanner:
         seed, also restart the sampling noise (reproducible episodes)."""
         self._warm = None
         self._stage = None
+        self._heading = None
         if seed is not None:
             self.generator.manual_seed(seed)
 
@@ -141,6 +144,10 @@ class MPCPlanner:
         if now.name == "push":
             now = replace(now, tool=(ee_now[:3, 3], lead_s + self.dt),
                           speed=push_speed_limit(scene, error, sighting_age_s))
+        if now.name in ("approach", "push"):
+            self._heading = tool_heading(self.chain, anchor[0], now.direction, self.limits,
+                                         self._heading, c.heading_room, scene.limit_margin)
+            now = replace(now, heading=self._heading)
         if now.name == "hold" and self._stage != "hold":
             self._warm = None      # the push that got it there must not go on
         self._stage = now.name

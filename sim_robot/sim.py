@@ -258,6 +258,15 @@ class PandaSim:
             qd = np.asarray(qd, float).reshape(7)
             self._data.ctrl[self._arm_velocity_act] = np.clip(qd, -panda.ARM_LIMITS.velocity, panda.ARM_LIMITS.velocity)
 
+    def set_arm_positions(self, q) -> None:
+        """Place the arm at rest at q (7,) rad, clipped to the joint limits, its servo
+        targets there too (a scripted start, as `reset` places it at HOME_POSITION)."""
+        q = np.clip(np.asarray(q, float).reshape(7), panda.ARM_LIMITS.lower, panda.ARM_LIMITS.upper)
+        self._data.qpos[self._arm_qpos] = q
+        self._data.qvel[self._arm_dof] = 0.0
+        self.set_arm_targets(q)
+        mujoco.mj_forward(self._model, self._data)
+
     def set_gripper_width(self, width_m: float) -> None:
         """Target distance between the finger pads, m, clipped to [0, GRIPPER_MAX_WIDTH]."""
         self._data.ctrl[self._gripper_act] = float(np.clip(width_m, 0.0, panda.GRIPPER_MAX_WIDTH))

@@ -314,6 +314,7 @@ def test_push_stages_and_their_guides():
     def staged(pose, objects=cube, previous=None, tool_seen=None):
         now = stage(weights, goal, pose, [7], objects, torch.eye(3)[None], extents, scene,
                     previous, tool_seen)
+        now = replace(now, heading=now.direction)
         return now, guide_target(goal, now, pose, [7], objects, extents, scene)
 
     far = pose_at([0.3, 0.3, 0.3])
@@ -579,6 +580,23 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     # for a new approach on the pose last seen).
     pushing = result.stages[result.stages.index("push"):]
     assert "approach" not in pushing, result.stages
+
+
+def test_a_push_turned_against_a_wrist_at_its_limit_turns_the_other_way_round():
+    """The arm as a diagonal push left it, the wrist (joint 7) near its upper limit; the next
+    push runs 37 degrees to the right of the last, the way the wrist cannot turn. A tool
+    heading either way along the push (the closest turn) stalls there; the heading the
+    other way round (a half turn) lets the push go on."""
+    q_pushed = [-0.154, 0.406, -0.085, -2.412, 0.3, 2.772, 2.762]
+    planner = build_planner("static", DEFAULT_CHECKPOINT, PlannerConfig(
+        horizon=16, sampling=SamplerConfig(samples=96, iterations=3, elites=12)))
+    sim = PandaSim(Scenario(), 64, 48)
+    sim.set_arm_positions(q_pushed)
+    sim.set_object_pose("cube", [0.523, -0.129, 0.025])
+    goal = Goal(OBJECT, torch.tensor([0.576, -0.13, 0.025]), object_id=OBJECT_IDS["cube"])
+    result = closed_loop.run_episode(sim, planner, goal, "push", 0, timeout_s=12.0)
+    assert result.success, (result.position_error, result.stages)
+    assert float(sim.arm_positions()[6]) < 2.0      # it turned the wrist the other way
 
 
 def test_a_goal_settles_on_cycles_and_an_object_goal_on_new_sightings():

@@ -141,6 +141,9 @@ class PlannerNode(ManagedNode):
             **ro))
         p("push_speeds", [0.1, 0.05], ParameterDescriptor(
             description="Tool speeds [m/s] of the guides while pushing", **ro))
+        p("heading_room", 0.8, ranged("Room [rad] to its limits that turning the tool along a "
+                                      "push must leave every joint, else it turns the other "
+                                      "way round", 0.0, 3.0, **ro))
         p("rate", 5.0, ranged("MPC cycles per second [Hz]", 0.5, 100.0, **ro))
         p("plan_budget", 0.5, ranged("Wall-clock budget of one cycle's optimisation [s]",
                                      0.001, 10.0))
@@ -254,6 +257,7 @@ class PlannerNode(ManagedNode):
                                    iterations=self.prm("iterations"),
                                    elites=min(self.prm("elites"), self.prm("samples"))),
             init_std=self.prm("init_std"), weights=weights, seed=self.prm("seed"), **speeds,
+            heading_room=self.prm("heading_room"),
             top_futures=max(2, self.prm("markers.futures")))
         try:
             self.planner = build_planner(self.prm("model"), self.prm("checkpoint"), config,

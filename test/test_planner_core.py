@@ -15,7 +15,8 @@ from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, 
                                 evaluate, face_reach, funnel_distance, horizon_weights,
                                 push_speed_limit, pushed_bound, reachable,
                                 segment_distance, sighting_age, stage)
-from planner_node.guides import guide_target, guides, line_guides, pose_jacobian
+from planner_node.guides import (guide_target, guides, line_guides, pose_jacobian,
+                                 push_rotation, tool_heading)
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import STALLED_S, PushedObject, pushed_position
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
@@ -580,6 +581,60 @@ def test_mpc_pushes_the_cube_though_it_sees_it_late_and_the_arm_hides_it():
     # for a new approach on the pose last seen).
     pushing = result.stages[result.stages.index("push"):]
     assert "approach" not in pushing, result.stages
+
+
+def test_a_push_heading_leaves_the_wrist_room_and_is_kept_while_it_can_be(chain, limits):
+    """Either way along the push serves; the tool turns the least unless that leaves a
+    joint near its limit, keeps its heading while it can turn to it, and the tool-pose cost
+    then rises the farther the tool is turned from it (without a heading, either way)."""
+    def unit(v):
+        v = torch.tensor(v, dtype=torch.float32)
+        return v / v.norm()
+
+    def x_axis(q):
+        return chain.forward(q)[:2, 0] / chain.forward(q)[:2, 0].norm()
+
+    home = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
+    turned = torch.tensor([[0.866, -0.5], [0.5, 0.866]]) @ x_axis(home)     # 30 degrees
+    assert float(tool_heading(chain, home, turned, limits) @ turned) > 0.999
+    assert float(tool_heading(chain, home, -turned, limits) @ turned) > 0.999
+    # Joint 7 near its upper limit after a push along (0.8, 0.6): turning the tool the
+    # least to a push along (1, 0) would take it past the limit, so the tool turns the other
+    # way round; to a push along (0.6, 0.8) (the other sense of turn) it turns the least.
+    pushed = torch.tensor([-0.154, 0.406, -0.085, -2.412, 0.3, 2.772, 2.762])
+    tool = x_axis(pushed)
+    blocked, free = unit([1.0, 0.0]), unit([0.6, 0.8])
+    assert abs(float(tool @ unit([0.8, 0.6]))) == pytest.approx(1.0, abs=0.02)
+    assert float(tool_heading(chain, pushed, blocked, limits) @ tool) < -0.7
+    assert float(tool_heading(chain, pushed, free, limits) @ tool) > 0.7
+    # A heading that can be turned to is kept, even a half turn away; one the wrist cannot
+    # reach any more is given up.
+    assert float(tool_heading(chain, pushed, tool, limits, previous=-tool) @ tool) < -0.99
+    closest = blocked if float(blocked @ tool) > 0 else -blocked
+    assert float(tool_heading(chain, pushed, blocked, limits, previous=closest) @ tool) < -0.7
+    # The cost of the tool's pose: along the heading 0, across it 1, against it 2.
+    urdf = (DEFAULT_CHECKPOINT / "robot.urdf").read_text()
+    from world_model_node.predictor import Futures
+    heading = unit([0.0, 1.0])
+    h = 3
+    q = home.expand(4, h, 7)
+    links = chain.link_poses(q).clone()
+    ways = torch.stack([heading, unit([1.0, 0.0]), -heading, unit([-1.0, -1.0])])
+    links[:, :, -1, :3, :3] = push_rotation(ways)[:, None]
+    tcp = links[0, 0, -1, :3, 3]
+    futures = Futures(q, torch.zeros(4, h), links[:, :, -1], [7],
+                      (tcp + torch.tensor([0.0, 0.1, 0.0])).expand(4, h, 1, 3),
+                      torch.eye(3).expand(4, h, 1, 3, 3), None)
+    goal = Goal(OBJECT, tcp + torch.tensor([0.0, 0.3, 0.0]), object_id=7)
+    cost = {}
+    for name, way in (("heading", heading), ("either", None)):
+        now = Stage("approach", CostWeights(), heading, contact=tcp,
+                    object_pose=(tcp, torch.eye(3)), heading=way)
+        cost[name] = evaluate(futures, q, links, goal, now, ArmSpheres.from_urdf(urdf, chain),
+                              Scene(), limits, DT, torch.full((1, 3), 0.02))[1]["tool_pose"] \
+            / CostWeights().tool_pose
+    assert cost["heading"].tolist() == pytest.approx([0.0, 1.0, 2.0, 1.5], abs=1e-4)
+    assert cost["either"].tolist() == pytest.approx([0.0, 1.0, 0.0, 0.5], abs=1e-4)
 
 
 def test_a_push_turned_against_a_wrist_at_its_limit_turns_the_other_way_round():

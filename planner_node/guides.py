@@ -13,6 +13,8 @@ along the stage's `heading`; none while holding.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from planner_node.actions import ArmLimits
@@ -41,20 +43,25 @@ def tool_heading(chain: KinematicChain, q: torch.Tensor, direction: torch.Tensor
     the push direction when it swings (the object slid, a new approach), and the way round is
     then a half turn that no small sample finds. The `previous` heading (2,) is kept while
     turning to it keeps every joint `margin` [rad] inside its limits: switching mid-push
-    would break the push off for a half turn. The joints after each turn are estimated by one
-    damped least-squares step on the tool's pose (position held)."""
+    would break the push off for a half turn. The joints after each turn about the vertical
+    are estimated by one damped least-squares step on the tool's pose (position held); only
+    joints it drives towards a limit count (an elbow bent near its limit is no reason to
+    turn the wrist round)."""
     headings = torch.stack([direction, -direction]).to(q)
-    pose = chain.forward(q)
+    x = chain.forward(q)[:2, 0]
+    yaw = torch.atan2(x[0] * headings[:, 1] - x[1] * headings[:, 0], headings @ x)   # (2,)
     error = torch.zeros(2, 6, dtype=q.dtype, device=q.device)
-    error[:, 3:] = so3_log(push_rotation(headings) @ pose[:3, :3].T)
+    error[:, 5] = yaw
     turned = q + damped_step(pose_jacobian(chain, q), error, damping)      # (2, J)
     lower, upper = limits.lower.to(q), limits.upper.to(q)
-    left = torch.minimum(turned - lower, upper - turned).min(-1).values.tolist()
+    after = torch.minimum(turned - lower, upper - turned)
+    driven = after < torch.minimum(q - lower, upper - q) - 0.05
+    left = torch.where(driven, after, torch.full_like(after, math.inf)).min(-1).values.tolist()
     if previous is not None:
         kept = 0 if float((previous.to(q) * direction.to(q)).sum()) >= 0 else 1
         if left[kept] >= margin:
             return headings[kept]
-    least = int(error[:, 3:].norm(dim=-1).argmin())
+    least = int(yaw.abs().argmin())
     other = 1 - least
     return headings[other] if left[least] < room and left[other] > left[least] \
         else headings[least]

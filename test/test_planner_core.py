@@ -607,9 +607,13 @@ def test_a_push_heading_leaves_the_wrist_room_and_is_kept_while_it_can_be(chain,
     assert abs(float(tool @ unit([0.8, 0.6]))) == pytest.approx(1.0, abs=0.02)
     assert float(tool_heading(chain, pushed, blocked, limits) @ tool) < -0.7
     assert float(tool_heading(chain, pushed, free, limits) @ tool) > 0.7
-    # A heading that can be turned to is kept, even a half turn away; one the wrist cannot
-    # reach any more is given up.
-    assert float(tool_heading(chain, pushed, tool, limits, previous=-tool) @ tool) < -0.99
+    # A heading that can be turned to is kept, even 150 degrees away; one the wrist cannot
+    # reach any more is given up. (The tool points down: turning it anticlockwise seen from
+    # above turns joint 7 back, away from its upper limit.)
+    clockwise = torch.tensor([[0.866, 0.5], [-0.5, 0.866]]) @ x_axis(home)
+    kept = tool_heading(chain, home, clockwise, limits, previous=-clockwise)
+    assert float(kept @ clockwise) < -0.999
+    assert float(tool_heading(chain, home, turned, limits, previous=-turned) @ turned) > 0.999
     closest = blocked if float(blocked @ tool) > 0 else -blocked
     assert float(tool_heading(chain, pushed, blocked, limits, previous=closest) @ tool) < -0.7
     # The cost of the tool's pose: along the heading 0, across it 1, against it 2.

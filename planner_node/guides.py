@@ -23,6 +23,8 @@ from planner_node.costs import (OBJECT, Goal, Scene, Stage, contact_point, goal_
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
+DRIVEN = 0.05    # rad: a turn moving a joint less towards its limit does not count there
+
 
 def push_rotation(heading: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) the pushing tool's orientation: z axis down, x axis along heading (..., 2)."""
@@ -45,9 +47,10 @@ def tool_heading(chain: KinematicChain, q: torch.Tensor, direction: torch.Tensor
     turning to it keeps every joint `margin` [rad] inside its limits: switching mid-push
     would break the push off for a half turn. The joints after each turn about the vertical
     are estimated by one damped least-squares step on the tool's pose (position held); only
-    joints it drives towards a limit count (an elbow bent near its limit is no reason to
-    turn the wrist round)."""
-    headings = torch.stack([direction, -direction]).to(q)
+    joints it drives towards a limit (by more than `DRIVEN` rad) count: an elbow bent near
+    its limit is no reason to turn the wrist round."""
+    direction = direction.to(q)
+    headings = torch.stack([direction, -direction])
     x = chain.forward(q)[:2, 0]
     yaw = torch.atan2(x[0] * headings[:, 1] - x[1] * headings[:, 0], headings @ x)   # (2,)
     error = torch.zeros(2, 6, dtype=q.dtype, device=q.device)
@@ -55,10 +58,10 @@ def tool_heading(chain: KinematicChain, q: torch.Tensor, direction: torch.Tensor
     turned = q + damped_step(pose_jacobian(chain, q), error, damping)      # (2, J)
     lower, upper = limits.lower.to(q), limits.upper.to(q)
     after = torch.minimum(turned - lower, upper - turned)
-    driven = after < torch.minimum(q - lower, upper - q) - 0.05
+    driven = after < torch.minimum(q - lower, upper - q) - DRIVEN
     left = torch.where(driven, after, torch.full_like(after, math.inf)).min(-1).values.tolist()
     if previous is not None:
-        kept = 0 if float((previous.to(q) * direction.to(q)).sum()) >= 0 else 1
+        kept = 0 if float(previous.to(q) @ direction) >= 0 else 1
         if left[kept] >= margin:
             return headings[kept]
     least = int(yaw.abs().argmin())

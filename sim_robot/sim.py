@@ -261,7 +261,8 @@ class PandaSim:
     def set_arm_positions(self, q) -> None:
         """Place the arm at rest at q (7,) rad, clipped to the joint limits, its servo
         targets there too (a scripted start, as `reset` places it at HOME_POSITION)."""
-        q = np.clip(np.asarray(q, float).reshape(7), panda.ARM_LIMITS.lower, panda.ARM_LIMITS.upper)
+        q = np.clip(np.asarray(q, float).reshape(7), panda.ARM_LIMITS.lower,
+                    panda.ARM_LIMITS.upper)
         self._data.qpos[self._arm_qpos] = q
         self._data.qvel[self._arm_dof] = 0.0
         self.set_arm_targets(q)

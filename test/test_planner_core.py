@@ -592,7 +592,8 @@ def test_a_push_heading_leaves_the_wrist_room_and_is_kept_while_it_can_be(chain,
         return v / v.norm()
 
     def x_axis(q):
-        return chain.forward(q)[:2, 0] / chain.forward(q)[:2, 0].norm()
+        x = chain.forward(q)[:2, 0]
+        return x / x.norm()
 
     home = torch.tensor(panda.HOME_POSITION, dtype=torch.float32)
     turned = torch.tensor([[0.866, -0.5], [0.5, 0.866]]) @ x_axis(home)     # 30 degrees

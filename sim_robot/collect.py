@@ -24,6 +24,8 @@ import yaml
 EPISODE_SETTLE_S = 0.5  # sim time between reset and the first command
 START_DELAY_S = 0.3  # trajectories are stamped this far ahead, so they start on time
 END_HOLD_S = 0.5  # recorded after the plan's end
+RESET_TIMEOUT_S = 10.0  # wall time for one reset call
+RESET_ATTEMPTS = 3
 
 
 def _parse_args(argv=None):
@@ -83,7 +85,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 class Collector:
     """The ROS side of data collection: reset, command, record, judge the outcome."""
 
-    def __init__(self, storage: str):
+    def __init__(self, storage: str, sim_proc: subprocess.Popen | None = None):
         import rclpy
         from rclpy.parameter import Parameter
         from std_msgs.msg import Float64MultiArray
@@ -94,6 +96,7 @@ class Collector:
         self.node = rclpy.create_node(
             "data_collector", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.storage = storage
+        self.sim_proc = sim_proc
         self.pub_traj = self.node.create_publisher(
             JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10)
         self.pub_gripper = self.node.create_publisher(
@@ -111,6 +114,9 @@ class Collector:
 
         deadline = time.monotonic() + timeout_wall
         while not condition():
+            if self.sim_proc is not None and self.sim_proc.poll() is not None:
+                raise RuntimeError(f"the simulator exited (code {self.sim_proc.returncode}) "
+                                   f"while waiting for {what}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out waiting for {what}")
             rclpy.spin_once(self.node, timeout_sec=0.02)
@@ -122,9 +128,20 @@ class Collector:
         from world_model_planning.srv import ResetSim
 
         self.spin_until(lambda: self.reset_client.service_is_ready(), 60.0, "the simulator")
-        future = self.reset_client.call_async(
-            ResetSim.Request(scenario_path=str(scenario), perturb=perturb, seed=seed))
-        self.spin_until(future.done, 30.0, "the reset service")
+        request = ResetSim.Request(scenario_path=str(scenario), perturb=perturb, seed=seed)
+        # A response can be lost while the service's reply path is still being discovered (a
+        # loaded machine, a freshly started simulator); a reset is idempotent, so ask again.
+        for attempt in range(1, RESET_ATTEMPTS + 1):
+            future = self.reset_client.call_async(request)
+            try:
+                self.spin_until(future.done, RESET_TIMEOUT_S, "the reset service")
+                break
+            except TimeoutError:
+                self.reset_client.remove_pending_request(future)
+                if attempt == RESET_ATTEMPTS:
+                    raise
+                self.node.get_logger().warning(
+                    f"no answer from the reset service in {RESET_TIMEOUT_S:.0f} s; asking again")
         if not future.result().success:
             raise RuntimeError(f"reset failed: {future.result().message}")
 
@@ -175,7 +192,7 @@ def collect(args) -> list[dict]:
     base = load_scenario(args.scenario)
     sim_proc = start_sim_process(args.scenario, args.real_time_factor, args.camera_rate)
     rclpy.init()
-    collector = Collector(args.storage)
+    collector = Collector(args.storage, sim_proc)
     rng = np.random.default_rng(args.seed)
     try:
         for i in range(args.episodes):

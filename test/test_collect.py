@@ -38,3 +38,56 @@ def test_collect_rejects_bad_arguments(tmp_path):
         run = subprocess.run([sys.executable, "-m", "sim_robot.collect", "--output",
                               str(tmp_path), *args], cwd=REPO, capture_output=True, text=True)
         assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_a_late_reset_answer_is_asked_again_and_a_dead_simulator_is_named(monkeypatch):
+    """The collector's reset survives an answer that does not come in time (it asks again and
+    takes the second answer, not the late first one) and stops with a clear error, not a
+    timeout, when the simulator process has exited."""
+    import threading
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from sim_robot import collect
+    from support.graph import ros_context
+    from world_model_planning.srv import ResetSim
+
+    monkeypatch.setattr(collect, "RESET_TIMEOUT_S", 1.0)
+    with ros_context():
+        seen = []
+
+        def reset(request, response):
+            seen.append(request.seed)
+            if len(seen) == 1:
+                time.sleep(1.5)   # past the collector's patience: this answer comes too late
+                response.message = "late"
+            else:
+                response.success = True
+            return response
+
+        server = rclpy.create_node("fake_sim")
+        server.create_service(ResetSim, "/sim_robot/reset", reset)
+        executor = SingleThreadedExecutor()
+        executor.add_node(server)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        collector = collect.Collector("mcap")
+        try:
+            collector.reset(REPO / "config" / "scenarios" / "default.yaml", False, 3)
+            assert seen == [3, 3]
+
+            collector.sim_proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(4)"])
+            collector.sim_proc.wait()
+            started = time.monotonic()
+            try:
+                collector.spin_until_time(collector.now() + 1e6, 60.0)
+                raise AssertionError("waiting on a dead simulator did not fail")
+            except RuntimeError as err:
+                assert "the simulator exited (code 4)" in str(err)
+            assert time.monotonic() - started < 5.0
+        finally:
+            executor.shutdown()
+            collector.node.destroy_node()
+            server.destroy_node()

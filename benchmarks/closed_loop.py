@@ -9,13 +9,16 @@ baseline: the same planner and costs, objects that never move), and once more se
 objects as a camera-fed scene memory gives them: `--delay` seconds late, and held where
 last seen while none of `--cameras` (320x240; the main job's scene memory maps both) shows
 40 pixels of them, as when the arm hides them (the planner judges the goal on what it
-sees; success is judged on the truth).
+sees; success is judged on the truth); and once with the goal constraining the cube's
+orientation as well: as it lies at the start, within `ORIENTED_TOLERANCE`.
 Figures:
   reach_success, push_success, static_push_success   share of episodes that succeeded
   reach_time_s, push_time_s                           mean sim time of the successful ones
   push_final_error_m, static_push_final_error_m       mean final distance of the cube
   perceived_push_success, object_delay_s              push on the objects as perceived
   perceived_hidden_s                                  mean time the cube was hidden then
+  oriented_push_success, oriented_push_turn_rad       push that must not turn the cube, and
+                                                      the mean turn [rad] at the end
   plan_cycle_ms                                       mean planning time per cycle (push)
   peak_acceleration_ratio, peak_jerk_ratio            largest commanded acceleration / jerk
                                                       over all episodes, over the limit
@@ -23,9 +26,9 @@ Figures:
 
     python benchmarks/closed_loop.py [--quick] [--json PATH] [--episodes N] [--delay S]
                                      [--cameras camera,side_camera] [--device cuda]
-                                     [--runs reach,push,static,perceived]
+                                     [--runs reach,push,static,perceived,oriented]
 
-`--runs` picks some of the four runs (e.g. to spread them over processes); the figures of
+`--runs` picks some of the five runs (e.g. to spread them over processes); the figures of
 the others are left out, and the peaks and plan_cycle_ms cover the runs made (plan_cycle_ms:
 the push, else the first run made).
 """
@@ -43,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
 
 from benchmarks.report import report  # noqa: E402
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK  # noqa: E402
@@ -55,27 +59,37 @@ from sim_robot.sim import PandaSim  # noqa: E402
 
 CHECKPOINT = REPO / "models" / "world_model"
 TIMEOUT_S = {"reach": 8.0, "push": 15.0}
-# name: (task, world model, objects as a camera-fed memory gives them)
-RUNS = {"reach": ("reach", "learned", False), "push": ("push", "learned", False),
-        "static": ("push", "static", False), "perceived": ("push", "learned", True)}
+ORIENTED_TOLERANCE = 0.35   # rad the cube may turn in the oriented run
+# name: (task, world model, objects as a camera-fed memory gives them, orientation kept)
+RUNS = {"reach": ("reach", "learned", False, False), "push": ("push", "learned", False, False),
+        "static": ("push", "static", False, False),
+        "perceived": ("push", "learned", True, False),
+        "oriented": ("push", "learned", False, True)}
 SCENARIO = replace(Scenario(), perturbation=Perturbation(object_shift=0.05,
                                                           container_shift=0.03))
 
 
 def run(task: str, model: str, episodes: int, config: PlannerConfig, device,
-        delay: float = 0.0, cameras: tuple | None = None) -> list:
+        delay: float = 0.0, cameras: tuple | None = None, oriented: bool = False) -> list:
     planner = build_planner(model, CHECKPOINT, config, device=device)
     sim = PandaSim(Scenario(), 64, 48)
     results = []
     label = f"{model}, perceived ({delay:g} s late, hidden from {'+'.join(cameras)})" \
-        if cameras else model
+        if cameras else f"{model}, orientation kept" if oriented else model
     for seed in range(episodes):
         sim.reset(SCENARIO.perturbed(seed))
         goal = sample_goal(task, sim.object_poses(), np.random.default_rng(seed))
+        if oriented:
+            quat = sim.object_poses()["cube"][1]
+            goal = replace(goal, rotation=torch.tensor(Rotation.from_quat(quat).as_matrix(),
+                                                       dtype=torch.float32),
+                           orientation_tolerance=ORIENTED_TOLERANCE)
         r = run_episode(sim, planner, goal, task, seed, timeout_s=TIMEOUT_S[task],
                         perception=PerceivedObjects(delay, cameras) if cameras else None)
         print(f"{task} {label} seed {seed}: success {r.success}, error "
-              f"{r.position_error:.4f} m, {r.time_s:.1f} s, "
+              f"{r.position_error:.4f} m, "
+              + (f"turned {r.orientation_error:.3f} rad, " if oriented else "")
+              + f"{r.time_s:.1f} s, "
               f"{np.mean(r.plan_ms):.0f} ms/cycle", flush=True)
         results.append(r)
     return results
@@ -113,10 +127,10 @@ def main():
     config = PlannerConfig(horizon=16, sampling=SamplerConfig(
         samples=samples, iterations=2 if args.quick else 3, elites=max(8, samples // 8)))
     made = {}
-    for name, (task, model, perceived) in RUNS.items():
+    for name, (task, model, perceived, oriented) in RUNS.items():
         if name in runs:
             made[name] = run(task, model, episodes, config, device,
-                             *((args.delay, cameras) if perceived else ()))
+                             *((args.delay, cameras) if perceived else ()), oriented=oriented)
 
     def share(rs):
         return float(np.mean([r.success for r in rs]))
@@ -146,6 +160,11 @@ def main():
                        perceived_hidden_s=float(np.mean([r.hidden_s
                                                          for r in made["perceived"]])),
                        perceived_cameras="+".join(names))
+    if "oriented" in made:
+        results.update(oriented_push_success=share(made["oriented"]),
+                       oriented_push_turn_rad=float(np.mean([r.orientation_error
+                                                             for r in made["oriented"]])),
+                       oriented_tolerance_rad=ORIENTED_TOLERANCE)
     everything = [r for rs in made.values() for r in rs]
     timed = made.get("push") or next(iter(made.values()))
     peak_acc = np.max([r.peak_acceleration for r in everything], axis=0)

@@ -41,7 +41,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error,
-                                sighting_age)
+                                rotation_angle, sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
@@ -63,9 +63,11 @@ SHOULDER_HEIGHT = 0.333   # m, Panda joint 2 above the base (reach is measured f
 MAX_LEAD = 2.0            # s: a plan that needs longer is not worth sending
 
 
-def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach: float,
+def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list,
+                   object_rotations: torch.Tensor, max_reach: float,
                    table_height: float) -> Goal:
-    """A core Goal from a GoalSpec; ValueError with the reason for a goal to reject."""
+    """A core Goal from a GoalSpec, the objects' ids and rotations (K, 3, 3) as the planner
+    sees them; ValueError with the reason for a goal to reject."""
     pose = spec.target_pose
     if pose.header.frame_id not in ("", world_frame):
         raise ValueError(f"unknown frame '{pose.header.frame_id}' (goals are in "
@@ -99,6 +101,14 @@ def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list, max_reach
     if spec.target_type == GoalSpec.TARGET_OBJECT:
         if int(spec.object_id) not in object_ids:
             raise ValueError(f"unknown object id {spec.object_id} (scene has {object_ids})")
+        if rotation is not None:
+            turn = float(rotation_angle(
+                object_rotations[object_ids.index(int(spec.object_id))], rotation))
+            if turn > spec.orientation_tolerance:
+                raise ValueError(
+                    f"object {spec.object_id} is turned {turn:.3f} rad from the target "
+                    f"orientation, beyond orientation_tolerance {spec.orientation_tolerance}: "
+                    f"pushes move an object without turning it")
         return Goal(OBJECT, position, rotation, int(spec.object_id), spec.position_tolerance,
                     spec.orientation_tolerance)
     raise ValueError(f"unknown target_type {spec.target_type}")
@@ -455,9 +465,9 @@ class PlannerNode(ManagedNode):
             self.get_logger().error("goal rejected: the planner is not active")
             return GoalResponse.REJECT
         try:
-            ids = objects_to_tensors(self._objects or ObjectArray())[0]
-            goal_from_spec(request.goal, self.prm("world_frame"), ids, self.prm("max_reach"),
-                           self.prm("table_height"))
+            ids, _, rotations = objects_to_tensors(self._objects or ObjectArray())[:3]
+            goal_from_spec(request.goal, self.prm("world_frame"), ids, rotations,
+                           self.prm("max_reach"), self.prm("table_height"))
         except ValueError as err:
             self.get_logger().error(f"goal rejected: {err}")
             return GoalResponse.REJECT
@@ -510,7 +520,8 @@ class PlannerNode(ManagedNode):
             self._joint_state_seen.wait(self.prm("first_state_wait"))
             world, stamp, _ = self._state()
             goal = goal_from_spec(spec, self.prm("world_frame"), world.object_ids,
-                                  self.prm("max_reach"), self.prm("table_height"))
+                                  world.object_rotations, self.prm("max_reach"),
+                                  self.prm("table_height"))
         except ValueError as err:
             handle.abort()
             return finish(R.REASON_INVALID_GOAL, str(err))
@@ -563,10 +574,18 @@ class PlannerNode(ManagedNode):
             result.final_position_error = position_error
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
             oriented = goal.rotation is None or angle <= goal.orientation_tolerance
-            holds = position_error <= judged.position_tolerance and oriented
-            if settle.update(holds, now, sighting):
-                handle.succeed()
-                return finish(R.REASON_NONE, "", success=True)
+            placed = position_error <= judged.position_tolerance
+            # A push does not turn an object: an object goal settles on its position, and
+            # then its orientation is judged.
+            if settle.update(placed and (oriented or goal.kind == OBJECT), now, sighting):
+                if oriented:
+                    handle.succeed()
+                    return finish(R.REASON_NONE, "", success=True)
+                handle.abort()
+                return finish(R.REASON_EXECUTION_FAILURE,
+                              f"object {goal.object_id} lies at its target turned {angle:.3f} "
+                              f"rad from the target orientation, beyond orientation_tolerance "
+                              f"{goal.orientation_tolerance}: a push does not turn it back")
             if now - started > budget:
                 handle.abort()
                 waiting = f", waiting for a newer sighting of object {goal.object_id} to " \
@@ -655,7 +674,8 @@ class PlannerNode(ManagedNode):
             else:
                 world, _, _ = self._state()
             goal = goal_from_spec(request.goal, self.prm("world_frame"), world.object_ids,
-                                  self.prm("max_reach"), self.prm("table_height"))
+                                  world.object_rotations, self.prm("max_reach"),
+                                  self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,
                       torch.zeros_like(world.joint_positions))
             gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)

@@ -225,7 +225,10 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         error = goal_error(goal, tool, world.object_ids, world.object_positions,
                            world.object_rotations)
         judged = pushed.judged(goal, scene, now)
-        settled = settle.update(within_tolerance(judged, error), now, sighting)
+        # As planner_node: an object goal settles on its position (a push does not turn an
+        # object); its orientation is judged at the end.
+        settled = settle.update(error[0] <= judged.position_tolerance if goal.kind == OBJECT
+                                else within_tolerance(judged, error), now, sighting)
         if settled:
             break
         if retreat.update(settle.confirming, tool):   # a new plan for a new target

@@ -249,6 +249,10 @@ def test_joint_states_are_taken_in_the_order_they_come(graph):
     ("unknown object id", GoalSpec(target_type=GoalSpec.TARGET_OBJECT, object_id=77,
                                    position_tolerance=0.02, orientation_tolerance=-1.0)),
     ("must not be negative", reach_spec([0.4, 0.0, 0.3], budget=-1)),
+    # The cube lies turned 0.3 rad about z; the goal wants it unturned.
+    ("beyond orientation_tolerance", GoalSpec(target_type=GoalSpec.TARGET_OBJECT,
+                                              object_id=CUBE, position_tolerance=0.02,
+                                              orientation_tolerance=0.1)),
 ])
 def test_bad_goals_are_rejected(graph, reason, spec):
     if spec.target_type == GoalSpec.TARGET_OBJECT:

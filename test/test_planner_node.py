@@ -17,6 +17,7 @@ from lifecycle_msgs.msg import State, Transition
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState, PointCloud2, PointField
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
@@ -47,7 +48,7 @@ CUBE = OBJECT_IDS["cube"]
 
 class Probe:
     """Relays joint states (so a test can starve the planner) and objects (so a test can
-    freeze when they were last seen), records what is sent to the controller, and talks to
+    freeze when they were last seen, or show the cube elsewhere or turned), records what is sent to the controller, and talks to
     the planner."""
 
     def __init__(self):
@@ -66,6 +67,7 @@ class Probe:
         self.joints_pub = pub
         self.node.create_subscription(JointState, "/joint_states", on_joints, 10)
         self.objects, self.frozen_sighting, self.cube_shown_at = None, None, None
+        self.cube_turned_by = None     # rad about the vertical
         objects_pub = self.node.create_publisher(ObjectArray, "/relayed_objects", 10)
 
         def on_objects(msg):
@@ -76,6 +78,10 @@ class Probe:
             if self.cube_shown_at is not None:
                 cube = next(o for o in msg.objects if o.id == CUBE).pose.position
                 cube.x, cube.y = self.cube_shown_at
+            if self.cube_turned_by is not None:
+                q = next(o for o in msg.objects if o.id == CUBE).pose.orientation
+                q.x, q.y, q.z, q.w = (Rotation.from_euler("z", self.cube_turned_by)
+                                      * Rotation.from_quat([q.x, q.y, q.z, q.w])).as_quat()
             objects_pub.publish(msg)
         self.node.create_subscription(ObjectArray, "/ground_truth/objects", on_objects, 10)
         self.arrivals = []      # sim time [s] each of the trajectories arrived
@@ -306,6 +312,37 @@ def test_an_object_goal_holds_only_on_fresh_sightings(graph):
     assert float(lift[:2].norm()) < 0.01, lift
     result = graph.result(graph.send(push_spec(target, 0.03, 20)), 60.0).result
     assert result.success, result.failure_reason
+    assert graph.wait_at_rest()
+
+
+def test_an_object_goal_turned_beyond_its_tolerance_ends_when_its_position_settles(graph):
+    # The cube lies at the target, turned as the goal wants it: the goal is taken, and first
+    # holds on a sighting that is not renewed. The sightings after it show the cube turned
+    # 0.5 rad: it lies at its target, but a push does not turn it back, so the goal ends as
+    # soon as the position is confirmed, naming the turn (not when the budget runs out).
+    assert graph.spin_until(lambda: graph.objects is not None, 10.0)
+    cube = next(o for o in graph.objects.objects if o.id == CUBE).pose
+    spec = push_spec([cube.position.x, cube.position.y, cube.position.z], 0.03, 30)
+    spec.orientation_tolerance = 0.2
+    spec.target_pose.pose.orientation = cube.orientation
+    graph.frozen_sighting = graph.objects.header.stamp
+    feedback = []
+    try:
+        handle = graph.send(spec, lambda m: feedback.append(m.feedback))
+        assert handle.accepted
+        assert graph.spin_until(lambda: feedback, 20.0)
+        graph.cube_turned_by = 0.5
+        graph.frozen_sighting = None
+        started = graph.now()
+        result = graph.result(handle, 60.0).result
+    finally:
+        graph.frozen_sighting = graph.cube_turned_by = None
+    assert result.failure_code == R.REASON_EXECUTION_FAILURE, result.failure_reason
+    assert "beyond orientation_tolerance 0.2: a push does not turn it back" in \
+        result.failure_reason
+    assert result.final_orientation_error == pytest.approx(0.5, abs=0.02)
+    assert result.final_position_error < 0.03
+    assert graph.now() - started < 10.0        # sim seconds, of the 30 the budget gives
     assert graph.wait_at_rest()
 
 

@@ -503,7 +503,8 @@ class PlannerNode(ManagedNode):
         lead = period    # how far ahead a plan starts: it must arrive before then
         recent = collections.deque(maxlen=5)     # planning times [s, node clock]
         self.planner.reset()
-        self.mirror = None
+        with self._command_lock:     # a deactivation may be holding the arm on it meanwhile
+            self.mirror = None
 
         def finish(code, reason, success=False):
             self._hold()

@@ -101,7 +101,12 @@ def spin_until(executor_or_node, condition, timeout: float, step: float = 0.05) 
 
 
 class Lifecycle:
-    """Drives a lifecycle node's transitions over its change_state / get_state services."""
+    """Drives a lifecycle node's transitions over its change_state / get_state services.
+
+    A reply to a new client can be lost (Fast DDS drops it when the server has not matched
+    the client's reply reader within 100 ms, likely on a loaded machine): get_state is asked
+    again, and a transition without an answer is judged by the state it should have led to.
+    """
 
     def __init__(self, node, target: str):
         from lifecycle_msgs.srv import ChangeState, GetState
@@ -111,19 +116,34 @@ class Lifecycle:
         self.get = node.create_client(GetState, f"{target}/get_state")
 
     def _call(self, client, request, timeout: float):
+        """The response, or None when none came within timeout seconds."""
         assert client.wait_for_service(timeout_sec=20.0), client.srv_name
         future = client.call_async(request)
-        assert spin_until(self.node, future.done, timeout), f"{client.srv_name}: no answer"
+        if not spin_until(self.node, future.done, timeout):
+            client.remove_pending_request(future)
+            return None
         return future.result()
 
     def transition(self, transition_id: int, timeout: float = 30.0) -> bool:
-        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.msg import State, Transition
         from lifecycle_msgs.srv import ChangeState
 
+        leads_to = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
+                    Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE,
+                    Transition.TRANSITION_DEACTIVATE: State.PRIMARY_STATE_INACTIVE,
+                    Transition.TRANSITION_CLEANUP: State.PRIMARY_STATE_UNCONFIGURED}
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        return self._call(self.change, request, timeout).success
+        response = self._call(self.change, request, timeout)
+        if response is not None:
+            return response.success
+        assert transition_id in leads_to, f"transition {transition_id}: no answer"
+        return self.state() == leads_to[transition_id]
 
     def state(self) -> int:
         from lifecycle_msgs.srv import GetState
 
-        return self._call(self.get, GetState.Request(), 10.0).current_state.id
+        for _ in range(3):
+            response = self._call(self.get, GetState.Request(), 5.0)
+            if response is not None:
+                return response.current_state.id
+        raise AssertionError(f"{self.get.srv_name}: no answer")

@@ -46,7 +46,7 @@ from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
 from planner_node.samplers import SAMPLERS, SamplerConfig
-from planner_node.settle import GoalSettle, Retreat
+from planner_node.settle import GoalSettle, Retreat, oriented, settles_on
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
@@ -574,12 +574,8 @@ class PlannerNode(ManagedNode):
                 return finish(R.REASON_WORLD_MODEL_FAILURE, str(err))
             result.final_position_error = position_error
             result.final_orientation_error = angle if math.isfinite(angle) else 0.0
-            oriented = goal.rotation is None or angle <= goal.orientation_tolerance
-            placed = position_error <= judged.position_tolerance
-            # A push does not turn an object: an object goal settles on its position, and
-            # then its orientation is judged.
-            if settle.update(placed and (oriented or goal.kind == OBJECT), now, sighting):
-                if oriented:
+            if settle.update(settles_on(judged, position_error, angle), now, sighting):
+                if oriented(goal, angle):
                     handle.succeed()
                     return finish(R.REASON_NONE, "", success=True)
                 handle.abort()

@@ -14,7 +14,22 @@ import math
 
 import torch
 
-from planner_node.costs import END_EFFECTOR, Goal
+from planner_node.costs import END_EFFECTOR, OBJECT, Goal
+
+
+def oriented(goal: Goal, angle: float) -> bool:
+    """Whether a goal's orientation holds at `angle` [rad] from its target: free, or within
+    its tolerance."""
+    return goal.rotation is None or goal.orientation_tolerance < 0 or \
+        angle <= goal.orientation_tolerance
+
+
+def settles_on(goal: Goal, position_error: float, angle: float) -> bool:
+    """Whether a cycle counts towards a goal's settling: its position within tolerance and,
+    for an end-effector goal, its orientation. A push does not turn an object: an object
+    goal settles on its position alone, and its orientation is judged once it has."""
+    return position_error <= goal.position_tolerance and (
+        goal.kind == OBJECT or oriented(goal, angle))
 
 
 class GoalSettle:

@@ -26,7 +26,7 @@ from gsplat_scene.mapping import MappingConfig
 from planner_node.arm_history import ArmHistory
 from planner_node.mpc import MPCPlanner
 from planner_node.pushed_object import PushedObject
-from planner_node.settle import GoalSettle, Retreat
+from planner_node.settle import GoalSettle, Retreat, oriented, settles_on
 from sim_robot import panda
 from sim_robot.explore import PUSH_REGION_X, PUSH_REGION_Y, top_down_quat
 from sim_robot.scene import OBJECT_IDS
@@ -110,10 +110,7 @@ def current_error(goal: Goal, sim: PandaSim) -> tuple:
 
 
 def within_tolerance(goal: Goal, error: tuple) -> bool:
-    position, angle = error
-    return position <= goal.position_tolerance and (
-        goal.orientation_tolerance < 0 or goal.rotation is None
-        or angle <= goal.orientation_tolerance)
+    return error[0] <= goal.position_tolerance and oriented(goal, error[1])
 
 
 class PerceivedObjects:
@@ -225,10 +222,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
         error = goal_error(goal, tool, world.object_ids, world.object_positions,
                            world.object_rotations)
         judged = pushed.judged(goal, scene, now)
-        # As planner_node: an object goal settles on its position (a push does not turn an
-        # object); its orientation is judged at the end.
-        settled = settle.update(error[0] <= judged.position_tolerance if goal.kind == OBJECT
-                                else within_tolerance(judged, error), now, sighting)
+        settled = settle.update(settles_on(judged, *error), now, sighting)
         if settled:
             break
         if retreat.update(settle.confirming, tool):   # a new plan for a new target

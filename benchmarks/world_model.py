@@ -50,6 +50,7 @@ from benchmarks.report import report  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ros_io.services import call_repeatable  # noqa: E402
 from world_model_node.dataset import coverage_90, make_windows, motion_errors, \
     predict_windows  # noqa: E402
 from world_model_node.episodes import BagLayout  # noqa: E402
@@ -202,12 +203,18 @@ def service_ms(checkpoint: Path, device: str, state: WorldState, targets, widths
         a.joint_targets = targets.cpu().numpy().ravel().tolist()
         a.gripper_widths = widths.cpu().numpy().ravel().tolist()
 
-        def call():
-            future = client.call_async(req)
-            rclpy.spin_until_future_complete(node, future, timeout_sec=60.0)
-            if not future.done() or not future.result().success:
-                raise RuntimeError(f"predict failed: {future.result()}")
+        def wait(done, timeout):
+            deadline = time.monotonic() + timeout
+            while not done() and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            return done()
 
+        def call(attempts=1):
+            response = call_repeatable(client, req, wait, 60.0, attempts)
+            if response is None or not response.success:
+                raise RuntimeError(f"predict failed: {response}")
+
+        call(attempts=3)  # the first reply to a new client can be lost
         return time_call(call, torch.device("cpu"), repeats)
     finally:
         node.destroy_node()

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ros_io.services import call_repeatable
+
 EPISODE_SETTLE_S = 0.5  # sim time between reset and the first command
 START_DELAY_S = 0.3  # trajectories are stamped this far ahead, so they start on time
 END_HOLD_S = 0.5  # recorded after the plan's end
@@ -129,21 +131,21 @@ class Collector:
 
         self.spin_until(lambda: self.reset_client.service_is_ready(), 60.0, "the simulator")
         request = ResetSim.Request(scenario_path=str(scenario), perturb=perturb, seed=seed)
-        # A response can be lost while the service's reply path is still being discovered (a
-        # loaded machine, a freshly started simulator); a reset is idempotent, so ask again.
-        for attempt in range(1, RESET_ATTEMPTS + 1):
-            future = self.reset_client.call_async(request)
+
+        def wait(condition, timeout):
             try:
-                self.spin_until(future.done, RESET_TIMEOUT_S, "the reset service")
-                break
+                self.spin_until(condition, timeout, "the reset service")
+                return True
             except TimeoutError:
-                self.reset_client.remove_pending_request(future)
-                if attempt == RESET_ATTEMPTS:
-                    raise
-                self.node.get_logger().warning(
-                    f"no answer from the reset service in {RESET_TIMEOUT_S:.0f} s; asking again")
-        if not future.result().success:
-            raise RuntimeError(f"reset failed: {future.result().message}")
+                return False
+        response = call_repeatable(  # a reset may be carried out twice
+            self.reset_client, request, wait, RESET_TIMEOUT_S, RESET_ATTEMPTS,
+            lambda _: self.node.get_logger().warning(
+                f"no answer from the reset service in {RESET_TIMEOUT_S:.0f} s; asking again"))
+        if response is None:
+            raise TimeoutError(f"no answer from the reset service in {RESET_ATTEMPTS} tries")
+        if not response.success:
+            raise RuntimeError(f"reset failed: {response.message}")
 
     def run_episode(self, plan, bag: Path, wall_timeout: float) -> dict:
         """Record one episode of `plan`; returns the final ground-truth object positions."""

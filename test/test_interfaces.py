@@ -8,7 +8,7 @@ import world_model_planning.msg as msgs
 import world_model_planning.srv as srvs
 from support.echo_node import interface_classes
 from support.fill import fill
-from support.graph import ros_context, ros_process, spin_until
+from support.graph import ask, ros_context, ros_process, spin_until
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,9 @@ def test_message_round_trip(node, name):
 def test_service_round_trip(node, name):
     cls = interface_classes(srvs)[name]
     client = node.create_client(cls, f"/rt_srv/{name}")
-    assert client.wait_for_service(timeout_sec=20.0)
-    future = client.call_async(fill(cls.Request(), 1))
-    assert spin_until(node, future.done, 20.0)
-    assert future.result() == fill(cls.Response(), 2)
-    assert future.result() != cls.Response()
+    response = ask(node, client, fill(cls.Request(), 1), 10.0, attempts=3)
+    assert response == fill(cls.Response(), 2)
+    assert response != cls.Response()
 
 
 def test_action_round_trip(node):

@@ -27,7 +27,7 @@ from sim_robot import panda
 from sim_robot.explore import top_down_quat
 from sim_robot.scene import OBJECT_IDS
 from ros_io.paths import share_path
-from support.graph import Lifecycle, output_of, ros_context, ros_process, spin_until
+from support.graph import Lifecycle, ask, output_of, ros_context, ros_process, spin_until
 from world_model_node.kinematics import KinematicChain
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec, ObjectArray
@@ -387,12 +387,9 @@ def test_malformed_scene_cloud_is_reported_and_planning_goes_on(graph):
 
 
 def test_plan_service_returns_a_trajectory_and_scored_futures(graph):
-    assert graph.plan.wait_for_service(timeout_sec=10.0)
     request = Plan.Request(goal=reach_spec([0.45, 0.0, 0.3]))
-    future = graph.plan.call_async(request)
-    assert graph.spin_until(future.done, 30.0)
-    response = future.result()
-    assert response.success, response.message
+    response = ask(graph.node, graph.plan, request, 30.0)
+    assert response is not None and response.success, response
     points = response.trajectory.points
     assert len(points) == 12 and len(points[0].positions) == 7
     f = response.futures
@@ -400,9 +397,8 @@ def test_plan_service_returns_a_trajectory_and_scored_futures(graph):
     assert len(f.ee_positions) == n * 12 * 3 and len(f.costs) == n
     assert f.costs[0] == pytest.approx(response.best_cost, rel=1e-4)
     request.goal.position_tolerance = -1.0
-    future = graph.plan.call_async(request)
-    assert graph.spin_until(future.done, 10.0)
-    assert not future.result().success and "tolerance" in future.result().message
+    response = ask(graph.node, graph.plan, request, 10.0)
+    assert not response.success and "tolerance" in response.message
 
 
 def test_deactivation_ends_the_goal_and_holds_the_arm(graph):
@@ -426,9 +422,9 @@ def test_deactivation_ends_the_goal_and_holds_the_arm(graph):
 
     def refused():
         assert not graph.send(reach_spec([0.45, 0.0, 0.3])).accepted
-        plan = graph.plan.call_async(Plan.Request(goal=reach_spec([0.45, 0.0, 0.3])))
-        assert graph.spin_until(plan.done, 10.0)
-        assert plan.result().message == "planner is not active"
+        plan = ask(graph.node, graph.plan, Plan.Request(goal=reach_spec([0.45, 0.0, 0.3])),
+                   10.0)
+        assert plan.message == "planner is not active"
     refused()
     assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
     assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED

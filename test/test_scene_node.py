@@ -18,7 +18,7 @@ from gsplat_scene.scene_node import bounds_param
 from ros_io.images import image_to_numpy
 from ros_io.stamps import to_seconds
 from sim_robot.scene import OBJECT_IDS
-from support.graph import (Lifecycle, output_of, ros_context, ros_process, spin_until,
+from support.graph import (Lifecycle, ask, output_of, ros_context, ros_process, spin_until,
                            wait_for_output)
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
@@ -51,10 +51,9 @@ def render_request() -> RenderScene.Request:
 
 
 def call(node, client, request, timeout=60.0):
-    assert client.wait_for_service(timeout_sec=20.0)
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout)
-    return future.result()
+    response = ask(node, client, request, timeout)
+    assert response is not None, f"{client.srv_name}: no answer"
+    return response
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +216,7 @@ def test_lifecycle_transitions_while_a_render_is_served(graph):
     # to come back.
     lifecycle = Lifecycle(graph, "/gsplat_scene")
     render = graph.create_client(RenderScene, "/gsplat_scene/render")
-    assert render.wait_for_service(timeout_sec=20.0)
+    assert call(graph, render, render_request()).success  # the reply path is matched
 
     rendering = [render.call_async(render_request()) for _ in range(3)]
     assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)

@@ -18,7 +18,7 @@ from ros_io.recorder import Recorder
 from ros_io.stamps import to_duration_msg, to_seconds, to_time_msg
 from sim_robot import panda
 from sim_robot.scene import OBJECT_IDS
-from support.graph import (output_of, ros_context, ros_process, spare_domain, spin_until,
+from support.graph import (ask, output_of, ros_context, ros_process, spare_domain, spin_until,
                            wait_for_output)
 from world_model_planning.msg import ObjectArray
 from world_model_planning.srv import ResetSim
@@ -219,14 +219,12 @@ def test_malformed_gripper_command_rejected(sim, data):
 
 
 def test_reset_service(sim):
-    assert sim.reset_client.wait_for_service(timeout_sec=10)
-    future = sim.reset_client.call_async(ResetSim.Request(scenario_path="/no/such.yaml"))
-    assert spin_until(sim.node, future.done, 10)
-    assert not future.result().success and "cannot load scenario" in future.result().message
+    response = ask(sim.node, sim.reset_client, ResetSim.Request(scenario_path="/no/such.yaml"),
+                   10.0)
+    assert not response.success and "cannot load scenario" in response.message
     t_before = sim.now()
-    future = sim.reset_client.call_async(ResetSim.Request(perturb=True, seed=7))
-    assert spin_until(sim.node, future.done, 10)
-    assert future.result().success, future.result().message
+    response = ask(sim.node, sim.reset_client, ResetSim.Request(perturb=True, seed=7), 10.0)
+    assert response.success, response.message
     sim.spin_for(0.5)
     assert sim.now() > t_before  # the clock never jumps back
     np.testing.assert_allclose(sim.arm(), panda.HOME_POSITION, atol=5e-3)

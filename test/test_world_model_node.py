@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from ros_io.stamps import to_duration_msg
-from support.graph import Lifecycle, output_of, ros_context, ros_process, spin_until
+from support.graph import Lifecycle, ask, output_of, ros_context, ros_process, spin_until
 from world_model_planning.msg import ObjectArray, ObjectState
 from world_model_planning.srv import Predict
 
@@ -72,9 +72,9 @@ def request(n=4, h=5, objects=True, seed=0):
 
 
 def call(node, req, timeout=30.0):
-    future = node.client.call_async(req)
-    assert spin_until(node, future.done, timeout), output_of(node.procs[2])
-    return future.result()
+    response = ask(node, node.client, req, timeout)
+    assert response is not None, output_of(node.procs[2])
+    return response
 
 
 def test_predicts_futures_with_uncertainty(graph):
@@ -149,6 +149,7 @@ def test_lifecycle_transitions_while_predictions_are_served(graph):
     # Requests that meet a deactivation and cleanup are answered (served, or refused while
     # inactive), none is left without a reply, and the node serves again once reconfigured.
     lifecycle = Lifecycle(graph, "/world_model_node")
+    assert call(graph, request(n=1, h=2)).success  # the reply path is matched
     pending = [graph.client.call_async(request(n=256, h=16, seed=s)) for s in range(4)]
     assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
     assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
@@ -179,3 +180,63 @@ def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
         assert proc.poll() is None
         out = output_of(proc)
         assert "config.yaml" in out and "unknown parameter 'not_a_parameter'" in out
+
+
+def test_predicted_images_are_rendered_one_at_a_time(graph):
+    # Predictions that come while the scene renders draw no image of their own (they would
+    # queue on the scene's render service), and a render unanswered after render_timeout,
+    # whose reply may have been lost, is given up: the next prediction asks again, and the
+    # late answer is not published.
+    import threading
+
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+
+    from world_model_planning.srv import RenderScene
+
+    asked = []
+
+    def render(req, response):
+        asked.append(time.monotonic())
+        if len(asked) == 1:
+            time.sleep(5.0)       # past the node's render_timeout
+        response.success = True
+        response.rgb = Image(width=1 if len(asked) == 1 else req.camera_info.width,
+                             height=req.camera_info.height, encoding="rgb8")
+        return response
+
+    server = rclpy.create_node("render_probe")
+    # Requests are taken as they come (the first one's sleep blocks none of them).
+    server.create_service(RenderScene, "/render_probe/render", render,
+                          callback_group=ReentrantCallbackGroup())
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(server)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    images = []
+    graph.create_subscription(Image, "/image_probe/predicted_image", images.append, 10)
+    client = graph.create_client(Predict, "/image_probe/predict")
+    try:
+        with ros_process(["-m", "world_model_node.predictor_node", "--ros-args",
+                          "-r", "__node:=image_probe", "-p", "render_service:=/render_probe/render",
+                          "-p", "render_timeout:=3.0", "-p", "image.width:=64",
+                          "-p", "image.height:=48"], ready_line="serving", timeout=120) as model:
+            def predict():
+                response = ask(graph, client, request(n=1, h=2), 30.0)
+                assert response is not None and response.success, output_of(model)
+
+            deadline = time.monotonic() + 30.0
+            while not asked and time.monotonic() < deadline:  # until its client sees ours
+                predict()
+                spin_until(graph, lambda: bool(asked), 0.5)
+            assert len(asked) == 1, output_of(model)
+            predict()
+            predict()
+            assert time.monotonic() - asked[0] < 3.0 and len(asked) == 1
+            spin_until(graph, lambda: False, 3.5 - (time.monotonic() - asked[0]))
+            predict()
+            assert spin_until(graph, lambda: bool(images), 15.0), output_of(model)
+            assert len(asked) == 2 and [i.width for i in images] == [64]
+            assert "asking again" in output_of(model)
+    finally:
+        executor.shutdown()
+        server.destroy_node()

@@ -5,7 +5,9 @@ named by parameter; while active, ~/predict answers batches of candidate action 
 with their predicted futures and uncertainty, and ~/futures (MarkerArray) shows the
 end-effector and object paths of the first `markers.futures` futures. With
 `render_service` set, the final predicted object poses of the first future are rendered by
-the scene memory (its ~/render service) and published on ~/predicted_image.
+the scene memory (its ~/render service) and published on ~/predicted_image, one render at a
+time: predictions that come while one is rendered draw none, and a render unanswered after
+`render_timeout` is given up (its reply may have been lost) so that the next one is asked.
 Objects left empty in a request are taken from the latest ObjectArray on `objects`.
 Malformed requests get success=false and the reason; the node keeps serving.
 """
@@ -56,6 +58,8 @@ class WorldModelNode(ManagedNode):
         p("render_service", "", ParameterDescriptor(
             description="Scene-memory render service for predicted images ('' = off), "
                         "e.g. /gsplat_scene/render"))
+        p("render_timeout", 5.0, ranged("A render unanswered this long is given up [s]",
+                                        0.1, 600.0))
         p("image.position", [1.4, -0.7, 0.95], ParameterDescriptor(
             description="Camera of the predicted images: position in the world [m]"))
         p("image.look_at", [0.4, 0.0, 0.22], ParameterDescriptor(
@@ -79,6 +83,7 @@ class WorldModelNode(ManagedNode):
         self.pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/futures", 1)
         self.pub_image = self.create_lifecycle_publisher(Image, "~/predicted_image", 1)
         self.render_client = None
+        self._render_pending = None   # (future, time.monotonic() when it was asked)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -113,6 +118,7 @@ class WorldModelNode(ManagedNode):
         if self.render_client is not None:
             self.destroy_client(self.render_client)
             self.render_client = None
+        self._render_pending = None
         self.predictor = None
 
     # ---- service -------------------------------------------------------------------------
@@ -215,6 +221,14 @@ class WorldModelNode(ManagedNode):
         if client is None or not f.object_ids or not client.service_is_ready():
             return
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        if self._render_pending is not None and not self._render_pending[0].done():
+            future, asked = self._render_pending
+            if time.monotonic() - asked < prm("render_timeout"):
+                return  # the scene renders one image at a time: do not queue more on it
+            client.remove_pending_request(future)
+            self.get_logger().warning(
+                f"no predicted image from {client.srv_name} in {prm('render_timeout')} s; "
+                "asking again", throttle_duration_sec=10.0)
         request = RenderScene.Request()
         w, h = prm("image.width"), prm("image.height")
         try:
@@ -241,12 +255,18 @@ class WorldModelNode(ManagedNode):
             final.objects.append(o)
         request.object_overrides = final
         future = client.call_async(request)
+        self._render_pending = (future, time.monotonic())
         future.add_done_callback(self._on_rendered)
 
     def _on_rendered(self, future) -> None:
         result = future.result()
-        if result is not None and result.success:
-            self.pub_image.publish(result.rgb)
+        if result is None or not result.success:
+            self.get_logger().warning(
+                "predicted image: render failed: "
+                f"{'no answer' if result is None else result.message}",
+                throttle_duration_sec=10.0)
+            return
+        self.pub_image.publish(result.rgb)
 
 
 def main(args=None):

@@ -7,6 +7,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ros_io.services import call_repeatable
 from sim_robot.collect import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,12 +101,20 @@ def spin_until(executor_or_node, condition, timeout: float, step: float = 0.05) 
     return bool(condition())
 
 
+def ask(node, client, request, timeout: float, attempts: int = 2):
+    """A service's response, or None when none came within timeout seconds, `attempts` times
+    (`ros_io.services.call_repeatable`: a reply to a new client can be lost)."""
+    assert client.wait_for_service(timeout_sec=20.0), client.srv_name
+    return call_repeatable(client, request, lambda done, t: spin_until(node, done, t),
+                           timeout, attempts)
+
+
 class Lifecycle:
     """Drives a lifecycle node's transitions over its change_state / get_state services.
 
-    A reply to a new client can be lost (Fast DDS drops it when the server has not matched
-    the client's reply reader within 100 ms, likely on a loaded machine): get_state is asked
-    again, and a transition without an answer is judged by the state it should have led to.
+    get_state is asked again when unanswered (see `ask`); a transition is asked once (asking
+    again could make a second one), and one without an answer is judged by the state it
+    should have led to.
     """
 
     def __init__(self, node, target: str):
@@ -114,15 +123,6 @@ class Lifecycle:
         self.node = node
         self.change = node.create_client(ChangeState, f"{target}/change_state")
         self.get = node.create_client(GetState, f"{target}/get_state")
-
-    def _call(self, client, request, timeout: float):
-        """The response, or None when none came within timeout seconds."""
-        assert client.wait_for_service(timeout_sec=20.0), client.srv_name
-        future = client.call_async(request)
-        if not spin_until(self.node, future.done, timeout):
-            client.remove_pending_request(future)
-            return None
-        return future.result()
 
     def transition(self, transition_id: int, timeout: float = 30.0) -> bool:
         from lifecycle_msgs.msg import State, Transition
@@ -133,7 +133,7 @@ class Lifecycle:
                     Transition.TRANSITION_DEACTIVATE: State.PRIMARY_STATE_INACTIVE,
                     Transition.TRANSITION_CLEANUP: State.PRIMARY_STATE_UNCONFIGURED}
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        response = self._call(self.change, request, timeout)
+        response = ask(self.node, self.change, request, timeout, attempts=1)
         if response is not None:
             return response.success
         assert transition_id in leads_to, f"transition {transition_id}: no answer"
@@ -142,8 +142,6 @@ class Lifecycle:
     def state(self) -> int:
         from lifecycle_msgs.srv import GetState
 
-        for _ in range(3):
-            response = self._call(self.get, GetState.Request(), 5.0)
-            if response is not None:
-                return response.current_state.id
-        raise AssertionError(f"{self.get.srv_name}: no answer")
+        response = ask(self.node, self.get, GetState.Request(), 5.0, attempts=3)
+        assert response is not None, f"{self.get.srv_name}: no answer"
+        return response.current_state.id

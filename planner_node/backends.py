@@ -8,10 +8,14 @@
   moveit                   moveit_msgs/action/ExecuteTrajectory goals to move_group
 
 The last two need control_msgs / moveit_msgs, present on robots with ros2_control or MoveIt
-and imported only when chosen. The gripper width goes to a std_msgs/Float64MultiArray topic
+and imported only when chosen. Their goals are watched: one the controller rejects or aborts
+(a path or goal tolerance violated, a controller switched off) is reported through
+`on_failure(reason)`; one preempted by the next trajectory ends canceled, as it should. The gripper width goes to a std_msgs/Float64MultiArray topic
 (a forward_command_controller) when `gripper_topic` is set.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from builtin_interfaces.msg import Duration
@@ -60,14 +64,17 @@ class TopicBackend:
 
 
 class _ActionBackend(TopicBackend):
-    """Sends each trajectory as a new goal of an action; rejected goals are logged."""
+    """Sends each trajectory as a new goal of an action and reports the goals the controller
+    rejects or aborts through on_failure(reason)."""
 
-    def __init__(self, node, action_type, action_name: str, gripper_topic: str):
+    def __init__(self, node, action_type, action_name: str, gripper_topic: str,
+                 on_failure: Callable[[str], None]):
         from rclpy.action import ActionClient
 
         self.node = node
         self.client = ActionClient(node, action_type, action_name)
-        self.action_type = action_type
+        self.action_type, self.action_name = action_type, action_name
+        self.on_failure = on_failure
         self.pub_gripper = node.create_publisher(Float64MultiArray, gripper_topic, 10) \
             if gripper_topic else None
         self.pub = None
@@ -78,6 +85,10 @@ class _ActionBackend(TopicBackend):
     def _goal(self, trajectory):
         raise NotImplementedError
 
+    def _describe(self, result) -> str:
+        """The controller's words for a failed goal's result."""
+        raise NotImplementedError
+
     def send(self, trajectory: JointTrajectory) -> None:
         future = self.client.send_goal_async(self._goal(trajectory))
         future.add_done_callback(self._on_response)
@@ -85,7 +96,17 @@ class _ActionBackend(TopicBackend):
     def _on_response(self, future) -> None:
         handle = future.result()
         if handle is None or not handle.accepted:
-            self.node.get_logger().error("the controller rejected a trajectory goal")
+            self.on_failure(f"{self.action_name} rejected a trajectory")
+            return
+        handle.get_result_async().add_done_callback(self._on_result)
+
+    def _on_result(self, future) -> None:
+        from action_msgs.msg import GoalStatus
+
+        response = future.result()
+        if response is not None and response.status == GoalStatus.STATUS_ABORTED:
+            self.on_failure(f"{self.action_name} aborted a trajectory: "
+                            f"{self._describe(response.result)}")
 
     def close(self) -> None:
         self.client.destroy()
@@ -94,38 +115,45 @@ class _ActionBackend(TopicBackend):
 
 
 class FollowJointTrajectoryBackend(_ActionBackend):
-    def __init__(self, node, action_name: str, gripper_topic: str):
+    def __init__(self, node, action_name: str, gripper_topic: str, on_failure):
         from control_msgs.action import FollowJointTrajectory
 
-        super().__init__(node, FollowJointTrajectory, action_name, gripper_topic)
+        super().__init__(node, FollowJointTrajectory, action_name, gripper_topic, on_failure)
 
     def _goal(self, trajectory):
         return self.action_type.Goal(trajectory=trajectory)
 
+    def _describe(self, result) -> str:
+        return f"error_code {result.error_code} ({result.error_string})"
+
 
 class MoveItBackend(_ActionBackend):
-    def __init__(self, node, action_name: str, gripper_topic: str):
+    def __init__(self, node, action_name: str, gripper_topic: str, on_failure):
         from moveit_msgs.action import ExecuteTrajectory
 
-        super().__init__(node, ExecuteTrajectory, action_name, gripper_topic)
+        super().__init__(node, ExecuteTrajectory, action_name, gripper_topic, on_failure)
 
     def _goal(self, trajectory):
         goal = self.action_type.Goal()
         goal.trajectory.joint_trajectory = trajectory
         return goal
 
+    def _describe(self, result) -> str:
+        return f"MoveItErrorCodes {result.error_code.val}"
+
 
 def make_backend(kind: str, node, topic: str, action: str, moveit_action: str,
-                 gripper_topic: str):
+                 gripper_topic: str, on_failure: Callable[[str], None]):
     """The backend by name; ValueError for an unknown name or one whose messages are not
-    installed (the reason names the package)."""
+    installed (the reason names the package). on_failure(reason) is called (on the node's
+    executor) for each trajectory a controller rejects or aborts."""
     if kind == "topic":
         return TopicBackend(node, topic, gripper_topic)
     try:
         if kind == "follow_joint_trajectory":
-            return FollowJointTrajectoryBackend(node, action, gripper_topic)
+            return FollowJointTrajectoryBackend(node, action, gripper_topic, on_failure)
         if kind == "moveit":
-            return MoveItBackend(node, moveit_action, gripper_topic)
+            return MoveItBackend(node, moveit_action, gripper_topic, on_failure)
     except ImportError as err:
         raise ValueError(f"backend '{kind}' needs {err.name} (install it, or use "
                          f"backend:=topic)") from err

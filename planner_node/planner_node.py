@@ -11,6 +11,8 @@ goal first held, the tool withdrawing `retreat_height` straight up meanwhile, so
 hand does not hide the object: see planner_node.settle), its time budget
 ends, or it is canceled. The arm is brought to rest (within its limits) on cancel, an e-stop
 message (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
+A trajectory the controller rejects or aborts (action backends) ends the goal: the controller
+holds the arm where it stopped.
 ~/plan (Plan service) plans once without executing, for evaluation.
 The world model runs in-process (no serialisation); the scene memory's ObjectArray (`objects`)
 and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
@@ -228,6 +230,7 @@ class PlannerNode(ManagedNode):
         self._objects: ObjectArray | None = None
         self._obstacles: DistanceField | None = None
         self._estop = False
+        self._execution_failure = None   # a controller's last rejection or abort
         self._goal_generation = 0
         # Sending to the controller and ending goals take this lock: once a deactivation
         # holds the arm, no plan of the goal it ended can follow.
@@ -275,7 +278,8 @@ class PlannerNode(ManagedNode):
                                          self.prm("limit_scale"), device)
             self.backend = make_backend(self.prm("backend"), self, self.prm("controller_topic"),
                                         self.prm("controller_action"),
-                                        self.prm("moveit_action"), self.prm("gripper_topic"))
+                                        self.prm("moveit_action"), self.prm("gripper_topic"),
+                                        self._on_execution_failure)
         except (ValueError, RuntimeError, OSError) as err:
             self.get_logger().error(f"cannot configure the planner: {err}")
             self.planner = None
@@ -460,6 +464,14 @@ class PlannerNode(ManagedNode):
             q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
             self._send(now, *braking(q, v, a, self.planner.cpu_limits, self.planner.dt))
 
+    def _on_execution_failure(self, reason: str) -> None:
+        """A controller rejected or aborted a trajectory: it holds where it stopped instead of
+        following what was sent, so the mirror of it is dropped and the running goal ends."""
+        self.get_logger().error(reason)
+        with self._command_lock:
+            self.mirror = None
+        self._execution_failure = reason
+
     def _on_goal(self, request) -> GoalResponse:
         if not self._active or self.planner is None:
             self.get_logger().error("goal rejected: the planner is not active")
@@ -505,6 +517,7 @@ class PlannerNode(ManagedNode):
         self.planner.reset()
         with self._command_lock:     # a deactivation may be holding the arm on it meanwhile
             self.mirror = None
+        self._execution_failure = None
 
         def finish(code, reason, success=False):
             self._hold()
@@ -539,6 +552,10 @@ class PlannerNode(ManagedNode):
             if self._estop:
                 handle.abort()
                 return finish(R.REASON_ESTOP, "e-stop")
+            failure, self._execution_failure = self._execution_failure, None
+            if failure is not None:
+                handle.abort()
+                return finish(R.REASON_EXECUTION_FAILURE, failure)
             now = self.now_s()
             try:
                 world, stamp, objects = self._state()

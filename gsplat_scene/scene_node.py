@@ -8,6 +8,8 @@ only) from the static `camera_pose` parameter.
 Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
 octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
 Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
+Health on /diagnostics ("gsplat_scene: mapping"): frame counters, the map's size, and a
+warning naming the latest problem or how long no frame has been integrated.
 
 A worker thread takes the newest frame of each camera in turn (the oldest of those waiting
 first), tracks the objects in it and publishes them at once (stamped with the frame's time),
@@ -39,6 +41,7 @@ from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, look_at_camera, pose_to_matrix
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
+from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import declare, ranged, report_unknown_overrides
@@ -47,6 +50,7 @@ from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
 HIDDEN_BELOW = 0.8   # share of an object a frame shows (ObjectRecord.visible_in) when hidden
+QUIET_WARN_S = 5.0   # /diagnostics warns when no frame has been integrated for this long [s]
 
 try:  # tf2 is on every robot; not installable here
     import tf2_ros
@@ -149,6 +153,7 @@ class SceneNode(ManagedNode):
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             read_only=True))
+        self.diagnostics = Diagnostics(self, "mapping", self._device_name, self._report)
         report_unknown_overrides(self)
         self.memory: SceneMemory | None = None
         # What waits for the memory's lock has a group (and an executor thread) of its own:
@@ -168,8 +173,12 @@ class SceneNode(ManagedNode):
         self.frames_skipped = 0    # extra cameras' frames not needed (extra_camera_period)
         self._frame_ready = threading.Condition()
         self._warned: dict[str, float] = {}
-        self.frames_dropped = 0
+        self.problems, self._last_problem = 0, ""   # what _warn reported, throttled or not
+        self._problems_reported = Since()
+        self.frames_rejected = 0     # bad or incomplete frames
+        self.frames_superseded = 0   # replaced by a newer frame before they were integrated
         self.frames_integrated = 0
+        self._integrated_wall: float | None = None   # time.monotonic() of the latest
         self._frame_stamp = None   # of the latest integrated frame (the objects' poses)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -277,8 +286,42 @@ class SceneNode(ManagedNode):
         self._integrated_at.clear()
 
     # ---- input -----------------------------------------------------------------------------
+    def _device_name(self) -> str:
+        memory = self.memory
+        return str(memory.device) if memory is not None else self.get_parameter("device").value
+
+    def _report(self) -> tuple:
+        """/diagnostics: counters always; WARN while unconfigured, on any problem since the
+        last report (the latest named), or when no frame has been integrated for a while."""
+        values = {"frames integrated": self.frames_integrated,
+                  "frames rejected": self.frames_rejected,
+                  "frames superseded": self.frames_superseded,
+                  "frames skipped": self.frames_skipped, "problems": self.problems}
+        memory = self.memory   # read without the lock: a report must not wait for a frame
+        if memory is None:
+            return WARN, "not configured", values
+        quiet = None if self._integrated_wall is None \
+            else time.monotonic() - self._integrated_wall
+        values.update({"gaussians": len(memory.gaussians),
+                       "max gaussians": memory.config.max_gaussians,
+                       "memory MB": memory.memory_bytes() / 2 ** 20,
+                       "objects": len(memory.objects),
+                       "seconds since a frame was integrated": math.nan if quiet is None
+                       else quiet})
+        problems = self._problems_reported(self.problems)
+        if not self._active:
+            return OK, "inactive", values
+        if problems:
+            return WARN, f"{problems} problem(s) since the last report; latest: " \
+                         f"{self._last_problem}", values
+        if quiet is None or quiet > QUIET_WARN_S:
+            return WARN, "no frame integrated yet" if quiet is None else \
+                f"no frame integrated for {quiet:.1f} s", values
+        return OK, "mapping", values
+
     def _warn(self, key: str, text: str, period: float = 5.0) -> None:
-        """Warning throttled per kind of problem (wall time)."""
+        """Warning throttled per kind of problem (wall time); each counts on /diagnostics."""
+        self.problems, self._last_problem = self.problems + 1, text
         now = time.monotonic()
         if now - self._warned.get(key, -1e9) >= period:
             self._warned[key] = now
@@ -301,19 +344,19 @@ class SceneNode(ManagedNode):
         if matched is None:
             missing = sync.unmatched() if stream == "rgb" else []
             if missing:
-                self.frames_dropped += 1
+                self.frames_rejected += 1
                 self._warn("frame", f"dropped {camera} frame: no {', '.join(missing)} within "
                                     f"{sync.slop} s of the colour image")
             return
         try:
             frame = self._to_frame(camera, matched)
         except ValueError as err:
-            self.frames_dropped += 1
+            self.frames_rejected += 1
             self._warn("frame", f"dropped {camera} frame: {err}")
             return
         with self._frame_ready:  # an unprocessed older frame of this camera is replaced
             if camera in self._pending:
-                self.frames_dropped += 1
+                self.frames_superseded += 1
             self._pending[camera] = frame
             self._frame_ready.notify()
 
@@ -395,6 +438,7 @@ class SceneNode(ManagedNode):
                 self._frame_stamp = to_time_msg(frame.stamp)
                 objects = self._objects_msg(memory, self._frame_stamp)
             self.frames_integrated += 1
+            self._integrated_wall = time.monotonic()
             if self._active and not stop.is_set():  # as soon as tracked: the planner acts
                 try:
                     self.pub_objects.publish(objects)

@@ -10,8 +10,9 @@
 The last two need control_msgs / moveit_msgs, present on robots with ros2_control or MoveIt
 and imported only when chosen. Their goals are watched: one the controller rejects or aborts
 (a path or goal tolerance violated, a controller switched off) is reported through
-`on_failure(reason)`; one preempted by the next trajectory ends canceled, as it should. The gripper width goes to a std_msgs/Float64MultiArray topic
-(a forward_command_controller) when `gripper_topic` is set.
+`on_failure(reason)`; one preempted by the next trajectory ends canceled, as it should.
+The gripper width goes to a std_msgs/Float64MultiArray topic (a forward_command_controller)
+when `gripper_topic` is set.
 """
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ ends, or it is canceled. The arm is brought to rest (within its limits) on cance
 message (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
 A trajectory the controller rejects or aborts (action backends) ends the goal: the controller
 holds the arm where it stopped.
+Health on /diagnostics ("planner_node: planner"): goals and their outcomes, cycles, the last
+planning time; a warning for an e-stop, plans that came too late, or no controller; an error
+when a controller rejected or aborted a trajectory.
 ~/plan (Plan service) plans once without executing, for evaluation.
 The world model runs in-process (no serialisation); the scene memory's ObjectArray (`objects`)
 and Gaussian centres (`scene_cloud`, PointCloud2) feed the costs.
@@ -49,6 +52,7 @@ from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
 from planner_node.samplers import SAMPLERS, SamplerConfig
 from planner_node.settle import GoalSettle, Retreat, oriented, settles_on
+from ros_io.diagnostics import ERROR, OK, WARN, Diagnostics, Since
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.params import declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
@@ -221,8 +225,15 @@ class PlannerNode(ManagedNode):
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             **ro))
+        self.diagnostics = Diagnostics(self, "planner", lambda: self.prm("device"),
+                                       self._report)
         report_unknown_overrides(self)
         self.planner = None
+        self.backend = None
+        self.goals_succeeded, self.goals_failed, self._last_goal = 0, 0, ""
+        self.cycles, self._plan_ms = 0, math.nan    # MPC cycles; the latest one's planning
+        self.late_plans, self._late_reported = 0, Since()
+        self.execution_failures, self._failures_reported = 0, Since()
         self._lock = threading.Lock()
         self._joint_state: tuple | None = None    # (q, qd, gripper width, stamp [s])
         self._joint_state_seen = threading.Event()
@@ -230,7 +241,8 @@ class PlannerNode(ManagedNode):
         self._objects: ObjectArray | None = None
         self._obstacles: DistanceField | None = None
         self._estop = False
-        self._execution_failure = None   # a controller's last rejection or abort
+        self._execution_failure = None   # a controller's rejection or abort, for the goal
+        self._last_execution_failure = ""
         self._goal_generation = 0
         # Sending to the controller and ending goals take this lock: once a deactivation
         # holds the arm, no plan of the goal it ended can follow.
@@ -335,6 +347,7 @@ class PlannerNode(ManagedNode):
                 self.destroy_subscription(sub)
             self.destroy_lifecycle_publisher(self.pub_markers)
             self.backend.close()
+            self.backend = None
             self.subs = []
         self.planner = None
 
@@ -464,13 +477,45 @@ class PlannerNode(ManagedNode):
             q, v, a = (torch.tensor(x, dtype=torch.float32) for x in self.mirror.sample(now))
             self._send(now, *braking(q, v, a, self.planner.cpu_limits, self.planner.dt))
 
+    def _report(self) -> tuple:
+        """/diagnostics: ERROR when a controller rejected or aborted a trajectory since the
+        last report; WARN while unconfigured, on e-stop, for plans that came too late, or
+        with no controller to send to."""
+        with self._lock:
+            js = self._joint_state
+        values = {"goals succeeded": self.goals_succeeded, "goals failed": self.goals_failed,
+                  "last goal": self._last_goal, "cycles": self.cycles,
+                  "last planning ms": self._plan_ms, "plans too late": self.late_plans,
+                  "controller failures": self.execution_failures,
+                  "joint state age s": math.nan if js is None else self.now_s() - js[3],
+                  "backend": self.prm("backend")}
+        failures = self._failures_reported(self.execution_failures)
+        late = self._late_reported(self.late_plans)
+        backend = self.backend
+        if self.planner is None or backend is None:
+            return WARN, "not configured", values
+        if not self._active:
+            return OK, "inactive", values
+        if failures:
+            return ERROR, self._last_execution_failure, values
+        if self._estop:
+            return WARN, "e-stop active: goals refused", values
+        if late:
+            return WARN, f"{late} plan(s) came too late to be sent since the last report", values
+        if not backend.ready():
+            return WARN, "no controller to send trajectories to", values
+        if self._goals_running:
+            return OK, "executing a goal", values
+        return OK, "idle", values
+
     def _on_execution_failure(self, reason: str) -> None:
         """A controller rejected or aborted a trajectory: it holds where it stopped instead of
         following what was sent, so the mirror of it is dropped and the running goal ends."""
         self.get_logger().error(reason)
         with self._command_lock:
             self.mirror = None
-        self._execution_failure = reason
+        self.execution_failures += 1
+        self._execution_failure = self._last_execution_failure = reason
 
     def _on_goal(self, request) -> GoalResponse:
         if not self._active or self.planner is None:
@@ -526,6 +571,11 @@ class PlannerNode(ManagedNode):
             result.elapsed = to_duration_msg(self.now_s() - started)
             if reason:
                 self.get_logger().error(f"goal ended: {reason}")
+            if success:
+                self.goals_succeeded += 1
+            else:
+                self.goals_failed += 1
+            self._last_goal = "succeeded" if success else reason
             return result
 
         try:
@@ -632,6 +682,7 @@ class PlannerNode(ManagedNode):
             if self.now_s() > start - margin:
                 # Too late to take over smoothly: the running trajectory (ending at rest)
                 # goes on; later plans start further ahead.
+                self.late_plans += 1
                 self.get_logger().warn(f"plan took {took:.2f} s of its {lead:.2f} s lead, "
                                        f"less than {margin:.2f} s before its start: not sent",
                                        throttle_duration_sec=5.0)
@@ -646,6 +697,8 @@ class PlannerNode(ManagedNode):
             lead = min(max(period, 1.5 * max(recent) + margin), MAX_LEAD)
             self.planner.advance(steps)
             iteration += 1
+            self.cycles += 1
+            self._plan_ms = took * 1e3
             feedback = PlanToGoal.Feedback(
                 iteration=iteration, best_cost=plan.cost,
                 predicted_success_probability=plan.success_probability,

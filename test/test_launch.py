@@ -38,6 +38,8 @@ def declared_parameters(module_path):
              if c.args and isinstance(c.args[0], ast.Constant)}
     names |= {c.args[1].value for c in _calls(tree, "declare")       # declare(node, name, ...)
               if len(c.args) > 1 and isinstance(c.args[1], ast.Constant)}
+    if _calls(tree, "Diagnostics"):     # ros_io.diagnostics declares its period
+        names.add("diagnostics_period")
     if module_path.startswith("planner_node"):   # weights.<term>, declared in a loop
         from planner_node.costs import CostWeights
         names |= {f"weights.{n}" for n in CostWeights.names()}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
@@ -36,7 +37,7 @@ from world_model_planning.srv import Plan
 PLANNER_ARGS = ["-m", "planner_node.planner_node", "--ros-args",
                 "-p", "model:=static", "-p", "samples:=48", "-p", "iterations:=2",
                 "-p", "horizon:=12", "-p", "use_sim_time:=true", "-p", "state_timeout:=1.0",
-                "-p", "torch_threads:=1",
+                "-p", "torch_threads:=1", "-p", "diagnostics_period:=0.5",
                 "-r", "objects:=/relayed_objects",
                 "-r", "joint_states:=/relayed_joint_states"]
 SIM_ARGS = ["-m", "sim_robot.sim_node", "--ros-args", "-p", "real_time_factor:=0.5",
@@ -48,14 +49,19 @@ CUBE = OBJECT_IDS["cube"]
 
 class Probe:
     """Relays joint states (so a test can starve the planner) and objects (so a test can
-    freeze when they were last seen, or show the cube elsewhere or turned), records what is sent to the controller, and talks to
-    the planner."""
+    freeze when they were last seen, or show the cube elsewhere or turned), records what is
+    sent to the controller and the planner's /diagnostics, and talks to the planner."""
 
     def __init__(self):
         self.node = rclpy.create_node(
             "planner_probe", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.relay = True
         self.joint_states = []
+        self.health = []    # the planner's /diagnostics statuses
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: self.health.extend(s for s in m.status
+                                         if s.name == "planner_node: planner"), 10)
         self.trajectories = []
         pub = self.node.create_publisher(JointState, "/relayed_joint_states", 10)
 
@@ -205,13 +211,20 @@ def test_estop_stops_the_arm_and_refuses_goals(graph):
     feedback = []
     handle = graph.send(reach_spec([0.5, 0.2, 0.35]), lambda m: feedback.append(m))
     assert graph.spin_until(lambda: len(feedback) >= 2, 30.0)
+    assert graph.spin_until(lambda: graph.health and graph.health[-1].message
+                            == "executing a goal", 5.0), graph.health[-1:]
     graph.estop.publish(Bool(data=True))
     result = graph.result(handle, 20.0).result
     assert result.failure_code == R.REASON_ESTOP
     assert graph.wait_at_rest()
     assert not graph.send(reach_spec([0.5, 0.0, 0.3])).accepted
+    assert graph.spin_until(lambda: graph.health[-1].level == DiagnosticStatus.WARN
+                            and "e-stop" in graph.health[-1].message, 5.0), graph.health[-1]
+    values = {v.key: v.value for v in graph.health[-1].values}
+    assert values["last goal"] == "e-stop" and int(values["goals failed"]) >= 1, values
     graph.estop.publish(Bool(data=False))
-    graph.spin_until(lambda: False, 0.5)
+    assert graph.spin_until(lambda: graph.health[-1].level == DiagnosticStatus.OK
+                            and graph.health[-1].message == "idle", 5.0), graph.health[-1]
 
 
 def test_stale_joint_states_stop_the_arm(graph):

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -24,7 +25,7 @@ SCENE_ARGS = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2
 MODEL_ARGS = ["-m", "world_model_node.predictor_node", "--ros-args",
               "-p", "render_service:=/gsplat_scene/render", "-p", "use_sim_time:=true",
               "-p", "image.width:=64", "-p", "image.height:=48",
-              "-r", "objects:=/gsplat_scene/objects"]
+              "-p", "diagnostics_period:=0.5", "-r", "objects:=/gsplat_scene/objects"]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,9 @@ def graph():
                            ("/gsplat_scene/objects", ObjectArray)):
             node.create_subscription(cls, topic,
                                      lambda m, t=topic: node.latest.__setitem__(t, m), 10)
+        node.health = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: node.health.extend(
+            s for s in m.status if s.name == "world_model_node: predictor"), 10)
         node.client = node.create_client(Predict, "/world_model_node/predict")
         node.procs = (sim, scene, model)
         assert node.client.wait_for_service(timeout_sec=30.0)
@@ -145,6 +149,22 @@ def test_bad_requests_are_refused_and_the_node_keeps_serving(graph, reason, req)
     assert graph.procs[2].poll() is None
 
 
+def test_health_on_diagnostics(graph):
+    # A refused request turns the report to a warning that names it; served ones count.
+    assert call(graph, request(n=1, h=2)).success
+    del graph.health[:]
+    assert not call(graph, request(n=0, h=2)).success
+    assert spin_until(graph, lambda: any(s.level == DiagnosticStatus.WARN
+                                         and "empty batch" in s.message
+                                         for s in graph.health), 10.0), graph.health
+    assert spin_until(graph, lambda: graph.health[-1].level == DiagnosticStatus.OK, 5.0)
+    status = graph.health[-1]
+    values = {v.key: v.value for v in status.values}
+    assert status.message == "serving" and status.hardware_id == "cpu"
+    assert int(values["requests served"]) >= 1 and int(values["requests refused"]) >= 1
+    assert float(values["last prediction ms"]) > 0 and values["model"].startswith("learned")
+
+
 def test_lifecycle_transitions_while_predictions_are_served(graph):
     # Requests that meet a deactivation and cleanup are answered (served, or refused while
     # inactive), none is left without a reply, and the node serves again once reconfigured.
@@ -169,14 +189,21 @@ def test_lifecycle_transitions_while_predictions_are_served(graph):
     assert res.success and list(res.futures.object_ids) == [10, 11], res.message
 
 
-def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
+def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(graph, tmp_path):
     broken = tmp_path / "ckpt"
     broken.mkdir()
     (broken / "config.yaml").write_text("format: 1\nmodel: {width: [\n")
+    health = []
+    graph.create_subscription(DiagnosticArray, "/diagnostics", lambda m: health.extend(
+        s for s in m.status if s.name == "broken_model: predictor"), 10)
     with ros_process(["-m", "world_model_node.predictor_node", "--ros-args",
-                      "-p", f"checkpoint:={broken}", "-p", "not_a_parameter:=3"],
+                      "-r", "__node:=broken_model", "-p", f"checkpoint:={broken}",
+                      "-p", "not_a_parameter:=3", "-p", "diagnostics_period:=0.5"],
                      ready_line="cannot load the world model", timeout=60) as proc:
-        time.sleep(1.0)
+        # Unconfigured, it says so on /diagnostics (and keeps running).
+        assert spin_until(graph, lambda: bool(health), 10.0), output_of(proc)
+        assert health[-1].level == DiagnosticStatus.WARN
+        assert health[-1].message == "not configured"
         assert proc.poll() is None
         out = output_of(proc)
         assert "config.yaml" in out and "unknown parameter 'not_a_parameter'" in out
@@ -217,7 +244,8 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
     client = graph.create_client(Predict, "/image_probe/predict")
     try:
         with ros_process(["-m", "world_model_node.predictor_node", "--ros-args",
-                          "-r", "__node:=image_probe", "-p", "render_service:=/render_probe/render",
+                          "-r", "__node:=image_probe",
+                          "-p", "render_service:=/render_probe/render",
                           "-p", "render_timeout:=3.0", "-p", "image.width:=64",
                           "-p", "image.height:=48"], ready_line="serving", timeout=120) as model:
             def predict():

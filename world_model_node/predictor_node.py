@@ -10,10 +10,13 @@ time: predictions that come while one is rendered draw none, and a render unansw
 `render_timeout` is given up (its reply may have been lost) so that the next one is asked.
 Objects left empty in a request are taken from the latest ObjectArray on `objects`.
 Malformed requests get success=false and the reason; the node keeps serving.
+Health on /diagnostics ("world_model_node: predictor"): requests served and refused (a
+warning names the latest refusal), the last prediction's time.
 """
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import numpy as np
@@ -27,6 +30,7 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gsplat_scene.frames import look_at_camera
+from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.markers import line_strip
 from ros_io.params import declare, ranged, report_unknown_overrides
@@ -70,12 +74,18 @@ class WorldModelNode(ManagedNode):
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             read_only=True))
+        self.diagnostics = Diagnostics(self, "predictor",
+                                       lambda: self.get_parameter("device").value,
+                                       self._report)
         report_unknown_overrides(self)
         self.predictor = None
         self._active = False
         self._objects: ObjectArray | None = None
         self.requests_served = 0
         self.requests_refused = 0
+        self._refusals_reported = Since()
+        self._last_refusal = ""
+        self._predict_ms = math.nan     # of the latest prediction served
         # The service lives as long as the node: a request that meets a lifecycle transition
         # is answered (refused while inactive), never left without a reply.
         self.create_service(Predict, "~/predict", self._on_predict,
@@ -122,8 +132,27 @@ class WorldModelNode(ManagedNode):
         self.predictor = None
 
     # ---- service -------------------------------------------------------------------------
+    def _report(self) -> tuple:
+        """/diagnostics: WARN while unconfigured and when a request was refused since the
+        last report (the latest reason named)."""
+        predictor = self.predictor
+        values = {"requests served": self.requests_served,
+                  "requests refused": self.requests_refused,
+                  "last prediction ms": self._predict_ms,
+                  "model": "" if predictor is None else predictor.name}
+        refused = self._refusals_reported(self.requests_refused)
+        if predictor is None:
+            return WARN, "not configured", values
+        if not self._active:
+            return OK, "inactive", values
+        if refused:
+            return WARN, f"{refused} request(s) refused since the last report; latest: " \
+                         f"{self._last_refusal}", values
+        return OK, "serving", values
+
     def _refuse(self, response, text: str):
         self.requests_refused += 1
+        self._last_refusal = text
         self.get_logger().error(f"predict request refused: {text}")
         response.success, response.message = False, text
         return response
@@ -141,6 +170,7 @@ class WorldModelNode(ManagedNode):
         except RuntimeError as err:  # e.g. out of device memory: refuse, keep serving
             return self._refuse(response, f"prediction failed: {err}")
         elapsed = time.perf_counter() - tic
+        self._predict_ms = elapsed * 1e3
         header = request.robot_state.header
         header.frame_id = self.get_parameter("world_frame").value
         response.futures = futures_to_msg(futures, request.actions, header, predictor.name)

@@ -47,8 +47,10 @@ class TopicBackend:
         self.pub = node.create_publisher(JointTrajectory, topic, 10)
         self.pub_gripper = node.create_publisher(Float64MultiArray, gripper_topic, 10) \
             if gripper_topic else None
+        self.target = f"topic {self.pub.topic_name}"
 
     def ready(self) -> bool:
+        """Whether a controller listens."""
         return self.pub.get_subscription_count() > 0
 
     def send(self, trajectory: JointTrajectory) -> None:
@@ -75,6 +77,7 @@ class _ActionBackend(TopicBackend):
         self.node = node
         self.client = ActionClient(node, action_type, action_name)
         self.action_type, self.action_name = action_type, action_name
+        self.target = f"action {action_name}"
         self.on_failure = on_failure
         self.pub_gripper = node.create_publisher(Float64MultiArray, gripper_topic, 10) \
             if gripper_topic else None

@@ -12,7 +12,8 @@ hand does not hide the object: see planner_node.settle), its time budget
 ends, or it is canceled. The arm is brought to rest (within its limits) on cancel, an e-stop
 message (std_msgs/Bool true on `estop`), stale joint states, a world-model failure or a new goal.
 A trajectory the controller rejects or aborts (action backends) ends the goal: the controller
-holds the arm where it stopped.
+holds the arm where it stopped; so does having no controller to send to (none found within
+`first_state_wait`, or one lost).
 Health on /diagnostics ("planner_node: planner"): goals and their outcomes, cycles, the last
 planning time; a warning for an e-stop, plans that came too late, or no controller; an error
 when a controller rejected or aborted a trajectory.
@@ -208,8 +209,8 @@ class PlannerNode(ManagedNode):
         p("state_timeout", 0.5, ranged("Joint states older than this are stale [s]",
                                        0.01, 10.0))
         p("first_state_wait", 5.0, ranged(
-            "How long a goal waits for the first joint state after start-up [s, wall clock]",
-            0.0, 60.0))
+            "How long a goal waits for the first joint state and for a controller after "
+            "start-up [s, wall clock]", 0.0, 60.0))
         p("default_time_budget", 20.0, ranged("Time budget of goals that set none [s]",
                                               0.1, 3600.0))
         p("settle_cycles", 2, ranged("Cycles the goal must hold to succeed", 1, 100, True))
@@ -503,10 +504,20 @@ class PlannerNode(ManagedNode):
         if late:
             return WARN, f"{late} plan(s) came too late to be sent since the last report", values
         if not backend.ready():
-            return WARN, "no controller to send trajectories to", values
+            return WARN, f"no controller on {backend.target}", values
         if self._goals_running:
             return OK, "executing a goal", values
         return OK, "idle", values
+
+    def _controller_ready(self, wait: float) -> bool:
+        """Whether the backend has a controller, waiting up to `wait` s (wall clock) for one:
+        just after start-up, discovery may not have found it yet."""
+        deadline = time.monotonic() + wait
+        while not self.backend.ready():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _on_execution_failure(self, reason: str) -> None:
         """A controller rejected or aborted a trajectory: it holds where it stopped instead of
@@ -589,6 +600,9 @@ class PlannerNode(ManagedNode):
         except ValueError as err:
             handle.abort()
             return finish(R.REASON_INVALID_GOAL, str(err))
+        if not self._controller_ready(self.prm("first_state_wait")):
+            handle.abort()
+            return finish(R.REASON_EXECUTION_FAILURE, f"no controller on {self.backend.target}")
         gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)
         self.backend.gripper(gripper)
         next_tick = self.now_s()
@@ -606,6 +620,10 @@ class PlannerNode(ManagedNode):
             if failure is not None:
                 handle.abort()
                 return finish(R.REASON_EXECUTION_FAILURE, failure)
+            if not self.backend.ready():   # nothing would move the arm: say so, now
+                handle.abort()
+                return finish(R.REASON_EXECUTION_FAILURE,
+                              f"lost the controller on {self.backend.target}")
             now = self.now_s()
             try:
                 world, stamp, objects = self._state()

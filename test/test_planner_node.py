@@ -450,6 +450,29 @@ def test_deactivation_ends_the_goal_and_holds_the_arm(graph):
     assert handle.accepted and graph.result(handle, 120.0).result.success
 
 
+def test_a_goal_without_a_controller_ends_at_once(graph):
+    # A controller topic nobody listens on: the goal ends naming it once first_state_wait
+    # has passed, not when its time budget runs out, and /diagnostics warns of it.
+    health = []
+    graph.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: health.extend(
+        s for s in m.status if s.name == "lonely_planner: planner"), 10)
+    args = PLANNER_ARGS + ["-r", "__node:=lonely_planner", "-p", "first_state_wait:=1.0",
+                           "-p", "controller_topic:=/nobody/joint_trajectory"]
+    with ros_process(args, ready_line="planning with", timeout=120) as planner:
+        action = ActionClient(graph.node, PlanToGoal, "/lonely_planner/plan_to_goal")
+        assert action.wait_for_server(timeout_sec=20.0)
+        sent = action.send_goal_async(PlanToGoal.Goal(goal=reach_spec([0.45, 0.0, 0.3])))
+        assert graph.spin_until(sent.done, 10.0) and sent.result().accepted
+        result = graph.result(sent.result(), 10.0).result
+        assert result.failure_code == R.REASON_EXECUTION_FAILURE
+        assert result.failure_reason == "no controller on topic /nobody/joint_trajectory"
+        assert graph.spin_until(lambda: any(
+            s.level == DiagnosticStatus.WARN and s.message == result.failure_reason
+            for s in health), 5.0), health[-1:]
+        assert planner.poll() is None
+        action.destroy()
+
+
 def test_misspelt_parameter_and_missing_backend_are_reported():
     args = ["-m", "planner_node.planner_node", "--ros-args", "-p", "model:=static",
             "-p", "backend:=moveit", "-p", "sampels:=3", "-p", "tool_radius:=5.0"]

@@ -113,6 +113,19 @@ class Scene:
     push_stop_time: float = 0.2        # s the tool and the object take to stop
     tool_radius: float = 0.0105        # m from the tool centre point to the face that pushes
     reckoning_margin: float = 0.01     # m inside the tolerance a reckoned object must be
+    push_gripper_width: float = 0.03   # m between the finger pads while pushing, at most
+
+
+PAD_INSET = 0.01   # m the finger pads' inner edges keep inside a pushed object's narrowest side
+
+
+def push_opening(extent: torch.Tensor, widest: float) -> float:
+    """Gripper width [m] for pushing an object of half sizes extent (3,): up to `widest`,
+    with the pads' inner edges `PAD_INSET` inside its narrowest side (closed for a narrow
+    object). Both fingers then meet the face it is pushed by, one on each side of the push
+    line, and an object that starts to turn is pushed back square; a closed hand is a single
+    contact, about which a push turns the object further."""
+    return float(min(widest, max(0.0, 2 * float(extent[:2].min()) - 2 * PAD_INSET)))
 
 
 def horizon_weights(h: int, device) -> torch.Tensor:

@@ -47,7 +47,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error,
-                                rotation_angle, sighting_age)
+                                push_opening, rotation_angle, sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
@@ -188,6 +188,9 @@ class PlannerNode(ManagedNode):
             0.001, 1.0))
         p("push_stop_time", 0.2, ranged("Time the tool and a pushed object take to stop [s]",
                                         0.0, 5.0))
+        p("push_gripper_width", 0.03, ranged(
+            "Widest finger-pad opening [m] while pushing (narrower for narrow objects): "
+            "the two fingers keep a pushed object from turning", 0.0, 0.08))
         p("tool_radius", 0.0105, ranged("From the tool centre point to the face that pushes "
                                         "[m] (where a pushed object is reckoned unseen)",
                                         0.0, 0.2))
@@ -442,6 +445,7 @@ class PlannerNode(ManagedNode):
                      min_push_speed=self.prm("min_push_speed"),
                      push_stop_time=self.prm("push_stop_time"),
                      tool_radius=self.prm("tool_radius"),
+                     push_gripper_width=self.prm("push_gripper_width"),
                      reckoning_margin=self.prm("reckoning_margin"))
 
     # ---- execution -----------------------------------------------------------------------
@@ -603,7 +607,9 @@ class PlannerNode(ManagedNode):
         if not self._controller_ready(self.prm("first_state_wait")):
             handle.abort()
             return finish(R.REASON_EXECUTION_FAILURE, f"no controller on {self.backend.target}")
-        gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)
+        gripper = float(world.gripper) if goal.kind != OBJECT else push_opening(
+            world.object_extents[world.object_ids.index(goal.object_id)],
+            self._scene().push_gripper_width)
         self.backend.gripper(gripper)
         next_tick = self.now_s()
         while True:
@@ -763,7 +769,9 @@ class PlannerNode(ManagedNode):
                                   self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,
                       torch.zeros_like(world.joint_positions))
-            gripper = 0.0 if goal.kind == OBJECT else float(world.gripper)
+            gripper = float(world.gripper) if goal.kind != OBJECT else push_opening(
+            world.object_extents[world.object_ids.index(goal.object_id)],
+            self._scene().push_gripper_width)
             self.planner.reset()
             plan = self.planner.plan(world, anchor, goal, self._scene(), gripper,
                                      self.prm("plan_budget"))

@@ -13,7 +13,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
                                 evaluate, face_reach, funnel_distance, horizon_weights,
-                                push_speed_limit, pushed_bound, reachable,
+                                push_opening, push_speed_limit, pushed_bound, reachable,
                                 segment_distance, sighting_age, stage)
 from planner_node.guides import (guide_target, guides, line_guides, pose_jacobian,
                                  push_rotation, tool_heading)
@@ -535,6 +535,15 @@ def test_a_push_slows_near_the_target_as_far_as_perception_lags():
     assert push_speed_limit(scene, 0.03, 0.5) * (0.5 + 0.2) <= 0.03 + 1e-9
     assert push_speed_limit(scene, 0.005, 2.0) == pytest.approx(0.02)    # never below
     assert push_speed_limit(scene, 0.03, 0.1) > push_speed_limit(scene, 0.03, 0.4)
+
+
+def test_a_push_opens_the_fingers_inside_the_object_s_narrowest_side():
+    widest = Scene().push_gripper_width
+    cube = torch.tensor([0.025, 0.025, 0.025])
+    assert push_opening(cube, widest) == pytest.approx(0.03)    # pads 1 cm inside each edge
+    assert push_opening(torch.tensor([0.04, 0.02, 0.05]), widest) == pytest.approx(0.02)
+    assert push_opening(torch.tensor([0.1, 0.1, 0.1]), widest) == widest
+    assert push_opening(torch.tensor([0.008, 0.03, 0.02]), widest) == 0.0   # narrow: closed
 
 
 def test_a_push_slows_for_the_age_of_the_object_s_pose_seen_or_hidden():

@@ -1,7 +1,7 @@
 """planner_node pushes the cube over a real DDS graph: the simulated robot and the planner
 with the shipped learned world model in separate processes, objects from the simulator's
 ground truth, a seeded push goal through the PlanToGoal action; success is judged on the
-ground truth, and the feedback walks through the stages."""
+ground truth, the feedback walks through the stages, and the fingers push apart."""
 import time
 
 import numpy as np
@@ -9,6 +9,7 @@ import pytest
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
 
 from sim_robot.closed_loop import sample_goal
 from sim_robot.scene import OBJECT_IDS
@@ -32,9 +33,11 @@ def node():
             ros_process(PLANNER_ARGS, ready_line="planning with", timeout=120) as planner:
         node = rclpy.create_node(
             "push_probe", parameter_overrides=[Parameter("use_sim_time", value=True)])
-        node.truth = None
+        node.truth, node.widths = None, []     # gripper widths [m] from the joint states
         node.create_subscription(ObjectArray, "/ground_truth/objects",
                                  lambda m: setattr(node, "truth", m), 10)
+        node.create_subscription(JointState, "/joint_states", lambda m: node.widths.append(
+            sum(p for n, p in zip(m.name, m.position) if "finger" in n)), 10)
         node.action = ActionClient(node, PlanToGoal, "/planner_node/plan_to_goal")
         node.procs = (sim, planner)
         assert node.action.wait_for_server(timeout_sec=30.0), output_of(planner)
@@ -68,6 +71,7 @@ def test_pushes_the_cube_to_its_target(node):
             break
         assert time.monotonic() < deadline, output_of(node.procs[1])[-2000:]
         spin_until(node, lambda: False, 0.5)
+    del node.widths[:]
     done = sent.result().get_result_async()
     assert spin_until(node, done.done, 240.0), output_of(node.procs[1])[-3000:]
     result = done.result().result
@@ -79,3 +83,5 @@ def test_pushes_the_cube_to_its_target(node):
     error = np.linalg.norm(cube_position(node.truth)[:2] - goal.position[:2].numpy())
     assert error <= goal.position_tolerance + 0.005, error
     assert stages[0] == "approach" and "push" in stages, stages
+    # The fingers 3 cm apart (push_gripper_width), both on the cube's 5 cm face.
+    assert np.median(node.widths) == pytest.approx(0.03, abs=0.003), np.median(node.widths)

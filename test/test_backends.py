@@ -57,11 +57,13 @@ def controller():
                      callback_group=ReentrantCallbackGroup())
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
         try:
             yield done
         finally:
             executor.shutdown()
+            spinner.join(timeout=5.0)     # no callback may still run on the node below
             node.destroy_node()
 
 

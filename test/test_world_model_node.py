@@ -238,7 +238,8 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
                           callback_group=ReentrantCallbackGroup())
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(server)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     images = []
     graph.create_subscription(Image, "/image_probe/predicted_image", images.append, 10)
     client = graph.create_client(Predict, "/image_probe/predict")
@@ -267,4 +268,5 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
             assert "asking again" in output_of(model)
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)     # no callback may still run on the node below
         server.destroy_node()

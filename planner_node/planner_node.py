@@ -513,6 +513,14 @@ class PlannerNode(ManagedNode):
             return OK, "executing a goal", values
         return OK, "idle", values
 
+    def _gripper_command(self, goal: Goal, world) -> float:
+        """The gripper width a goal is planned with: kept for an end-effector goal, apart for
+        an object goal's push (`push_opening`)."""
+        if goal.kind != OBJECT:
+            return float(world.gripper)
+        return push_opening(world.object_extents[world.object_ids.index(goal.object_id)],
+                            self._scene().push_gripper_width)
+
     def _controller_ready(self, wait: float) -> bool:
         """Whether the backend has a controller, waiting up to `wait` s (wall clock) for one:
         just after start-up, discovery may not have found it yet."""
@@ -607,9 +615,7 @@ class PlannerNode(ManagedNode):
         if not self._controller_ready(self.prm("first_state_wait")):
             handle.abort()
             return finish(R.REASON_EXECUTION_FAILURE, f"no controller on {self.backend.target}")
-        gripper = float(world.gripper) if goal.kind != OBJECT else push_opening(
-            world.object_extents[world.object_ids.index(goal.object_id)],
-            self._scene().push_gripper_width)
+        gripper = self._gripper_command(goal, world)
         self.backend.gripper(gripper)
         next_tick = self.now_s()
         while True:
@@ -769,9 +775,7 @@ class PlannerNode(ManagedNode):
                                   self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,
                       torch.zeros_like(world.joint_positions))
-            gripper = float(world.gripper) if goal.kind != OBJECT else push_opening(
-            world.object_extents[world.object_ids.index(goal.object_id)],
-            self._scene().push_gripper_width)
+            gripper = self._gripper_command(goal, world)
             self.planner.reset()
             plan = self.planner.plan(world, anchor, goal, self._scene(), gripper,
                                      self.prm("plan_budget"))

@@ -59,7 +59,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
-from world_model_node.predictor import Futures
+from world_model_node.predictor import Futures, WorldState
 
 END_EFFECTOR, OBJECT = 0, 1   # GoalSpec.TARGET_*
 
@@ -144,6 +144,15 @@ def goal_object_index(goal: Goal, object_ids: list) -> int:
     if goal.object_id not in object_ids:
         raise ValueError(f"object {goal.object_id} is not in the scene (ids {object_ids})")
     return object_ids.index(goal.object_id)
+
+
+def gripper_command(goal: Goal, world: WorldState, scene: Scene) -> float:
+    """The gripper width [m] a goal is planned and executed with: the present one for an
+    end-effector goal, apart for an object goal's push (`push_opening`)."""
+    if goal.kind != OBJECT:
+        return float(world.gripper)
+    k = goal_object_index(goal, world.object_ids)
+    return push_opening(world.object_extents[k], scene.push_gripper_width)
 
 
 def goal_error(goal: Goal, ee_pose: torch.Tensor, object_ids: list,

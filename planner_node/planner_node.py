@@ -47,7 +47,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error,
-                                push_opening, rotation_angle, sighting_age)
+                                gripper_command, rotation_angle, sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
@@ -513,14 +513,6 @@ class PlannerNode(ManagedNode):
             return OK, "executing a goal", values
         return OK, "idle", values
 
-    def _gripper_command(self, goal: Goal, world) -> float:
-        """The gripper width a goal is planned with: kept for an end-effector goal, apart for
-        an object goal's push (`push_opening`)."""
-        if goal.kind != OBJECT:
-            return float(world.gripper)
-        return push_opening(world.object_extents[world.object_ids.index(goal.object_id)],
-                            self._scene().push_gripper_width)
-
     def _controller_ready(self, wait: float) -> bool:
         """Whether the backend has a controller, waiting up to `wait` s (wall clock) for one:
         just after start-up, discovery may not have found it yet."""
@@ -615,7 +607,7 @@ class PlannerNode(ManagedNode):
         if not self._controller_ready(self.prm("first_state_wait")):
             handle.abort()
             return finish(R.REASON_EXECUTION_FAILURE, f"no controller on {self.backend.target}")
-        gripper = self._gripper_command(goal, world)
+        gripper = gripper_command(goal, world, self._scene())
         self.backend.gripper(gripper)
         next_tick = self.now_s()
         while True:
@@ -775,7 +767,7 @@ class PlannerNode(ManagedNode):
                                   self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,
                       torch.zeros_like(world.joint_positions))
-            gripper = self._gripper_command(goal, world)
+            gripper = gripper_command(goal, world, self._scene())
             self.planner.reset()
             plan = self.planner.plan(world, anchor, goal, self._scene(), gripper,
                                      self.prm("plan_budget"))

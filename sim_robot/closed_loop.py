@@ -21,8 +21,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from planner_node.actions import braking, executed_knots
-from planner_node.costs import (END_EFFECTOR, OBJECT, Goal, Scene, goal_error, push_opening,
-                                sighting_age)
+from planner_node.costs import (END_EFFECTOR, OBJECT, Goal, Scene, goal_error,
+                                gripper_command, sighting_age)
 from gsplat_scene.mapping import MappingConfig
 from planner_node.arm_history import ArmHistory
 from planner_node.mpc import MPCPlanner
@@ -193,11 +193,7 @@ def run_episode(sim: PandaSim, planner: MPCPlanner, goal: Goal, task: str, seed:
     limits = panda.ARM_LIMITS
     follower = JointTrajectoryFollower(panda.ARM_JOINT_NAMES, limits.lower, limits.upper,
                                        limits.velocity, sim.arm_positions())
-    gripper = sim.gripper_width()
-    if goal.kind == OBJECT:
-        start = world_state(sim)
-        gripper = push_opening(start.object_extents[start.object_ids.index(goal.object_id)],
-                               scene.push_gripper_width)
+    gripper = gripper_command(goal, world_state(sim), scene)
     sim.set_gripper_width(gripper)
     planner.reset(seed)
     cycle = execute_steps * planner.dt

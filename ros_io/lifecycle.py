@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import rclpy
 import rclpy.executors
@@ -44,7 +45,11 @@ class HandOffExecutor(rclpy.executors.MultiThreadedExecutor):
     waits in the pool's queue, so its spin thread loops without blocking until a worker takes
     it. That loop holds the GIL: a worker planning for seconds then ran up to 100 times
     slower, in bursts. All workers busy means the next callback waits for one (the nodes that
-    use this keep a worker free for short callbacks)."""
+    use this keep a worker free for short callbacks).
+
+    Its `shutdown` waits for the callbacks the workers are running, as rclpy's documents but
+    (7.1.x) does not: a node destroyed under a running callback makes that callback fail on
+    its first use of the node (a service's reply, a publisher)."""
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
         try:
@@ -57,13 +62,24 @@ class HandOffExecutor(rclpy.executors.MultiThreadedExecutor):
         def call():
             started.set()
             handler()
+        self._futures.append(handler)     # before it runs: `shutdown` waits for it
         self._executor.submit(call)
         started.wait()
-        self._futures.append(handler)
         for future in self._futures[:]:
             if future.done():
                 self._futures.remove(future)
                 future.result()      # raise what a callback raised
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        """Stop taking callbacks and wait up to timeout_sec [s] (None: for ever) for the
+        running ones to return. Returns whether they all have."""
+        super().shutdown(timeout_sec=0)
+        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        while not all(task.done() for task in list(self._futures)):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 def run(node_class, args=None, threads: int = 1) -> None:
@@ -95,8 +111,12 @@ def run(node_class, args=None, threads: int = 1) -> None:
         pass
     finally:
         node._teardown()
+        if not executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S):
+            node.get_logger().warn(f"callbacks still running after {SHUTDOWN_WAIT_S} s; "
+                                   "destroying the node under them")
         node.destroy_node()
         rclpy.try_shutdown()
 
 
 SIGNAL_POLL_S = 0.1
+SHUTDOWN_WAIT_S = 5.0   # for callbacks still running when the node stops

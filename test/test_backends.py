@@ -8,10 +8,10 @@ import pytest
 import rclpy
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from planner_node.backends import _ActionBackend
+from ros_io.lifecycle import HandOffExecutor
 from support.graph import ros_context, spin_until
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec
@@ -55,15 +55,15 @@ def controller():
                      goal_callback=lambda goal: GoalResponse.REJECT
                      if goal.goal.object_id == REJECTED else GoalResponse.ACCEPT,
                      callback_group=ReentrantCallbackGroup())
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = HandOffExecutor(num_threads=2)
         executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         try:
             yield done
         finally:
-            executor.shutdown()
-            spinner.join(timeout=5.0)     # no callback may still run on the node below
+            executor.shutdown(timeout_sec=10.0)     # no callback may run on the node below
+            spinner.join(timeout=5.0)
             node.destroy_node()
 
 

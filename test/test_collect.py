@@ -89,5 +89,6 @@ def test_a_late_reset_answer_is_asked_again_and_a_dead_simulator_is_named(monkey
             assert time.monotonic() - started < 5.0
         finally:
             executor.shutdown()
+            spinner.join(timeout=5.0)
             collector.node.destroy_node()
             server.destroy_node()

@@ -54,3 +54,31 @@ def test_each_callback_is_offered_once_while_a_worker_is_busy():
         finally:
             executor.shutdown()
             node.destroy_node()
+
+
+def test_shutdown_waits_for_running_callbacks():
+    # rclpy's own returns at once; the node destroyed next would fail the callback's reply.
+    with ros_context():
+        node = rclpy.create_node("shutdown_probe")
+        started, finished = threading.Event(), threading.Event()
+
+        def slow_callback():
+            timer.cancel()
+            started.set()
+            time.sleep(1.0)
+            finished.set()
+        timer = node.create_timer(0.01, slow_callback, callback_group=ReentrantCallbackGroup())
+        executor = HandOffExecutor(num_threads=2)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            assert started.wait(5.0)
+            assert executor.shutdown(timeout_sec=0.2) is False    # still running: says so
+            assert not finished.is_set()
+            assert executor.shutdown(timeout_sec=5.0) is True
+            assert finished.is_set()
+            spinner.join(timeout=5.0)
+            assert not spinner.is_alive()
+        finally:
+            node.destroy_node()

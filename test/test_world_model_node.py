@@ -217,8 +217,8 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
     import threading
 
     from rclpy.callback_groups import ReentrantCallbackGroup
-    from rclpy.executors import MultiThreadedExecutor
 
+    from ros_io.lifecycle import HandOffExecutor
     from world_model_planning.srv import RenderScene
 
     asked = []
@@ -236,7 +236,7 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
     # Requests are taken as they come (the first one's sleep blocks none of them).
     server.create_service(RenderScene, "/render_probe/render", render,
                           callback_group=ReentrantCallbackGroup())
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = HandOffExecutor(num_threads=3)
     executor.add_node(server)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -267,6 +267,6 @@ def test_predicted_images_are_rendered_one_at_a_time(graph):
             assert len(asked) == 2 and [i.width for i in images] == [64]
             assert "asking again" in output_of(model)
     finally:
-        executor.shutdown()
-        spinner.join(timeout=5.0)     # no callback may still run on the node below
+        executor.shutdown(timeout_sec=10.0)     # until the late render has answered
+        spinner.join(timeout=5.0)
         server.destroy_node()

@@ -10,12 +10,15 @@
 The last two need control_msgs / moveit_msgs, present on robots with ros2_control or MoveIt
 and imported only when chosen. Their goals are watched: one the controller rejects or aborts
 (a path or goal tolerance violated, a controller switched off) is reported through
-`on_failure(reason)`; one preempted by the next trajectory ends canceled, as it should.
+`on_failure(reason)`, and so is a controller that answers none of the goals sent over
+`response_timeout` seconds (a hung controller, or replies DDS loses); one preempted by the
+next trajectory ends canceled, as it should.
 The gripper width goes to a std_msgs/Float64MultiArray topic (a forward_command_controller)
 when `gripper_topic` is set.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -67,11 +70,13 @@ class TopicBackend:
 
 
 class _ActionBackend(TopicBackend):
-    """Sends each trajectory as a new goal of an action and reports the goals the controller
-    rejects or aborts through on_failure(reason)."""
+    """Sends each trajectory as a new goal of an action and reports through
+    on_failure(reason) the goals the controller rejects or aborts, and each `response_timeout`
+    [s] in which it answered none (counted while goals go out at least that often: after a
+    pause, a reply lost before it does not count)."""
 
     def __init__(self, node, action_type, action_name: str, gripper_topic: str,
-                 on_failure: Callable[[str], None]):
+                 on_failure: Callable[[str], None], response_timeout: float = 2.0):
         from rclpy.action import ActionClient
 
         self.node = node
@@ -79,6 +84,9 @@ class _ActionBackend(TopicBackend):
         self.action_type, self.action_name = action_type, action_name
         self.target = f"action {action_name}"
         self.on_failure = on_failure
+        self.response_timeout = response_timeout
+        self._unanswered_since = None     # [s, monotonic] the first goal since the last reply
+        self._last_send = -float("inf")
         self.pub_gripper = node.create_publisher(Float64MultiArray, gripper_topic, 10) \
             if gripper_topic else None
         self.pub = None
@@ -94,10 +102,19 @@ class _ActionBackend(TopicBackend):
         raise NotImplementedError
 
     def send(self, trajectory: JointTrajectory) -> None:
+        now = time.monotonic()
+        if self._unanswered_since is None or now - self._last_send > self.response_timeout:
+            self._unanswered_since = now
+        elif now - self._unanswered_since > self.response_timeout:
+            self.on_failure(f"{self.action_name} answered none of the trajectories sent in "
+                            f"the last {now - self._unanswered_since:.1f} s")
+            self._unanswered_since = now
+        self._last_send = now
         future = self.client.send_goal_async(self._goal(trajectory))
         future.add_done_callback(self._on_response)
 
     def _on_response(self, future) -> None:
+        self._unanswered_since = None
         handle = future.result()
         if handle is None or not handle.accepted:
             self.on_failure(f"{self.action_name} rejected a trajectory")
@@ -119,10 +136,12 @@ class _ActionBackend(TopicBackend):
 
 
 class FollowJointTrajectoryBackend(_ActionBackend):
-    def __init__(self, node, action_name: str, gripper_topic: str, on_failure):
+    def __init__(self, node, action_name: str, gripper_topic: str, on_failure,
+                 response_timeout: float):
         from control_msgs.action import FollowJointTrajectory
 
-        super().__init__(node, FollowJointTrajectory, action_name, gripper_topic, on_failure)
+        super().__init__(node, FollowJointTrajectory, action_name, gripper_topic, on_failure,
+                         response_timeout)
 
     def _goal(self, trajectory):
         return self.action_type.Goal(trajectory=trajectory)
@@ -132,10 +151,12 @@ class FollowJointTrajectoryBackend(_ActionBackend):
 
 
 class MoveItBackend(_ActionBackend):
-    def __init__(self, node, action_name: str, gripper_topic: str, on_failure):
+    def __init__(self, node, action_name: str, gripper_topic: str, on_failure,
+                 response_timeout: float):
         from moveit_msgs.action import ExecuteTrajectory
 
-        super().__init__(node, ExecuteTrajectory, action_name, gripper_topic, on_failure)
+        super().__init__(node, ExecuteTrajectory, action_name, gripper_topic, on_failure,
+                         response_timeout)
 
     def _goal(self, trajectory):
         goal = self.action_type.Goal()
@@ -147,17 +168,21 @@ class MoveItBackend(_ActionBackend):
 
 
 def make_backend(kind: str, node, topic: str, action: str, moveit_action: str,
-                 gripper_topic: str, on_failure: Callable[[str], None]):
+                 gripper_topic: str, on_failure: Callable[[str], None],
+                 response_timeout: float = 2.0):
     """The backend by name; ValueError for an unknown name or one whose messages are not
-    installed (the reason names the package). on_failure(reason) is called (on the node's
-    executor) for each trajectory a controller rejects or aborts."""
+    installed (the reason names the package). on_failure(reason) is called for each
+    trajectory a controller rejects or aborts (on the node's executor) and for each
+    response_timeout [s] in which an action's controller answered none (in `send`)."""
     if kind == "topic":
         return TopicBackend(node, topic, gripper_topic)
     try:
         if kind == "follow_joint_trajectory":
-            return FollowJointTrajectoryBackend(node, action, gripper_topic, on_failure)
+            return FollowJointTrajectoryBackend(node, action, gripper_topic, on_failure,
+                                                response_timeout)
         if kind == "moveit":
-            return MoveItBackend(node, moveit_action, gripper_topic, on_failure)
+            return MoveItBackend(node, moveit_action, gripper_topic, on_failure,
+                                 response_timeout)
     except ImportError as err:
         raise ValueError(f"backend '{kind}' needs {err.name} (install it, or use "
                          f"backend:=topic)") from err

@@ -205,6 +205,9 @@ class PlannerNode(ManagedNode):
           ParameterDescriptor(description="FollowJointTrajectory action", **ro))
         p("moveit_action", "/execute_trajectory",
           ParameterDescriptor(description="move_group's ExecuteTrajectory action", **ro))
+        p("controller_response_timeout", 2.0, ranged(
+            "Action backends: a controller that answers none of the trajectories sent over "
+            "this long [s] ends the goal", 0.1, 60.0, **ro))
         p("gripper_topic", "/gripper_controller/commands", ParameterDescriptor(
             description="Float64MultiArray gripper width command ('' = none)", **ro))
         p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"],
@@ -295,7 +298,8 @@ class PlannerNode(ManagedNode):
             self.backend = make_backend(self.prm("backend"), self, self.prm("controller_topic"),
                                         self.prm("controller_action"),
                                         self.prm("moveit_action"), self.prm("gripper_topic"),
-                                        self._on_execution_failure)
+                                        self._on_execution_failure,
+                                        self.prm("controller_response_timeout"))
         except (ValueError, RuntimeError, OSError) as err:
             self.get_logger().error(f"cannot configure the planner: {err}")
             self.planner = None

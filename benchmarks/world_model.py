@@ -51,9 +51,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ros_io.services import call_repeatable  # noqa: E402
-from world_model_node.dataset import coverage_90, make_windows, motion_errors, \
-    predict_windows  # noqa: E402
+from world_model_node.dataset import make_windows  # noqa: E402
 from world_model_node.episodes import BagLayout  # noqa: E402
+from world_model_node.evaluate import score  # noqa: E402
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState  # noqa: E402
 from world_model_node.train import find_bags, load_episodes  # noqa: E402
 
@@ -72,32 +72,12 @@ def collect(episodes: int, output: Path) -> list[Path]:
     return find_bags([output])
 
 
-def accuracy(predictor, windows, step: float, prefix: str = "") -> dict:
-    """Errors at 1 s and 2 s, all objects and moving ones, with the static baseline's."""
-    pos, rot, std = predict_windows(predictor, windows)
-    out = {}
-    moved = (windows.ref_pos[:, -1] - windows.ref_pos[:, 0]).norm(dim=-1) > 0.01
-    for subset, keep in (("", None), ("moving_", moved)):
-        for seconds in (1, 2):
-            e = motion_errors(windows, pos, rot, round(seconds / step), keep)
-            out[f"{prefix}{subset}pos_err_{seconds}s_m"] = e["position_m"]
-            out[f"{prefix}{subset}static_pos_err_{seconds}s_m"] = e["static_position_m"]
-            out[f"{prefix}{subset}rot_err_{seconds}s_deg"] = e["rotation_deg"]
-            out[f"{prefix}{subset}static_rot_err_{seconds}s_deg"] = e["static_rotation_deg"]
-            if not subset:
-                out[f"{prefix}ratio_{seconds}s"] = e["position_m"] / e["static_position_m"]
-                out[f"{prefix}pairs"] = e["pairs"]
-    if std is not None:
-        out[f"{prefix}coverage_90"] = coverage_90(windows, pos, std)
-    return out
-
-
 def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
     """Errors on the held-out bags; in a full run also the perceived-pose figures."""
     step = learned.step
     truth = load_episodes(bags, "ground_truth", step, BagLayout(), args.cache)
     windows = make_windows(truth, round(2.0 / step), stride=2).to(device)
-    results = accuracy(learned, windows, step)
+    results = score(learned, windows, step)
     results["episodes"] = len(truth)
     if not args.quick and args.perceived_checkpoint.exists():
         # Mapped at the recorded size (320x240), as the shipped perceived model's bags were.
@@ -110,10 +90,9 @@ def held_out_accuracy(args, learned, bags: list[Path], device) -> dict:
         results["perceived_episodes"] = len(perceived)
         results.update(pose_errors(perceived, references))
         perceived_model = LearnedPredictor.from_checkpoint(args.perceived_checkpoint, device)
-        results.update(accuracy(perceived_model, pw, step, "perceived_"))
-        results.update(accuracy(learned, pw, step, "gt_trained_on_perceived_input_"))
-        results.update(accuracy(perceived_model, windows, step,
-                                "perceived_trained_on_gt_input_"))
+        results.update(score(perceived_model, pw, step, "perceived_"))
+        results.update(score(learned, pw, step, "gt_trained_on_perceived_input_"))
+        results.update(score(perceived_model, windows, step, "perceived_trained_on_gt_input_"))
     return results
 
 

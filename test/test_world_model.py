@@ -1,5 +1,8 @@
 """World model core: bags -> episodes -> windows, training beats the static baseline on
-held-out episodes, checkpoints round-trip, batched == one-by-one, bad input is refused."""
+held-out episodes, checkpoints round-trip, batched == one-by-one, bad input is refused; the
+evaluation command replays bags through a model."""
+import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from scipy.spatial.transform import Rotation
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import make_windows, motion_errors
 from world_model_node.episodes import BagLayout, read_episode
+from world_model_node.evaluate import main as evaluate_main
 from world_model_node.model import so3_log
 from world_model_node.perception import MIN_VISIBLE
 from world_model_node.predictor import LearnedPredictor, StaticPredictor, WorldState
@@ -456,3 +460,97 @@ def test_training_command_reports_a_bad_layout_file(tmp_path):
                           str(tmp_path), "--output", str(tmp_path / "out"), "--layout",
                           str(layout)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "unknown bag layout keys" in run.stderr, run.stderr
+
+
+def test_evaluation_replays_bags_beside_the_static_baseline(trained, bags, tmp_path, capsys):
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "metadata.yaml").write_text("not: [a bag")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(trained), "--bags", *map(str, bags[18:]),
+                          str(garbage), "--output", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "error: skipped" in printed.err and "garbage" in printed.err, printed.err
+    assert "1 s ahead: position" in printed.out and "worst episode" in printed.out
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["episodes"] == 4 and summary["episodes_with_ground_truth"] == 4
+    assert summary["pos_err_1s_m"] < summary["static_pos_err_1s_m"], summary
+    assert 0.0 <= summary["coverage_90"] <= 1.0
+    # The figures are the model's own errors on those windows, computed directly.
+    predictor = LearnedPredictor.from_checkpoint(trained)
+    windows = make_windows([read_episode(b) for b in bags[18:]], 20, stride=2)
+    f = predictor.predict(windows.state(), windows.target_q, windows.target_w)
+    for seconds in (1, 2):
+        e = motion_errors(windows, f.object_positions, f.object_rotations, 10 * seconds)
+        assert summary[f"pos_err_{seconds}s_m"] == pytest.approx(e["position_m"], rel=1e-4)
+        assert summary[f"static_pos_err_{seconds}s_m"] == pytest.approx(
+            e["static_position_m"], rel=1e-4)
+    curve = summary["by_lookahead"]
+    assert [row["lookahead_s"] for row in curve] == pytest.approx(
+        [0.1 * h for h in range(1, 21)])
+    assert curve[9]["position_m"] == pytest.approx(summary["pos_err_1s_m"])
+    with open(out / "episodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["episode"] for r in rows) == sorted(b.name for b in bags[18:])
+    ratios = [float(r["ratio_1s"]) for r in rows]
+    assert ratios == sorted(ratios, reverse=True)     # the worst first
+    assert (out / "errors.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The baseline through the same command: its error is exactly the objects' motion.
+    assert evaluate_main(["--checkpoint", str(trained), "--bags", *map(str, bags[18:]),
+                          "--model", "static", "--output", str(tmp_path / "static")]) == 0
+    static = json.loads((tmp_path / "static" / "evaluation.json").read_text())
+    assert static["ratio_1s"] == pytest.approx(1.0)
+    assert static["static_pos_err_1s_m"] == pytest.approx(summary["static_pos_err_1s_m"])
+
+
+def test_evaluation_of_perceived_poses_with_and_without_ground_truth(bags, tmp_path, capsys):
+    # The model fed the scene memory's poses of a bag's frames: judged on the ground truth
+    # where the bag has it (the baseline's error is then the true motion, the same as with
+    # ground-truth poses), else on the perceived motion itself (a robot's bags).
+    checkpoint = REPO / "models" / "world_model_perceived"
+    runs = {}
+    robot = tmp_path / "robot_layout.yaml"
+    robot.write_text("ground_truth_objects: ''\n")
+    for name, flags in (("truth", ["--poses", "ground_truth"]),
+                        ("perceived", ["--poses", "perceived"]),
+                        ("robot", ["--poses", "perceived", "--layout", str(robot)])):
+        out = tmp_path / name
+        assert evaluate_main(["--checkpoint", str(checkpoint), "--bags", str(bags[0]),
+                              "--output", str(out), "--horizon", "1", *flags]) == 0, name
+        runs[name] = json.loads((out / "evaluation.json").read_text())
+    printed = capsys.readouterr().out
+    assert "perceived poses, 1 judged on ground truth" in printed
+    assert "perceived poses, 0 judged on ground truth" in printed
+    truth, perceived, robot = runs["truth"], runs["perceived"], runs["robot"]
+    assert "pos_err_2s_m" not in truth                  # beyond the 1 s horizon
+    assert perceived["episodes_with_ground_truth"] == 1 and robot[
+        "episodes_with_ground_truth"] == 0
+    assert perceived["static_pos_err_1s_m"] == pytest.approx(truth["static_pos_err_1s_m"])
+    assert robot["static_pos_err_1s_m"] != pytest.approx(truth["static_pos_err_1s_m"])
+    for run in runs.values():
+        assert run["pos_err_1s_m"] < run["static_pos_err_1s_m"], run
+
+
+def test_evaluation_command_reports_bad_input(trained, bags, tmp_path, capsys):
+    def run(*flags):
+        try:
+            return evaluate_main(["--output", str(tmp_path / "out"), *flags])
+        except SystemExit as exit_:
+            return exit_.code
+
+    assert run("--checkpoint", str(tmp_path), "--bags", str(bags[0])) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("cache"))
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    assert run("--checkpoint", str(broken), "--bags", str(bags[0])) == 1
+    assert "missing or corrupt" in capsys.readouterr().err
+    assert run("--checkpoint", str(trained), "--bags", str(tmp_path / "nothing")) == 1
+    assert "no readable episodes" in capsys.readouterr().err
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("joint_state: /joint_states\n")
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]),
+               "--layout", str(layout)) == 2
+    assert "unknown bag layout keys" in capsys.readouterr().err
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--horizon", "0") == 2

@@ -83,6 +83,16 @@ class BagLayout:
             out[key] = value
         return cls(**out)
 
+    @classmethod
+    def from_yaml(cls, path) -> "BagLayout":
+        """A layout from a YAML file of BagLayout keys; ValueError naming what is wrong."""
+        import yaml
+
+        try:
+            return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError, TypeError) as err:
+            raise ValueError(str(err)) from err
+
 
 @dataclass
 class Episode:

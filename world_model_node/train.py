@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
@@ -398,8 +397,8 @@ def _parse_args(argv=None):
     args.bag_layout = BagLayout()
     if args.layout:
         try:
-            args.bag_layout = BagLayout.from_dict(yaml.safe_load(args.layout.read_text()) or {})
-        except (OSError, yaml.YAMLError, ValueError, TypeError) as err:
+            args.bag_layout = BagLayout.from_yaml(args.layout)
+        except ValueError as err:
             ap.error(f"--layout {args.layout}: {err}")
     args.cache = args.cache or args.output / "cache"
     return args

@@ -44,7 +44,7 @@ from gsplat_scene.ply import load_ply, save_ply
 from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import declare, ranged, report_unknown_overrides
+from ros_io.params import CONFIGURE, declare, ranged, report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
@@ -102,39 +102,41 @@ class SceneNode(ManagedNode):
         super().__init__("gsplat_scene", **kwargs)
         p = functools.partial(declare, self)
         p("device", "cpu", ParameterDescriptor(
-            description="Torch device of the memory (cpu, cuda, cuda:N)", read_only=True))
-        p("world_frame", "world", ParameterDescriptor(description="Map frame", read_only=True))
+            description="Torch device of the memory (cpu, cuda, cuda:N)",
+            additional_constraints=CONFIGURE))
+        p("world_frame", "world", ParameterDescriptor(description="Map frame",
+                                                      additional_constraints=CONFIGURE))
         p("cameras", ["camera"], ParameterDescriptor(
             description="Camera namespaces: NS/color/image_raw, NS/depth/image_raw, "
                         "NS/color/camera_info, NS/instances/image_raw, NS/pose",
-            read_only=True))
+            additional_constraints=CONFIGURE))
         p("camera_pose_source", "auto", ParameterDescriptor(
             description="auto (tf2 if present, else topic), tf, topic or static",
-            read_only=True))
+            additional_constraints=CONFIGURE))
         p("camera_pose", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], ParameterDescriptor(
             description="Static camera optical-frame pose in the world: x y z qx qy qz qw",
-            read_only=True))
+            additional_constraints=CONFIGURE))
         p("extra_camera_period", 2.0, ranged(
             "Frames of the cameras after the first are integrated while the first one's "
             "latest frame hides an object (shows less than 80 % of it), else once per this "
             "period [s] to map what the first does not see (0 = every frame)", 0.0, 3600.0))
         p("max_gaussians", 300_000, ranged("Hard cap on Gaussians", 1000, 50_000_000, True,
-                                           read_only=True))
+                                           additional_constraints=CONFIGURE))
         p("max_memory_mb", 1024.0, ranged("Hard cap on map memory [MB]", 1.0, 1e6,
-                                          read_only=True))
+                                          additional_constraints=CONFIGURE))
         p("iterations", 3, ranged("Optimisation steps per frame", 0, 1000, True))
         p("keyframes", 8, ranged("Keyframe window", 0, 1000, True))
         p("views_per_step", 1, ranged("Views rendered together per optimisation step", 1, 64,
                                       True))
         p("densify_grad", 5.0, ranged("Split or clone Gaussians whose position gradient is "
                                       "this many times the median (0 = off)", 0.0, 1000.0,
-                                      read_only=True))
+                                      additional_constraints=CONFIGURE))
         p("track_agreement", 0.9, ranged("Fraction of an object's pixels the map must render at "
                                          "the measured depth for it to count as in place",
-                                         0.0, 1.0, read_only=True))
+                                         0.0, 1.0, additional_constraints=CONFIGURE))
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
-                        "[0.0] maps everything in range", read_only=True))
+                        "[0.0] maps everything in range", additional_constraints=CONFIGURE))
         p("downscale", 1, ranged("Integrate frames downscaled by this factor", 1, 16, True))
         p("sync_slop", 0.02, ranged("Largest stamp difference within a frame [s]", 0.0, 1.0))
         p("max_frame_age", 1.0, ranged("Frames older than this are stale [s]", 0.0, 3600.0))
@@ -149,7 +151,7 @@ class SceneNode(ManagedNode):
         p("virtual_camera.height", 240, ranged("Virtual camera height [px]", 16, 4096, True))
         p("virtual_camera.fovy_deg", 58.0, ranged("Virtual camera vertical FOV [deg]", 1.0, 170.0))
         p("torch_threads", 0, ranged("CPU threads for torch (0 = torch's default)", 0, 256,
-                                     True, read_only=True))
+                                     True, additional_constraints=CONFIGURE))
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
             read_only=True))

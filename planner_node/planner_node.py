@@ -55,7 +55,7 @@ from planner_node.samplers import SAMPLERS, SamplerConfig
 from planner_node.settle import GoalSettle, Retreat, oriented, settles_on
 from ros_io.diagnostics import ERROR, OK, WARN, Diagnostics, Since
 from ros_io.lifecycle import ManagedNode, run
-from ros_io.params import declare, ranged, report_unknown_overrides
+from ros_io.params import CONFIGURE, declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_duration_msg, to_seconds, to_time_msg
 from sim_robot.trajectory_follower import JointTrajectoryFollower, TrajectoryRejected
@@ -136,42 +136,42 @@ class PlannerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
         p = functools.partial(declare, self)
-        ro = dict(read_only=True)
+        cfg = dict(additional_constraints=CONFIGURE)   # read by on_configure
         p("model", "learned", ParameterDescriptor(
             description="World model: learned (checkpoint) or static (objects never move)",
-            **ro))
+            **cfg))
         p("checkpoint", str(share_path("models", "world_model")), ParameterDescriptor(
-            description="World-model checkpoint directory (with robot.urdf)", **ro))
-        p("device", "cpu", ParameterDescriptor(description="Torch device", **ro))
+            description="World-model checkpoint directory (with robot.urdf)", **cfg))
+        p("device", "cpu", ParameterDescriptor(description="Torch device", **cfg))
         p("sampler", "icem", ParameterDescriptor(
-            description=f"Sampler: one of {sorted(SAMPLERS)}", **ro))
-        p("samples", 128, ranged("Sampled sequences per iteration", 8, 1 << 16, True, **ro))
+            description=f"Sampler: one of {sorted(SAMPLERS)}", **cfg))
+        p("samples", 128, ranged("Sampled sequences per iteration", 8, 1 << 16, True, **cfg))
         p("horizon", 16, ranged("Steps per sequence (one step = the model's step)", 2, 128,
-                                True, **ro))
-        p("iterations", 3, ranged("Sampler iterations per cycle", 1, 100, True, **ro))
-        p("elites", 16, ranged("Elite sequences (CEM, iCEM)", 2, 4096, True, **ro))
+                                True, **cfg))
+        p("iterations", 3, ranged("Sampler iterations per cycle", 1, 100, True, **cfg))
+        p("elites", 16, ranged("Elite sequences (CEM, iCEM)", 2, 4096, True, **cfg))
         p("init_std", 0.2, ranged("Initial sampling std, share of the velocity limit",
-                                  0.01, 2.0, **ro))
-        p("seed", 0, ranged("Sampler seed", 0, 2 ** 31 - 1, True, **ro))
+                                  0.01, 2.0, **cfg))
+        p("seed", 0, ranged("Sampler seed", 0, 2 ** 31 - 1, True, **cfg))
         p("guide_speeds", [0.25, 0.1], ParameterDescriptor(
             description="Tool speeds [m/s] of the straight-to-target guides scored each cycle",
-            **ro))
+            **cfg))
         p("push_speeds", [0.1, 0.05], ParameterDescriptor(
-            description="Tool speeds [m/s] of the guides while pushing", **ro))
+            description="Tool speeds [m/s] of the guides while pushing", **cfg))
         p("heading_room", 0.8, ranged("Room [rad] to its limits that turning the tool along a "
                                       "push must leave every joint, else it turns the other "
-                                      "way round", 0.0, 3.0, **ro))
-        p("rate", 5.0, ranged("MPC cycles per second [Hz]", 0.5, 100.0, **ro))
+                                      "way round", 0.0, 3.0, **cfg))
+        p("rate", 5.0, ranged("MPC cycles per second [Hz]", 0.5, 100.0, **cfg))
         p("plan_budget", 0.5, ranged("Wall-clock budget of one cycle's optimisation [s]",
                                      0.001, 10.0))
         p("execute_steps", 2, ranged("Plan steps sent per cycle (then a braking tail)", 1, 64,
-                                     True, **ro))
+                                     True, **cfg))
         p("limit_scale", 0.5, ranged("Share of the velocity, acceleration and jerk limits "
-                                     "the planner may use", 0.05, 1.0, **ro))
+                                     "the planner may use", 0.05, 1.0, **cfg))
         p("max_acceleration", list(PANDA_ACCELERATION), ParameterDescriptor(
-            description="Per-joint acceleration limits [rad/s^2] (a URDF has none)", **ro))
+            description="Per-joint acceleration limits [rad/s^2] (a URDF has none)", **cfg))
         p("max_jerk", list(PANDA_JERK), ParameterDescriptor(
-            description="Per-joint jerk limits [rad/s^3]", **ro))
+            description="Per-joint jerk limits [rad/s^3]", **cfg))
         for name in CostWeights.names():
             p(f"weights.{name}", float(getattr(CostWeights(), name)),
               ranged(f"Weight of the {name} cost", 0.0, 1e6))
@@ -198,20 +198,20 @@ class PlannerNode(ManagedNode):
             "How far inside the goal's tolerance an object reckoned from the push must be [m]",
             0.0, 0.2))
         p("max_reach", 0.85, ranged("Farthest goal from the shoulder [m]", 0.1, 3.0))
-        p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **ro))
+        p("backend", "topic", ParameterDescriptor(description=f"One of {BACKENDS}", **cfg))
         p("controller_topic", "/joint_trajectory_controller/joint_trajectory",
-          ParameterDescriptor(description="JointTrajectory topic (backend topic)", **ro))
+          ParameterDescriptor(description="JointTrajectory topic (backend topic)", **cfg))
         p("controller_action", "/joint_trajectory_controller/follow_joint_trajectory",
-          ParameterDescriptor(description="FollowJointTrajectory action", **ro))
+          ParameterDescriptor(description="FollowJointTrajectory action", **cfg))
         p("moveit_action", "/execute_trajectory",
-          ParameterDescriptor(description="move_group's ExecuteTrajectory action", **ro))
+          ParameterDescriptor(description="move_group's ExecuteTrajectory action", **cfg))
         p("controller_response_timeout", 2.0, ranged(
             "Action backends: a controller that answers none of the trajectories sent over "
-            "this long [s] ends the goal", 0.1, 60.0, **ro))
+            "this long [s] ends the goal", 0.1, 60.0, **cfg))
         p("gripper_topic", "/gripper_controller/commands", ParameterDescriptor(
-            description="Float64MultiArray gripper width command ('' = none)", **ro))
+            description="Float64MultiArray gripper width command ('' = none)", **cfg))
         p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"],
-          ParameterDescriptor(description="Joints whose positions sum to the width", **ro))
+          ParameterDescriptor(description="Joints whose positions sum to the width", **cfg))
         p("state_timeout", 0.5, ranged("Joint states older than this are stale [s]",
                                        0.01, 10.0))
         p("first_state_wait", 5.0, ranged(
@@ -223,15 +223,15 @@ class PlannerNode(ManagedNode):
         p("retreat_height", 0.1, ranged(
             "How far the tool lifts while a newer sighting confirms an object goal [m]",
             0.0, 0.5))
-        p("world_frame", "world", ParameterDescriptor(description="Frame of goals", **ro))
+        p("world_frame", "world", ParameterDescriptor(description="Frame of goals", **cfg))
         p("markers.futures", 16, ranged("Futures drawn on ~/futures", 0, 1024, True))
         p("obstacle_resolution", 0.02, ranged("Voxel size of the obstacle field [m]",
-                                              0.005, 0.2, **ro))
+                                              0.005, 0.2, **cfg))
         p("torch_threads", 0, ranged("CPU threads for torch (0 = torch's default)", 0, 256,
-                                     True, **ro))
+                                     True, **cfg))
         p("autostart", True, ParameterDescriptor(
             description="Configure and activate at start-up (no lifecycle manager needed)",
-            **ro))
+            read_only=True))
         self.diagnostics = Diagnostics(self, "planner", lambda: self.prm("device"),
                                        self._report)
         report_unknown_overrides(self)

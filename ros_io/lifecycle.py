@@ -8,14 +8,42 @@ import time
 
 import rclpy
 import rclpy.executors
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+from ros_io.params import CONFIGURE
+
 
 class ManagedNode(LifecycleNode):
-    """Subclasses implement on_configure and `_teardown` (release what configure made)."""
+    """Subclasses implement on_configure and `_teardown` (release what configure made).
+
+    Parameters whose descriptor's additional_constraints is `ros_io.params.CONFIGURE` are
+    read by on_configure: they can be set while the node is unconfigured, and a request to
+    set one in any other state is refused with the reason."""
 
     _active = False
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.add_on_set_parameters_callback(self._refuse_configure_parameters)
+
+    @property
+    def lifecycle_state(self) -> str:
+        """The label of the node's lifecycle state (unconfigured, inactive, active, ...)."""
+        return self._state_machine.current_state[1]
+
+    def _refuse_configure_parameters(self, parameters) -> SetParametersResult:
+        state = self.lifecycle_state
+        if state == "unconfigured":
+            return SetParametersResult(successful=True)
+        for parameter in parameters:
+            if self.has_parameter(parameter.name) and \
+                    self.describe_parameter(parameter.name).additional_constraints == CONFIGURE:
+                return SetParametersResult(successful=False, reason=(
+                    f"'{parameter.name}' is applied on configure and the node is {state}: "
+                    "deactivate and clean it up, set it, configure again"))
+        return SetParametersResult(successful=True)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._active = True

@@ -5,10 +5,17 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 
-def ranged(description: str, lo, hi, integer: bool = False,
-           read_only: bool = False) -> ParameterDescriptor:
+# A lifecycle node's parameter that its configure transition reads: it can be set while the
+# node is unconfigured and not otherwise (`ros_io.lifecycle.ManagedNode`), so that a
+# cleanup, a new value and a configure swap, say, a checkpoint without a restart.
+CONFIGURE = "applied on configure: set it while the node is unconfigured"
+
+
+def ranged(description: str, lo, hi, integer: bool = False, read_only: bool = False,
+           additional_constraints: str = "") -> ParameterDescriptor:
     """A descriptor with an inclusive integer or floating-point range."""
-    d = ParameterDescriptor(description=description, read_only=read_only)
+    d = ParameterDescriptor(description=description, read_only=read_only,
+                            additional_constraints=additional_constraints)
     if integer:
         d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
     else:

@@ -165,10 +165,30 @@ def test_health_on_diagnostics(graph):
     assert float(values["last prediction ms"]) > 0 and values["model"].startswith("learned")
 
 
+def set_parameter(node, target: str, name: str, value):
+    """Set one parameter of the node `target` over its service: (successful, reason)."""
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.create_client(SetParameters, f"{target}/set_parameters")
+    try:
+        response = ask(node, client, SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg()]), 10.0)
+        assert response is not None, f"{target}/set_parameters: no answer"
+        return response.results[0].successful, response.results[0].reason
+    finally:
+        node.destroy_client(client)
+
+
 def test_lifecycle_transitions_while_predictions_are_served(graph):
     # Requests that meet a deactivation and cleanup are answered (served, or refused while
     # inactive), none is left without a reply, and the node serves again once reconfigured.
+    # What configure reads can be set only while unconfigured: a cleanup, a new model and
+    # a configure swap the model without a restart.
     lifecycle = Lifecycle(graph, "/world_model_node")
+    learned = output_of(graph.procs[2]).count("serving learned")
+    ok, reason = set_parameter(graph, "/world_model_node", "model", "static")
+    assert not ok and "applied on configure and the node is active" in reason, reason
+    assert set_parameter(graph, "/world_model_node", "max_batch", 4000) == (True, "")
     assert call(graph, request(n=1, h=2)).success  # the reply path is matched
     pending = [graph.client.call_async(request(n=256, h=16, seed=s)) for s in range(4)]
     assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
@@ -183,10 +203,19 @@ def test_lifecycle_transitions_while_predictions_are_served(graph):
     assert not refused.success and refused.message == "node is not active"
     assert graph.procs[2].poll() is None, output_of(graph.procs[2])
 
+    assert set_parameter(graph, "/world_model_node", "model", "static") == (True, "")
     assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
     assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
     res = call(graph, request(n=2, h=3))
     assert res.success and list(res.futures.object_ids) == [10, 11], res.message
+    assert "serving static" in output_of(graph.procs[2])
+    # Back to the learned model for the tests after this one.
+    for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+        assert lifecycle.transition(transition)
+    assert set_parameter(graph, "/world_model_node", "model", "learned") == (True, "")
+    for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+        assert lifecycle.transition(transition)
+    assert output_of(graph.procs[2]).count("serving learned") == learned + 1
 
 
 def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(graph, tmp_path):

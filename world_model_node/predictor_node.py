@@ -33,7 +33,7 @@ from gsplat_scene.frames import look_at_camera
 from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.lifecycle import ManagedNode, run
 from ros_io.markers import line_strip
-from ros_io.params import declare, ranged, report_unknown_overrides
+from ros_io.params import CONFIGURE, declare, ranged, report_unknown_overrides
 from ros_io.paths import share_path
 from ros_io.stamps import to_seconds
 from world_model_node.messages import futures_to_msg, joint_state_to_tensors, objects_to_tensors
@@ -46,18 +46,20 @@ class WorldModelNode(ManagedNode):
         super().__init__("world_model_node", **kwargs)
         p = functools.partial(declare, self)
         p("model", "learned", ParameterDescriptor(
-            description="learned (a checkpoint) or static (objects never move)", read_only=True))
+            description="learned (a checkpoint) or static (objects never move)",
+            additional_constraints=CONFIGURE))
         p("checkpoint", str(share_path("models", "world_model")), ParameterDescriptor(
             description="Checkpoint directory (model.safetensors, config.yaml, robot.urdf)",
-            read_only=True))
+            additional_constraints=CONFIGURE))
         p("device", "cpu", ParameterDescriptor(description="Torch device (cpu, cuda, cuda:N)",
-                                               read_only=True))
+                                               additional_constraints=CONFIGURE))
         p("max_batch", 4096, ranged("Largest number of sequences per request", 1, 1 << 20, True))
         p("max_horizon", 64, ranged("Largest number of steps per request", 1, 10_000, True))
         p("gripper_joints", ["panda_finger_joint1", "panda_finger_joint2"], ParameterDescriptor(
-            description="Joints whose positions sum to the gripper width", read_only=True))
+            description="Joints whose positions sum to the gripper width",
+            additional_constraints=CONFIGURE))
         p("world_frame", "world", ParameterDescriptor(description="Frame of all poses",
-                                                      read_only=True))
+                                                      additional_constraints=CONFIGURE))
         p("markers.futures", 8, ranged("Futures drawn on ~/futures (0 = none)", 0, 1024, True))
         p("render_service", "", ParameterDescriptor(
             description="Scene-memory render service for predicted images ('' = off), "

@@ -10,7 +10,8 @@ objects as a camera-fed scene memory gives them: `--delay` seconds late, and hel
 last seen while none of `--cameras` (320x240; the main job's scene memory maps both) shows
 40 pixels of them, as when the arm hides them (the planner judges the goal on what it
 sees; success is judged on the truth); and once with the goal constraining the cube's
-orientation as well: as it lies at the start, within `ORIENTED_TOLERANCE`.
+orientation as well: as it lies at the start, within `ORIENTED_TOLERANCE`, to the nearest
+of its quarter turns (the cube's symmetry, `Goal.symmetry`).
 Figures:
   reach_success, push_success, static_push_success   share of episodes that succeeded
   reach_time_s, push_time_s                           mean sim time of the successful ones
@@ -60,6 +61,7 @@ from sim_robot.sim import PandaSim  # noqa: E402
 CHECKPOINT = REPO / "models" / "world_model"
 TIMEOUT_S = {"reach": 8.0, "push": 15.0}
 ORIENTED_TOLERANCE = 0.35   # rad the cube may turn in the oriented run
+CUBE_SYMMETRY = 4           # quarter turns of a cube standing on the table look the same
 # name: (task, world model, objects as a camera-fed memory gives them, orientation kept)
 RUNS = {"reach": ("reach", "learned", False, False), "push": ("push", "learned", False, False),
         "static": ("push", "static", False, False),
@@ -83,7 +85,7 @@ def run(task: str, model: str, episodes: int, config: PlannerConfig, device,
             quat = sim.object_poses()["cube"][1]
             goal = replace(goal, rotation=torch.tensor(Rotation.from_quat(quat).as_matrix(),
                                                        dtype=torch.float32),
-                           orientation_tolerance=ORIENTED_TOLERANCE)
+                           orientation_tolerance=ORIENTED_TOLERANCE, symmetry=CUBE_SYMMETRY)
         r = run_episode(sim, planner, goal, task, seed, timeout_s=TIMEOUT_S[task],
                         perception=PerceivedObjects(delay, cameras) if cameras else None)
         print(f"{task} {label} seed {seed}: success {r.success}, error "

@@ -11,7 +11,8 @@ sum weighted by `CostWeights` (a weight of 0 switches a term off). Terms:
                   (approach), or from the push line behind the predicted object (push:
                   sideways, too far back, off the push height); height errors count twice
   ee_position     end effector to the target position (end-effector goals)
-  ee_orientation  rotation angle between end effector and target (when constrained)
+  ee_orientation  rotation angle between end effector and target (when constrained; to
+                  the nearest of the target's symmetric turns, `goal_angle`)
   ee_path         the tool's distance from the straight line from the goal's `path_start`
                   to its position (end-effector goals that set one: a withdrawal from an
                   object, which must not sweep across it)
@@ -75,6 +76,8 @@ class Goal:
     orientation_tolerance: float = -1.0         # < 0: not constrained
     path_start: torch.Tensor | None = None      # (3,) end-effector goals: the tool keeps
     #                                             to the line from here to `position`
+    symmetry: int = 1                           # the rotation is reached at any of this many
+    #                                             equal turns of it about the world vertical
 
 
 @dataclass
@@ -140,6 +143,33 @@ def rotation_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.acos(((trace - 1) / 2).clamp(-1.0, 1.0))
 
 
+def symmetric_targets(goal: Goal) -> torch.Tensor:
+    """(n, 3, 3) the goal's target rotation (which must be set) turned about the world
+    vertical by each of its `symmetry` equal turns."""
+    n = max(1, goal.symmetry)
+    yaw = torch.arange(n, dtype=goal.rotation.dtype, device=goal.rotation.device) * (
+        2 * math.pi / n)
+    turns = torch.zeros(n, 3, 3, dtype=yaw.dtype, device=yaw.device)
+    turns[:, 0, 0], turns[:, 0, 1] = torch.cos(yaw), -torch.sin(yaw)
+    turns[:, 1, 0], turns[:, 1, 1] = torch.sin(yaw), torch.cos(yaw)
+    turns[:, 2, 2] = 1.0
+    return turns @ goal.rotation
+
+
+def goal_angle(rotation: torch.Tensor, goal: Goal) -> torch.Tensor:
+    """Angle [rad] of rotations (..., 3, 3) from the goal's target rotation (which must be
+    set): to the nearest of its symmetric turns (`symmetric_targets`)."""
+    if goal.symmetry <= 1:
+        return rotation_angle(rotation, goal.rotation)
+    return rotation_angle(rotation[..., None, :, :], symmetric_targets(goal)).min(-1).values
+
+
+def nearest_target(rotation: torch.Tensor, goal: Goal) -> torch.Tensor:
+    """(3, 3) the goal's symmetric turn of its target rotation nearest to rotation (3, 3)."""
+    targets = symmetric_targets(goal)
+    return targets[int(rotation_angle(rotation, targets).argmin())]
+
+
 def goal_object_index(goal: Goal, object_ids: list) -> int:
     if goal.object_id not in object_ids:
         raise ValueError(f"object {goal.object_id} is not in the scene (ids {object_ids})")
@@ -167,8 +197,7 @@ def goal_error(goal: Goal, ee_pose: torch.Tensor, object_ids: list,
     else:
         pos = float((ee_pose[:3, 3] - goal.position).norm())
         rot = ee_pose[:3, :3]
-    angle = float(rotation_angle(rot, goal.rotation)) if goal.rotation is not None \
-        else math.nan
+    angle = float(goal_angle(rot, goal)) if goal.rotation is not None else math.nan
     return pos, angle
 
 
@@ -390,8 +419,7 @@ def evaluate(futures: Futures, targets: torch.Tensor, link_poses: torch.Tensor,
         if goal.path_start is not None:
             terms["ee_path"] = segment_distance(tcp, goal.path_start, goal.position).mean(-1)
         if goal.rotation is not None:
-            terms["ee_orientation"] = over_horizon(rotation_angle(ee[..., :3, :3],
-                                                                  goal.rotation))
+            terms["ee_orientation"] = over_horizon(goal_angle(ee[..., :3, :3], goal))
         if futures.object_position_std is not None and futures.object_ids:
             terms["uncertainty"] = over_horizon(futures.object_position_std.mean(-1))
 

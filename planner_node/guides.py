@@ -19,7 +19,7 @@ import torch
 
 from planner_node.actions import ArmLimits
 from planner_node.costs import (OBJECT, Goal, Scene, Stage, contact_point, goal_object_index,
-                                nearest_on_segment)
+                                nearest_on_segment, nearest_target)
 from world_model_node.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
@@ -76,7 +76,8 @@ def guide_target(goal: Goal, now: Stage, ee_pose: torch.Tensor, object_ids: list
     """Where the tool should head in stage `now`: (position (3,), rotation (3, 3) or None);
     None when holding (staying put is the guide)."""
     if goal.kind != OBJECT:
-        return goal.position, goal.rotation
+        return goal.position, None if goal.rotation is None else \
+            nearest_target(ee_pose[:3, :3], goal)
     if now.name == "hold":
         return None
     k = goal_object_index(goal, object_ids)

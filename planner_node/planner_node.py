@@ -47,7 +47,7 @@ from planner_node.arm_history import ArmHistory
 from planner_node.backends import BACKENDS, knots_to_trajectory, make_backend
 from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, goal_error,
-                                gripper_command, rotation_angle, sighting_age)
+                                goal_angle, gripper_command, sighting_age)
 from planner_node.markers import plan_markers
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import PushedObject
@@ -68,6 +68,7 @@ from world_model_planning.srv import Plan
 R = PlanToGoal.Result
 SHOULDER_HEIGHT = 0.333   # m, Panda joint 2 above the base (reach is measured from there)
 MAX_LEAD = 2.0            # s: a plan that needs longer is not worth sending
+MAX_SYMMETRY = 64         # GoalSpec.orientation_symmetry
 
 
 def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list,
@@ -88,6 +89,10 @@ def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list,
         raise ValueError("time_budget must not be negative")
     if spec.position_tolerance <= 0:
         raise ValueError(f"position_tolerance must be positive, got {spec.position_tolerance}")
+    if spec.orientation_symmetry > MAX_SYMMETRY:
+        raise ValueError(f"orientation_symmetry must be at most {MAX_SYMMETRY}, got "
+                         f"{spec.orientation_symmetry}")
+    symmetry = max(1, int(spec.orientation_symmetry))
     position = torch.tensor([p.x, p.y, p.z], dtype=torch.float32)
     rotation = None
     if spec.orientation_tolerance >= 0:
@@ -104,20 +109,21 @@ def goal_from_spec(spec: GoalSpec, world_frame: str, object_ids: list,
         raise ValueError(f"target is below the table (z {p.z:.3f} m)")
     if spec.target_type == GoalSpec.TARGET_END_EFFECTOR:
         return Goal(END_EFFECTOR, position, rotation, None, spec.position_tolerance,
-                    spec.orientation_tolerance)
+                    spec.orientation_tolerance, symmetry=symmetry)
     if spec.target_type == GoalSpec.TARGET_OBJECT:
         if int(spec.object_id) not in object_ids:
             raise ValueError(f"unknown object id {spec.object_id} (scene has {object_ids})")
+        goal = Goal(OBJECT, position, rotation, int(spec.object_id), spec.position_tolerance,
+                    spec.orientation_tolerance, symmetry=symmetry)
         if rotation is not None:
-            turn = float(rotation_angle(
-                object_rotations[object_ids.index(int(spec.object_id))], rotation))
+            turn = float(goal_angle(
+                object_rotations[object_ids.index(int(spec.object_id))], goal))
             if turn > spec.orientation_tolerance:
                 raise ValueError(
                     f"object {spec.object_id} is turned {turn:.3f} rad from the target "
                     f"orientation, beyond orientation_tolerance {spec.orientation_tolerance}: "
                     f"pushes move an object without turning it")
-        return Goal(OBJECT, position, rotation, int(spec.object_id), spec.position_tolerance,
-                    spec.orientation_tolerance)
+        return goal
     raise ValueError(f"unknown target_type {spec.target_type}")
 
 

@@ -12,9 +12,10 @@ from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, bra
 from planner_node.arm_history import ArmHistory
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
-                                evaluate, face_reach, funnel_distance, horizon_weights,
-                                push_opening, push_speed_limit, pushed_bound, reachable,
-                                segment_distance, sighting_age, stage)
+                                evaluate, face_reach, funnel_distance, goal_error,
+                                horizon_weights, push_opening, push_speed_limit, pushed_bound,
+                                reachable, rotation_angle, segment_distance, sighting_age,
+                                stage)
 from planner_node.guides import (guide_target, guides, line_guides, pose_jacobian,
                                  push_rotation, tool_heading)
 from planner_node.mpc import PlannerConfig, build_planner
@@ -698,6 +699,40 @@ def test_an_object_goal_s_orientation_must_hold_already():
     with pytest.raises(ValueError, match="object 7 is turned 0.800 rad from the target "
                                          "orientation, beyond orientation_tolerance 0.5"):
         goal_from_spec(spec(1.1, 0.5), "world", [5, 7], held, 0.85, 0.0)
+    # A cube turned a quarter turn and 0.1 rad from the target looks as it would at 0.1 rad:
+    # with its four-fold symmetry the goal is taken, and judged to the nearest turn.
+    quarter = spec(0.3 + math.pi / 2 + 0.1, 0.15)
+    with pytest.raises(ValueError, match="turned 1.671 rad"):
+        goal_from_spec(quarter, "world", [5, 7], held, 0.85, 0.0)
+    quarter.orientation_symmetry = 4
+    goal = goal_from_spec(quarter, "world", [5, 7], held, 0.85, 0.0)
+    assert goal.symmetry == 4
+    assert goal_error(goal, torch.eye(4), [5, 7], torch.zeros(2, 3), held)[1] == \
+        pytest.approx(0.1, abs=1e-4)
+    quarter.orientation_symmetry = 65
+    with pytest.raises(ValueError, match="orientation_symmetry must be at most 64"):
+        goal_from_spec(quarter, "world", [5, 7], held, 0.85, 0.0)
+
+
+def test_a_symmetric_goal_counts_and_guides_to_the_nearest_turn():
+    from scipy.spatial.transform import Rotation
+
+    from planner_node.costs import goal_angle, nearest_target
+
+    def rot(*euler):
+        return torch.tensor(Rotation.from_euler("xyz", euler).as_matrix(), dtype=torch.float32)
+
+    down = rot(math.pi, 0.0, 0.0)                          # a tool pointing down
+    goal = Goal(END_EFFECTOR, torch.tensor([0.5, 0.0, 0.3]), rot(0.0, 0.0, 1.5) @ down,
+                orientation_tolerance=0.1, symmetry=2)      # a parallel gripper's two ways
+    tool = rot(0.0, 0.0, 1.5 - math.pi + 0.05) @ down       # the other way round, 0.05 off
+    assert float(goal_angle(tool, goal)) == pytest.approx(0.05, abs=1e-4)
+    assert float(goal_angle(tool, replace(goal, symmetry=1))) == pytest.approx(
+        math.pi - 0.05, abs=1e-3)
+    assert float(rotation_angle(nearest_target(tool, goal), tool)) == pytest.approx(
+        0.05, abs=1e-4)
+    batch = torch.stack([tool, goal.rotation, rot(0.0, 0.0, 0.2) @ down])
+    assert goal_angle(batch, goal).tolist() == pytest.approx([0.05, 0.0, 1.3], abs=1e-4)
 
 
 def test_a_goal_settles_on_cycles_and_an_object_goal_on_new_sightings():

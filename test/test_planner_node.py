@@ -143,9 +143,9 @@ def stamp_s(msg) -> float:
 
 
 def reach_spec(position, yaw=0.3, tolerance=0.02, frame="world", angle_tolerance=0.15,
-               budget=40):
+               budget=40, symmetry=0):
     spec = GoalSpec(target_type=GoalSpec.TARGET_END_EFFECTOR, position_tolerance=tolerance,
-                    orientation_tolerance=angle_tolerance)
+                    orientation_tolerance=angle_tolerance, orientation_symmetry=symmetry)
     spec.time_budget.sec = budget    # sim seconds; generous for a loaded 2-core machine
     spec.target_pose.header.frame_id = frame
     p = spec.target_pose.pose
@@ -171,14 +171,18 @@ def graph():
 
 
 def test_reaches_a_pose_with_feedback_and_limits(graph):
+    # The target yaw given the other way round: a parallel gripper's tool is the same turned
+    # half a turn (orientation_symmetry 2), and the arm need not turn its wrist round.
     feedback = []
     start = len(graph.trajectories)
-    handle = graph.send(reach_spec([0.45, 0.15, 0.3]), lambda m: feedback.append(m.feedback))
+    handle = graph.send(reach_spec([0.45, 0.15, 0.3], yaw=0.3 + math.pi, symmetry=2),
+                        lambda m: feedback.append(m.feedback))
     assert handle.accepted
     result = graph.result(handle, 120.0).result
     trace = [round(f.position_error, 3) for f in feedback]
     assert result.success, (result.failure_reason, trace, output_of(graph.procs[1])[-3000:])
     assert result.final_position_error < 0.02 and result.iterations == len(feedback) > 0
+    assert result.final_orientation_error < 0.15
     assert feedback[-1].iteration == result.iterations
     assert 0.0 <= feedback[-1].predicted_success_probability <= 1.0
     sent = graph.trajectories[start:]
@@ -268,6 +272,7 @@ def test_joint_states_are_taken_in_the_order_they_come(graph):
     ("unknown object id", GoalSpec(target_type=GoalSpec.TARGET_OBJECT, object_id=77,
                                    position_tolerance=0.02, orientation_tolerance=-1.0)),
     ("must not be negative", reach_spec([0.4, 0.0, 0.3], budget=-1)),
+    ("at most 64: orientation_symmetry", reach_spec([0.4, 0.0, 0.3], symmetry=65)),
     # The cube lies turned 0.3 rad about z; the goal wants it unturned.
     ("beyond orientation_tolerance", GoalSpec(target_type=GoalSpec.TARGET_OBJECT,
                                               object_id=CUBE, position_tolerance=0.02,

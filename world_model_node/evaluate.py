@@ -27,9 +27,8 @@ import torch
 
 from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
     predict_windows
-from world_model_node.episodes import BagLayout
 from world_model_node.predictor import make_predictor
-from world_model_node.train import find_bags, load_episodes
+from world_model_node.train import bag_layout, find_bags, load_episodes
 
 MOVING_M = 0.01    # an object that moved farther than this within a window counts as moving
 
@@ -146,12 +145,7 @@ def _parse_args(argv=None):
         ap.error(f"--checkpoint: {args.checkpoint} is not a checkpoint directory")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: CUDA is not available")
-    args.bag_layout = BagLayout()
-    if args.layout:
-        try:
-            args.bag_layout = BagLayout.from_yaml(args.layout)
-        except ValueError as err:
-            ap.error(f"--layout {args.layout}: {err}")
+    args.bag_layout = bag_layout(ap, args.layout)
     args.cache = args.cache or args.output / "cache"
     return args
 

@@ -394,14 +394,20 @@ def _parse_args(argv=None):
         ap.error(f"--init: {args.init} is not a checkpoint directory")
     if args.urdf and not args.urdf.is_file():
         ap.error(f"--urdf: no such file {args.urdf}")
-    args.bag_layout = BagLayout()
-    if args.layout:
-        try:
-            args.bag_layout = BagLayout.from_yaml(args.layout)
-        except ValueError as err:
-            ap.error(f"--layout {args.layout}: {err}")
+    args.bag_layout = bag_layout(ap, args.layout)
     args.cache = args.cache or args.output / "cache"
     return args
+
+
+def bag_layout(ap: argparse.ArgumentParser, path: Path | None) -> BagLayout:
+    """The BagLayout of a --layout file (the default without one); a bad file is a usage
+    error naming what is wrong."""
+    if path is None:
+        return BagLayout()
+    try:
+        return BagLayout.from_yaml(path)
+    except ValueError as err:
+        ap.error(f"--layout {path}: {err}")
 
 
 def _replay_episodes(args, layout: BagLayout, held_out: set, log) -> list[Episode]:

@@ -472,7 +472,8 @@ def test_evaluation_replays_bags_beside_the_static_baseline(trained, bags, tmp_p
     printed = capsys.readouterr()
     assert "error: skipped" in printed.err and "garbage" in printed.err, printed.err
     assert "1 s ahead: position" in printed.out and "worst episode" in printed.out
-    summary = json.loads((out / "evaluation.json").read_text())
+    summary = json.loads((out / "evaluation.json").read_text(),   # strict JSON: no NaN
+                         parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert summary["episodes"] == 4 and summary["episodes_with_ground_truth"] == 4
     assert summary["pos_err_1s_m"] < summary["static_pos_err_1s_m"], summary
     assert 0.0 <= summary["coverage_90"] <= 1.0

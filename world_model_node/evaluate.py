@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -98,6 +99,15 @@ def by_episode(windows: Windows, positions: torch.Tensor, rotations: torch.Tenso
         value = row.get("ratio_1s", float("nan"))
         return value if value == value else -1.0     # NaN (nothing moved) last
     return sorted(rows, key=ratio, reverse=True)
+
+
+def _finite(value):
+    """value with NaN and infinities (nothing to measure) as None: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def plot(curve: list[dict], path: Path, title: str) -> None:
@@ -211,6 +221,11 @@ def main(argv=None) -> int:
                   f"{summary[f'static_rot_err_{s}s_deg']:.2f}); moving objects "
                   f"{summary[f'moving_pos_err_{s}s_m']:.4f} m (static "
                   f"{summary[f'moving_static_pos_err_{s}s_m']:.4f} m)")
+    if "pos_err_1s_m" not in summary:     # a horizon shorter than a second: its end
+        end = curve[-1]
+        print(f"  {end['lookahead_s']:g} s ahead: position {end['position_m']:.4f} m (static "
+              f"{end['static_position_m']:.4f} m), rotation {end['rotation_deg']:.2f} deg "
+              f"(static {end['static_rotation_deg']:.2f})")
     if "coverage_90" in summary:
         print(f"  errors inside the predicted 90 % region: {summary['coverage_90']:.3f}")
     if rows and "ratio_1s" in rows[0]:
@@ -219,7 +234,7 @@ def main(argv=None) -> int:
 
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "evaluation.json").write_text(json.dumps(
-        {**summary, "by_lookahead": curve, "by_episode": rows}, indent=1))
+        _finite({**summary, "by_lookahead": curve, "by_episode": rows}), indent=1))
     with open(args.output / "episodes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -272,6 +272,30 @@ def test_layout_names_a_robots_topics(bags):
         read_episode(bags[0], BagLayout(arm_joints=("shoulder", "elbow")))
 
 
+@pytest.mark.parametrize("mode", ["FILE", "MESSAGE"])
+def test_compressed_bags_read_as_the_plain_ones(bags, tmp_path, mode):
+    # What `ros2 bag record --compression-mode file|message --compression-format zstd`
+    # writes on a robot.
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+
+    packed = tmp_path / "packed"
+    with Reader(bags[0]) as reader:
+        writer = Writer(packed, version=8, storage_plugin=StoragePlugin.MCAP)
+        writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+        writer.open()
+        connections = {c.id: writer.add_connection(
+            c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+            offered_qos_profiles=c.ext.offered_qos_profiles) for c in reader.connections}
+        for connection, stamp, data in reader.messages():
+            writer.write(connections[connection.id], stamp, data)
+        writer.close()
+    assert find_bags([tmp_path]) == [packed]
+    plain, compressed = read_episode(bags[0]), read_episode(packed)
+    for name, value in plain.arrays().items():
+        np.testing.assert_array_equal(getattr(compressed, name), value, err_msg=name)
+
+
 def test_truncated_and_corrupt_bags_are_reported_and_skipped(bags, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(bags[0], broken)

@@ -25,6 +25,8 @@ setup(
     entry_points={
         "console_scripts": [
             "wmp-collect = sim_robot.collect:main",
+            "wmp-train = world_model_node.train:main",
+            "wmp-evaluate = world_model_node.evaluate:main",
         ],
     },
 )

@@ -41,6 +41,49 @@ def test_records_every_message_with_types(tmp_path, storage):
     assert ids == list(range(count))
 
 
+def test_records_what_the_planning_nodes_imagined(tmp_path):
+    # config/recorder.yaml's planning topics: imagined futures (MarkerArray), the scene
+    # memory's objects and /diagnostics round-trip through the bag for a replay in RViz.
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from ros_io.paths import share_path
+    from world_model_planning.msg import ObjectArray, ObjectState
+
+    wanted = yaml.safe_load(share_path("config", "recorder.yaml").read_text())
+    wanted = wanted["recorder"]["ros__parameters"]["topics"]
+    topics = {"/planner_node/futures": MarkerArray, "/gsplat_scene/objects": ObjectArray,
+              "/diagnostics": DiagnosticArray}
+    assert set(topics) <= set(wanted)
+    bag, count = tmp_path / "bag", 5
+    with ros_context():
+        node = rclpy.create_node("planning_recorder_test")
+        recorder = Recorder(node, bag, wanted)
+        pubs = {t: node.create_publisher(cls, t, 10) for t, cls in topics.items()}
+        try:
+            assert spin_until(node, lambda: all(p.get_subscription_count() for p in
+                                                pubs.values()), 10.0)
+            for i in range(count):
+                pubs["/planner_node/futures"].publish(MarkerArray(markers=[
+                    Marker(ns="futures", id=i, type=Marker.LINE_STRIP)]))
+                pubs["/gsplat_scene/objects"].publish(ObjectArray(objects=[ObjectState(id=i)]))
+                pubs["/diagnostics"].publish(DiagnosticArray(status=[DiagnosticStatus(
+                    name="planner_node: planner", message=f"cycle {i}")]))
+                spin_until(node, lambda: False, 0.05)
+            spin_until(node, lambda: all(recorder.counts.get(t, 0) >= count for t in topics),
+                       5.0)
+        finally:
+            counts = recorder.close()
+            node.destroy_node()
+    assert counts == {t: count for t in topics}
+    markers = [m.markers[0] for _, _, _, m in read_messages(bag, ["/planner_node/futures"])]
+    assert [(m.ns, m.id, m.type) for m in markers] == [("futures", i, Marker.LINE_STRIP)
+                                                      for i in range(count)]
+    health = [m.status[0].message for _, _, _, m in read_messages(bag, ["/diagnostics"])]
+    assert health == [f"cycle {i}" for i in range(count)]
+
+
 def test_corrupt_bag_gives_clear_error(tmp_path):
     bag = tmp_path / "broken"
     bag.mkdir()

@@ -60,6 +60,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from planner_node.collision import ArmSpheres, DistanceField, box_distance
+from world_model_node.model import so3_exp
 from world_model_node.predictor import Futures, WorldState
 
 END_EFFECTOR, OBJECT = 0, 1   # GoalSpec.TARGET_*
@@ -147,13 +148,9 @@ def symmetric_targets(goal: Goal) -> torch.Tensor:
     """(n, 3, 3) the goal's target rotation (which must be set) turned about the world
     vertical by each of its `symmetry` equal turns."""
     n = max(1, goal.symmetry)
-    yaw = torch.arange(n, dtype=goal.rotation.dtype, device=goal.rotation.device) * (
-        2 * math.pi / n)
-    turns = torch.zeros(n, 3, 3, dtype=yaw.dtype, device=yaw.device)
-    turns[:, 0, 0], turns[:, 0, 1] = torch.cos(yaw), -torch.sin(yaw)
-    turns[:, 1, 0], turns[:, 1, 1] = torch.sin(yaw), torch.cos(yaw)
-    turns[:, 2, 2] = 1.0
-    return turns @ goal.rotation
+    turns = torch.zeros(n, 3, dtype=goal.rotation.dtype, device=goal.rotation.device)
+    turns[:, 2] = torch.arange(n).to(turns) * (2 * math.pi / n)   # rotation vectors
+    return so3_exp(turns) @ goal.rotation
 
 
 def goal_angle(rotation: torch.Tensor, goal: Goal) -> torch.Tensor:

@@ -777,9 +777,10 @@ class PlannerNode(ManagedNode):
                                   self.prm("table_height"))
             anchor = (world.joint_positions, world.joint_velocities,
                       torch.zeros_like(world.joint_positions))
-            gripper = gripper_command(goal, world, self._scene())
+            scene = self._scene()
+            gripper = gripper_command(goal, world, scene)
             self.planner.reset()
-            plan = self.planner.plan(world, anchor, goal, self._scene(), gripper,
+            plan = self.planner.plan(world, anchor, goal, scene, gripper,
                                      self.prm("plan_budget"))
         except (ValueError, RuntimeError) as err:
             self.get_logger().error(f"plan request refused: {err}")

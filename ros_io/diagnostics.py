@@ -39,7 +39,6 @@ class Diagnostics:
         self.name = f"{node.get_name()}: {task}"
         period = declare(node, "diagnostics_period", 1.0, ranged(
             "Seconds between reports on /diagnostics", 0.1, 60.0, read_only=True)).value
-        self.period = period
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = node.create_timer(period, self.publish,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))

@@ -579,3 +579,9 @@ def test_evaluation_command_reports_bad_input(trained, bags, tmp_path, capsys):
                "--layout", str(layout)) == 2
     assert "unknown bag layout keys" in capsys.readouterr().err
     assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--horizon", "0") == 2
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--device", "foo") == 2
+    assert "--device" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]),
+               "--output", str(tmp_path / "a_file" / "out")) == 2
+    assert "--output" in capsys.readouterr().err

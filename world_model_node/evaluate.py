@@ -29,7 +29,7 @@ import torch
 from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
     predict_windows
 from world_model_node.predictor import make_predictor
-from world_model_node.train import bag_layout, find_bags, load_episodes
+from world_model_node.train import bag_layout, check_device, find_bags, load_episodes
 
 MOVING_M = 0.01    # an object that moved farther than this within a window counts as moving
 
@@ -153,9 +153,12 @@ def _parse_args(argv=None):
         ap.error("--horizon must be positive, --stride and --downscale at least 1")
     if not (args.checkpoint / "config.yaml").is_file():
         ap.error(f"--checkpoint: {args.checkpoint} is not a checkpoint directory")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: CUDA is not available")
+    check_device(ap, args.device)
     args.bag_layout = bag_layout(ap, args.layout)
+    try:    # before the work: a place the figures cannot go is known now
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        ap.error(f"--output {args.output}: {err}")
     args.cache = args.cache or args.output / "cache"
     return args
 
@@ -232,15 +235,18 @@ def main(argv=None) -> int:
         worst = rows[0]
         print(f"  worst episode: {worst['episode']} (1 s ratio {worst['ratio_1s']:.3f})")
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "evaluation.json").write_text(json.dumps(
-        _finite({**summary, "by_lookahead": curve, "by_episode": rows}), indent=1))
-    with open(args.output / "episodes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(curve, args.output / "errors.png",
-         f"{args.checkpoint.name} ({args.model}), {len(episodes)} episodes, {args.poses}")
+    try:
+        (args.output / "evaluation.json").write_text(json.dumps(
+            _finite({**summary, "by_lookahead": curve, "by_episode": rows}), indent=1))
+        with open(args.output / "episodes.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        plot(curve, args.output / "errors.png",
+             f"{args.checkpoint.name} ({args.model}), {len(episodes)} episodes, {args.poses}")
+    except OSError as err:    # the figures are printed above; say what was not written
+        print(f"error: cannot write to {args.output}: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.output}/evaluation.json, episodes.csv, errors.png")
     return 0
 

@@ -382,12 +382,7 @@ def _parse_args(argv=None):
         ap.error("--contact-radius must be in [0, 1) m")
     if args.min_visible is not None and not 0.0 < args.min_visible <= 1.0:
         ap.error("--min-visible must be in (0, 1]")
-    try:
-        torch.device(args.device)
-    except RuntimeError as err:
-        ap.error(f"--device: {err}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: CUDA is not available")
+    check_device(ap, args.device)
     if args.init and args.resume:
         ap.error("--init starts a new run; --resume continues one: pass one of them")
     if args.init and not (args.init / "config.yaml").is_file():
@@ -397,6 +392,16 @@ def _parse_args(argv=None):
     args.bag_layout = bag_layout(ap, args.layout)
     args.cache = args.cache or args.output / "cache"
     return args
+
+
+def check_device(ap: argparse.ArgumentParser, device: str) -> None:
+    """A --device that torch does not know, or CUDA where there is none, is a usage error."""
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        ap.error(f"--device: {err}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {device}: CUDA is not available")
 
 
 def bag_layout(ap: argparse.ArgumentParser, path: Path | None) -> BagLayout:

@@ -25,7 +25,8 @@ Figures:
                                                       over all episodes, over the limit
   episodes, samples, horizon, iterations, device
 
-    python benchmarks/closed_loop.py [--quick] [--json PATH] [--episodes N] [--delay S]
+    python benchmarks/closed_loop.py [--quick] [--json PATH] [--episodes N] [--first-seed S]
+                                     [--delay S]
                                      [--cameras camera,side_camera] [--device cuda]
                                      [--runs reach,push,static,perceived,oriented]
 
@@ -71,14 +72,14 @@ SCENARIO = replace(Scenario(), perturbation=Perturbation(object_shift=0.05,
                                                           container_shift=0.03))
 
 
-def run(task: str, model: str, episodes: int, config: PlannerConfig, device,
+def run(task: str, model: str, seeds: range, config: PlannerConfig, device,
         delay: float = 0.0, cameras: tuple | None = None, oriented: bool = False) -> list:
     planner = build_planner(model, CHECKPOINT, config, device=device)
     sim = PandaSim(Scenario(), 64, 48)
     results = []
     label = f"{model}, perceived ({delay:g} s late, hidden from {'+'.join(cameras)})" \
         if cameras else f"{model}, orientation kept" if oriented else model
-    for seed in range(episodes):
+    for seed in seeds:
         sim.reset(SCENARIO.perturbed(seed))
         goal = sample_goal(task, sim.object_poses(), np.random.default_rng(seed))
         if oriented:
@@ -90,11 +91,19 @@ def run(task: str, model: str, episodes: int, config: PlannerConfig, device,
                         perception=PerceivedObjects(delay, cameras) if cameras else None)
         print(f"{task} {label} seed {seed}: success {r.success}, error "
               f"{r.position_error:.4f} m, "
-              + (f"turned {r.orientation_error:.3f} rad, " if oriented else "")
+              + (f"turned {r.orientation_error:.3f} rad (tilted {cube_tilt(sim):.3f}), "
+                 if oriented else "")
               + f"{r.time_s:.1f} s, "
               f"{np.mean(r.plan_ms):.0f} ms/cycle", flush=True)
         results.append(r)
     return results
+
+
+def cube_tilt(sim: PandaSim) -> float:
+    """Angle [rad] of the cube's own vertical axis from the world's: 0 standing, pi/2 on a
+    side (a symmetry about the vertical does not excuse it)."""
+    axis = Rotation.from_quat(sim.object_poses()["cube"][1]).as_matrix()[2, 2]
+    return float(np.arccos(np.clip(axis, -1.0, 1.0)))
 
 
 def main():
@@ -102,6 +111,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="CPU run of about a minute")
     ap.add_argument("--json", type=Path, help="write the figures as one flat JSON object")
     ap.add_argument("--episodes", type=int, help="episodes per task (default 50; quick 1)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seed of the first episode (default 0): replay one episode alone")
     ap.add_argument("--delay", type=float, default=0.5,
                     help="how late [s] the perceived run sees the objects (default 0.5, the "
                          "main job's mean scene-memory pose age)")
@@ -117,6 +128,8 @@ def main():
         ap.error(f"--runs: a comma-separated list of {', '.join(RUNS)}")
     if args.episodes is not None and args.episodes < 1:
         ap.error("--episodes must be at least 1")
+    if args.first_seed < 0:
+        ap.error("--first-seed must not be negative")
     if not 0.0 <= args.delay <= 10.0:
         ap.error("--delay must lie in [0, 10] s")
     names = [c for c in args.cameras.split(",") if c]
@@ -131,7 +144,8 @@ def main():
     made = {}
     for name, (task, model, perceived, oriented) in RUNS.items():
         if name in runs:
-            made[name] = run(task, model, episodes, config, device,
+            made[name] = run(task, model, range(args.first_seed, args.first_seed + episodes),
+                             config, device,
                              *((args.delay, cameras) if perceived else ()), oriented=oriented)
 
     def share(rs):

@@ -12,7 +12,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[
-        "sim_robot", "sim_robot.*", "ros_io", "ros_io.*",
+        "sim_robot", "sim_robot.*", "ros_io", "ros_io.*", "robot_model", "robot_model.*",
         "gsplat_scene", "gsplat_scene.*", "world_model_node", "world_model_node.*",
         "planner_node", "planner_node.*",
     ]),

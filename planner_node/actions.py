@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 
 # Panda's acceleration [rad/s^2] and jerk [rad/s^3] limits (a URDF has none; MoveIt keeps
 # them in joint_limits.yaml), the defaults of the planner's `max_acceleration` / `max_jerk`.

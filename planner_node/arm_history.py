@@ -12,7 +12,7 @@ import collections
 
 import torch
 
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 
 
 class ArmHistory:

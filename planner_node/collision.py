@@ -1,9 +1,6 @@
-"""Collision geometry for planning: the arm as spheres, obstacles as a distance field.
+"""Collision geometry for planning: obstacles as a distance field (the arm as spheres is
+`robot_model.spheres.ArmSpheres`).
 
-- `ArmSpheres.from_urdf`: each collision cylinder, box and sphere of the links on the
-  kinematic chain becomes a row of spheres in its link's frame (plus one at the tool centre
-  point for the fingertips); `centres(link_poses)` places them for any batch of
-  configurations from the chain's batched forward kinematics.
 - `DistanceField.from_points`: Euclidean distance to the nearest obstacle point on a voxel
   grid (static scene from the scene memory), looked up per sphere centre on any device.
 - `box_distance`: distance from points to oriented boxes (objects, predicted poses).
@@ -11,81 +8,9 @@
 """
 from __future__ import annotations
 
-import math
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
-
-from world_model_node.kinematics import KinematicChain
-
-TCP_SPHERE_RADIUS = 0.012  # m, covers the closed finger pads around the tool centre point
-
-
-@dataclass
-class ArmSpheres:
-    link_index: torch.Tensor   # (S,) index into the chain's link poses
-    offsets: torch.Tensor      # (S, 3) centre in that link's frame [m]
-    radii: torch.Tensor        # (S,) [m]
-
-    @classmethod
-    def from_urdf(cls, urdf: str, chain: KinematicChain) -> "ArmSpheres":
-        root = ET.fromstring(urdf)
-        index, offsets, radii = [], [], []
-        for i, name in enumerate(chain.links):
-            link = root.find(f"link[@name='{name}']")
-            for collision in ([] if link is None else link.iter("collision")):
-                for centre, radius in _shape_spheres(collision):
-                    index.append(i)
-                    offsets.append(centre)
-                    radii.append(radius)
-        index.append(len(chain.links) - 1)   # the tip: fingertips around the TCP
-        offsets.append(np.zeros(3))
-        radii.append(TCP_SPHERE_RADIUS)
-        return cls(torch.tensor(index), torch.tensor(np.array(offsets), dtype=torch.float32),
-                   torch.tensor(radii, dtype=torch.float32))
-
-    def to(self, device) -> "ArmSpheres":
-        return ArmSpheres(self.link_index.to(device), self.offsets.to(device),
-                          self.radii.to(device))
-
-    def centres(self, link_poses: torch.Tensor) -> torch.Tensor:
-        """(..., S, 3) sphere centres from link poses (..., L, 4, 4)."""
-        poses = link_poses[..., self.link_index, :, :]
-        return (poses[..., :3, :3] @ self.offsets[..., None])[..., 0] + poses[..., :3, 3]
-
-
-def _shape_spheres(collision) -> list:
-    """(centre (3,), radius) spheres covering one URDF collision shape, in the link frame."""
-    origin = collision.find("origin")
-    xyz = np.array([float(v) for v in (origin.get("xyz", "0 0 0") if origin is not None
-                                       else "0 0 0").split()])
-    rpy = [float(v) for v in (origin.get("rpy", "0 0 0") if origin is not None
-                              else "0 0 0").split()]
-    rot = Rotation.from_euler("xyz", rpy).as_matrix()
-    geometry = collision.find("geometry")
-    shape = geometry[0] if geometry is not None and len(geometry) else None
-    if shape is None:
-        return []
-    if shape.tag == "sphere":
-        return [(xyz, float(shape.get("radius")))]
-    if shape.tag == "cylinder":
-        r, length = float(shape.get("radius")), float(shape.get("length"))
-        axis = rot[:, 2]
-        count = max(2, math.ceil(length / r) + 1)
-        return [(xyz + axis * s, r) for s in np.linspace(-length / 2, length / 2, count)]
-    if shape.tag == "box":
-        half = np.array([float(v) for v in shape.get("size").split()]) / 2
-        r = float(np.sort(half)[:2].max()) * math.sqrt(2) if half.min() > 0 else half.max()
-        long_axis = int(np.argmax(half))
-        count = max(1, math.ceil(2 * half[long_axis] / max(r, 1e-3)))
-        along = np.linspace(-half[long_axis] + r, half[long_axis] - r, count) \
-            if half[long_axis] > r else [0.0]
-        return [(xyz + rot[:, long_axis] * s, r) for s in along]
-    return []   # meshes: not approximated here
 
 
 class DistanceField:

@@ -20,7 +20,7 @@ import torch
 from planner_node.actions import ArmLimits
 from planner_node.costs import (OBJECT, Goal, Scene, Stage, contact_point, goal_object_index,
                                 nearest_on_segment, nearest_target)
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 from world_model_node.model import so3_log
 
 DRIVEN = 0.05    # rad: a turn moving a joint less towards its limit does not count there

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from planner_node.actions import PANDA_ACCELERATION, PANDA_JERK, ArmLimits, integrate
-from planner_node.collision import ArmSpheres
 from planner_node.costs import (OBJECT, CostWeights, Goal, Scene, evaluate, goal_error,
                                 goal_object_index, push_speed_limit, stage,
                                 success_probability)
 from planner_node.guides import guide_target, guides, line_guides, tool_heading
 from planner_node.samplers import SamplerConfig, make_sampler, shift
+from robot_model.spheres import ArmSpheres
 from world_model_node.predictor import Futures, Predictor, WorldState, make_predictor
 
 

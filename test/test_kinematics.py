@@ -6,7 +6,7 @@ import torch
 from ros_io.paths import share_path
 from sim_robot import panda
 from sim_robot.ik import ArmIK
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
 from planner_node.arm_history import ArmHistory
-from planner_node.collision import ArmSpheres, DistanceField, box_distance
+from planner_node.collision import DistanceField, box_distance
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
                                 evaluate, face_reach, funnel_distance, goal_error,
                                 horizon_weights, push_opening, push_speed_limit, pushed_bound,
@@ -21,6 +21,7 @@ from planner_node.guides import (guide_target, guides, line_guides, pose_jacobia
 from planner_node.mpc import PlannerConfig, build_planner
 from planner_node.pushed_object import STALLED_S, PushedObject, pushed_position
 from planner_node.samplers import SamplerConfig, coloured_noise, make_sampler, shift
+from robot_model.spheres import ArmSpheres
 from sim_robot import closed_loop, panda
 from sim_robot.scenario import Scenario
 from sim_robot.scene import CAMERA_NAME, OBJECT_IDS, SIDE_CAMERA_NAME

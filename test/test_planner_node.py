@@ -29,7 +29,7 @@ from sim_robot.explore import top_down_quat
 from sim_robot.scene import OBJECT_IDS
 from ros_io.paths import share_path
 from support.graph import Lifecycle, ask, output_of, ros_context, ros_process, spin_until
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec, ObjectArray
 from world_model_planning.srv import Plan

@@ -15,7 +15,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, WorldModel
 
 FORMAT = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from world_model_node.checkpoint import load_checkpoint
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 from world_model_node.model import StepState
 
 

@@ -37,7 +37,7 @@ from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
     predict_windows
 from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
-from world_model_node.kinematics import KinematicChain
+from robot_model.kinematics import KinematicChain
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
     robot_features, so3_exp, so3_log
 from world_model_node.perception import MIN_VISIBLE, perceive_objects, perception_version

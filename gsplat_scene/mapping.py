@@ -33,6 +33,7 @@ from gsplat_scene.tracking import align_to_model, refine_pose
 
 BACKGROUND = 0
 ROBOT = 1
+UNKNOWN = 2   # seen, not (yet) an object (gsplat_scene.segmentation): not mapped or tracked
 
 
 @dataclass
@@ -78,7 +79,7 @@ class MappingConfig:
     optimise_object_means: bool = False
     prune_opacity: float = 0.02
     max_scale: float = 0.05           # m; larger Gaussians are pruned (floaters, smears)
-    ignore_labels: tuple = (ROBOT,)   # moving parts not mapped (the robot itself)
+    ignore_labels: tuple = (ROBOT, UNKNOWN)   # not mapped: the robot itself, the unsure
     min_object_pixels: int = 40       # fewer observed pixels: object pose not updated
     max_track_rmse: float = 0.005     # m (or 1.5 pixel footprints); worse fits are not applied
     min_track_inliers: float = 0.7    # fraction of observed points the moved model explains
@@ -367,7 +368,7 @@ class SceneMemory:
         self.objects.clear()
         self.keyframes.clear()
         for label in self.gaussians.labels.unique().tolist():
-            if label not in (BACKGROUND, ROBOT):
+            if label != BACKGROUND and label not in self.config.ignore_labels:
                 self._new_object(int(label), stamp=0.0)
 
     # ---- rendering ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@ Subscribes, for each camera namespace NS in `cameras`, NS/color/image_raw, NS/de
 (32FC1 metres or 16UC1 millimetres), NS/color/camera_info and an optional
 NS/instances/image_raw mask (sensor-data QoS, approximate stamp sync per camera); takes each
 camera's pose from tf2 where it exists, else from NS/pose (PoseStamped), else (one camera
-only) from the static `camera_pose` parameter.
+only) from the static `camera_pose` parameter. With `segmentation: tabletop` (a robot without
+a segmenter) the objects come from depth alone: clusters above the table, the robot told apart
+by /robot_description and joint_states (`gsplat_scene.segmentation`); the labels it gave each
+frame are published on ~/segmentation/image.
 Publishes the Gaussian centres as a PointCloud2 (x y z rgb, the layout MoveIt's point-cloud
 octomap updater reads), SceneInfo, the objects, and a rendered image of a virtual camera.
 Services: ~/save, ~/load, ~/reset, ~/render. Bad frames are dropped with a throttled warning.
@@ -21,6 +24,7 @@ while the first camera's latest frame hides an object, and otherwise once per
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -34,13 +38,17 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
+from std_msgs.msg import String
 
 from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, look_at_camera, pose_to_matrix
 from gsplat_scene.mapping import Frame, MappingConfig, SceneMemory
 from gsplat_scene.ply import load_ply, save_ply
+from gsplat_scene.segmentation import TabletopConfig, TabletopSegmenter, object_boxes
+from robot_model.spheres import RobotBody
 from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
@@ -50,6 +58,7 @@ from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
 from world_model_planning.srv import LoadScene, RenderScene, ResetScene, SaveScene
 
 HIDDEN_BELOW = 0.8   # share of an object a frame shows (ObjectRecord.visible_in) when hidden
+SEGMENTATIONS = ("masks", "tabletop")
 QUIET_WARN_S = 5.0   # /diagnostics warns when no frame has been integrated for this long [s]
 
 try:  # tf2 is on every robot; not installable here
@@ -137,6 +146,25 @@ class SceneNode(ManagedNode):
         p("bounds", [0.0], ParameterDescriptor(
             description="Mapped box in the world frame: xmin ymin zmin xmax ymax zmax [m]; "
                         "[0.0] maps everything in range", additional_constraints=CONFIGURE))
+        p("segmentation", "masks", ParameterDescriptor(
+            description="Where objects come from: masks (NS/instances/image_raw from any "
+                        "segmenter) or tabletop (clusters standing on the table, from depth; "
+                        "the robot told apart by /robot_description and joint_states)",
+            additional_constraints=CONFIGURE))
+        p("tabletop.table_height", 0.0, ranged("Height of the table top in the world [m]",
+                                               -10.0, 10.0, additional_constraints=CONFIGURE))
+        p("tabletop.min_height", 0.008, ranged(
+            "Height above the table where objects start [m] (above the depth noise)",
+            0.001, 0.5, additional_constraints=CONFIGURE))
+        p("tabletop.robot_margin", 0.02, ranged(
+            "Margin around the robot's link spheres [m] (calibration, joint-state lag)",
+            0.0, 0.5, additional_constraints=CONFIGURE))
+        p("tabletop.confirm_frames", 3, ranged(
+            "Frames in a row a new cluster must be seen in to become an object", 1, 1000, True,
+            additional_constraints=CONFIGURE))
+        p("tabletop.joint_state_slop", 0.1, ranged(
+            "Largest stamp difference between a frame and the joint state placing the "
+            "robot in it [s]", 0.0, 10.0))
         p("downscale", 1, ranged("Integrate frames downscaled by this factor", 1, 16, True))
         p("sync_slop", 0.02, ranged("Largest stamp difference within a frame [s]", 0.0, 1.0))
         p("max_frame_age", 1.0, ranged("Frames older than this are stale [s]", 0.0, 3600.0))
@@ -182,6 +210,10 @@ class SceneNode(ManagedNode):
         self.frames_integrated = 0
         self._integrated_wall: float | None = None   # time.monotonic() of the latest
         self._frame_stamp = None   # of the latest integrated frame (the objects' poses)
+        self.segmenter: TabletopSegmenter | None = None
+        self.robot_body: RobotBody | None = None
+        self._joint_states: list = []   # (stamp, {name: position}), oldest first
+        self._frame_ids: dict = {}      # camera -> optical frame id of its latest frame
 
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -223,9 +255,15 @@ class SceneNode(ManagedNode):
             self.get_logger().error("camera_pose_source 'static' holds one camera's pose; "
                                     f"{len(self.cameras)} cameras need tf or pose topics")
             return TransitionCallbackReturn.FAILURE
+        segmentation = prm("segmentation")
+        if segmentation not in SEGMENTATIONS:
+            self.get_logger().error(f"unknown segmentation '{segmentation}' "
+                                    f"(one of {', '.join(SEGMENTATIONS)})")
+            return TransitionCallbackReturn.FAILURE
+        masks = ["instances"] if segmentation == "masks" else []
         # A pose topic is one more stream of the frame; tf and static poses are looked up.
         streams = ["rgb", "depth", "info"] + (["pose"] if self.pose_source == "topic" else [])
-        self.syncs = {ns: FrameSync(streams, ["instances"], slop=prm("sync_slop"))
+        self.syncs = {ns: FrameSync(streams, masks, slop=prm("sync_slop"))
                       for ns in self.cameras}
         if self.pose_source == "tf" and tf2_ros is None:
             self.get_logger().error("camera_pose_source 'tf' but tf2_ros is not installed")
@@ -233,7 +271,7 @@ class SceneNode(ManagedNode):
         if self.pose_source not in ("tf", "topic", "static"):
             self.get_logger().error(f"unknown camera_pose_source '{self.pose_source}'")
             return TransitionCallbackReturn.FAILURE
-        if self.pose_source == "tf":
+        if self.pose_source == "tf" or (tf2_ros is not None and segmentation == "tabletop"):
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
         sensor = qos_profile_sensor_data
@@ -241,8 +279,8 @@ class SceneNode(ManagedNode):
         for ns in self.cameras:
             for cls, topic, stream in [(Image, "color/image_raw", "rgb"),
                                        (Image, "depth/image_raw", "depth"),
-                                       (CameraInfo, "color/camera_info", "info"),
-                                       (Image, "instances/image_raw", "instances")]:
+                                       (CameraInfo, "color/camera_info", "info")] + \
+                    [(Image, "instances/image_raw", "instances")] * bool(masks):
                 self.scene_subs.append(self.create_subscription(
                     cls, f"{ns}/{topic}", lambda m, c=ns, s=stream: self._on_stream(c, s, m),
                     sensor))
@@ -252,6 +290,8 @@ class SceneNode(ManagedNode):
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
         self.pub_render = self.create_lifecycle_publisher(Image, "~/render/image", 1)
+        if segmentation == "tabletop":
+            self._start_tabletop(bounds)
         group = self._memory_group
         self.scene_timers = [self.create_timer(1.0 / prm("publish_rate"), self._publish_state,
                                                callback_group=group)]
@@ -263,12 +303,30 @@ class SceneNode(ManagedNode):
         # must not run on beside the next configure's.
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._integrate_loop,
-                                        args=(self.memory, self._stop),
+                                        args=(self.memory, self.segmenter, self._stop),
                                         daemon=True)
         self._worker.start()
         self.get_logger().info(f"configured on {device}, cameras {', '.join(self.cameras)}, "
                                f"camera poses from {self.pose_source}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _start_tabletop(self, bounds) -> None:
+        """Objects from depth: the segmenter, the robot's description and joint states."""
+        prm = lambda n: self.get_parameter(n).value  # noqa: E731
+        config = TabletopConfig(table_height=prm("tabletop.table_height"),
+                                min_height=prm("tabletop.min_height"),
+                                robot_margin=prm("tabletop.robot_margin"),
+                                confirm_frames=prm("tabletop.confirm_frames"))
+        if bounds is not None:
+            config.bounds = bounds
+        self.segmenter, self.robot_body, self._joint_states = TabletopSegmenter(config), None, []
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.scene_subs += [
+            self.create_subscription(String, "/robot_description", self._on_description,
+                                     latched),
+            self.create_subscription(JointState, "joint_states", self._on_joint_states, 50)]
+        self.pub_segmentation = self.create_lifecycle_publisher(Image, "~/segmentation/image",
+                                                                1)
 
     def _teardown(self) -> None:
         self._active = False
@@ -285,6 +343,7 @@ class SceneNode(ManagedNode):
             self.destroy_timer(timer)
         self.scene_subs, self.scene_timers = [], []
         self.memory, self._frame_stamp = None, None
+        self.segmenter, self.robot_body = None, None
         self._integrated_at.clear()
 
     # ---- input -----------------------------------------------------------------------------
@@ -328,6 +387,63 @@ class SceneNode(ManagedNode):
         if now - self._warned.get(key, -1e9) >= period:
             self._warned[key] = now
             self.get_logger().warning(text)
+
+    def _on_description(self, msg: String) -> None:
+        try:
+            self.robot_body = RobotBody.from_urdf(msg.data)
+        except Exception as err:  # a malformed URDF must not stop the node
+            self._warn("description", f"robot_description not usable: {type(err).__name__}: "
+                                      f"{err}")
+            return
+        self.get_logger().info(f"robot body from robot_description: "
+                               f"{self.robot_body.sphere_count} spheres under "
+                               f"'{self.robot_body.root}'")
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        if len(msg.name) != len(msg.position) or \
+                not all(math.isfinite(v) for v in msg.position):
+            self._warn("joints", "dropped joint state: names and positions differ in number "
+                                 "or a position is not finite")
+            return
+        stamp = to_seconds(msg.header.stamp)
+        states = self._joint_states   # replaced, not changed: the worker reads it unlocked
+        if states and stamp < states[-1][0]:
+            states = []              # time jumped back (a bag replayed, a sim reset)
+        self._joint_states = (states + [(stamp, dict(zip(msg.name, msg.position)))])[-200:]
+
+    def _robot_spheres(self, stamp: float):
+        """The robot's link spheres (centres (S, 3), radii (S,)) in the world at a frame's
+        time. Raises ValueError when the robot cannot be placed."""
+        body, states = self.robot_body, self._joint_states
+        if body is None:
+            raise ValueError("no /robot_description yet: the robot cannot be told apart")
+        if not states:
+            raise ValueError("no joint states yet: the robot cannot be placed")
+        when, positions = min(states, key=lambda s: abs(s[0] - stamp))
+        slop = self.get_parameter("tabletop.joint_state_slop").value
+        if abs(when - stamp) > slop:
+            raise ValueError(f"no joint state within {slop} s of the frame (nearest "
+                             f"{when - stamp:+.2f} s)")
+        try:
+            centres, radii = body.place(positions)
+        except KeyError as err:
+            raise ValueError(f"joint state lacks joint {err}") from err
+        if body.root != self.world:
+            base = self._lookup(body.root, stamp)
+            centres = centres @ torch.from_numpy(base[:3, :3]).float().T + \
+                torch.from_numpy(base[:3, 3]).float()
+        return centres, radii
+
+    def _segment(self, memory: SceneMemory, segmenter: TabletopSegmenter, frame: Frame
+                 ) -> Frame:
+        """The frame labelled by the segmenter (raises ValueError as _robot_spheres)."""
+        labels = segmenter.segment(frame.depth, frame.K, frame.cam_to_world,
+                                   self._robot_spheres(frame.stamp), object_boxes(memory))
+        if self._active:
+            self.pub_segmentation.publish(numpy_to_image(
+                labels.cpu().numpy().astype(np.uint16), "16UC1", to_time_msg(frame.stamp),
+                self._frame_ids.get(frame.camera, "")))
+        return dataclasses.replace(frame, instances=labels)
 
     def _on_pose(self, camera: str, msg: PoseStamped) -> None:
         p, q = msg.pose.position, msg.pose.orientation
@@ -403,15 +519,20 @@ class SceneNode(ManagedNode):
         if self.pose_source == "static":
             v = self.get_parameter("camera_pose").value
             return pose_to_matrix(v[:3], v[3:])
-        if self.pose_source == "tf":
-            try:
-                t = self.tf_buffer.lookup_transform(
-                    self.world, frame_id, rclpy.time.Time(seconds=stamp),
-                    timeout=rclpy.duration.Duration(seconds=0.05))
-            except Exception as err:  # tf2 raises several kinds
-                raise ValueError(f"no camera pose from tf: {err}") from err
-            tr, rot = t.transform.translation, t.transform.rotation
-            return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
+        return self._lookup(frame_id, stamp)
+
+    def _lookup(self, frame_id: str, stamp: float) -> np.ndarray:
+        """Pose (4, 4) of a frame in the world at a time, from tf2 (ValueError if none)."""
+        if tf2_ros is None or getattr(self, "tf_buffer", None) is None:
+            raise ValueError(f"no pose of '{frame_id}' in '{self.world}': tf2 is not in use")
+        try:
+            t = self.tf_buffer.lookup_transform(
+                self.world, frame_id, rclpy.time.Time(seconds=stamp),
+                timeout=rclpy.duration.Duration(seconds=0.05))
+        except Exception as err:  # tf2 raises several kinds
+            raise ValueError(f"no pose of '{frame_id}' from tf: {err}") from err
+        tr, rot = t.transform.translation, t.transform.rotation
+        return pose_to_matrix([tr.x, tr.y, tr.z], [rot.x, rot.y, rot.z, rot.w])
 
     def _to_frame(self, camera: str, matched) -> Frame:
         stamp, rgb_msg = matched["rgb"]
@@ -420,18 +541,28 @@ class SceneNode(ManagedNode):
         if age > self.get_parameter("max_frame_age").value:
             raise ValueError(f"stale frame ({age:.2f} s old)")
         c2w = self._camera_pose(stamp, rgb_msg.header.frame_id, matched)
+        self._frame_ids[camera] = rgb_msg.header.frame_id
         return frame_from_messages(rgb_msg, matched["depth"][1], matched["info"][1], c2w, stamp,
                                    matched["instances"][1] if "instances" in matched else None,
                                    self.get_parameter("downscale").value, camera)
 
-    def _integrate_loop(self, memory: SceneMemory, stop: threading.Event) -> None:
-        """Track every needed frame in `memory`, refine it while no newer frame waits;
-        until `stop` (the cleanup that drops this memory) is set."""
+    def _integrate_loop(self, memory: SceneMemory, segmenter: TabletopSegmenter | None,
+                        stop: threading.Event) -> None:
+        """Track every needed frame in `memory` (labelled by `segmenter` where there is one),
+        refine it while no newer frame waits; until `stop` (the cleanup that drops this
+        memory) is set."""
         def interrupted() -> bool:   # a newer frame, or the memory's end, cuts refining short
             return stop.is_set() or self._frame_waiting()
 
         while (frame := self._next_frame(stop)) is not None:
             with self._lock:
+                try:
+                    if segmenter is not None:
+                        frame = self._segment(memory, segmenter, frame)
+                except ValueError as err:
+                    self.frames_rejected += 1
+                    self._warn("segment", f"dropped {frame.camera} frame: {err}")
+                    continue
                 try:
                     view = memory.track(frame)
                 except Exception as err:  # a bad frame must not stop the mapping thread

@@ -49,12 +49,16 @@ def generate_launch_description():
                               description="std_msgs/Bool e-stop topic"),
         DeclareLaunchArgument("cameras", default_value="[camera]",
                               description="Namespaces of the RGB-D cameras' topics (YAML list)"),
+        DeclareLaunchArgument("segmentation", default_value="masks",
+                              description="Scene objects from NS/instances/image_raw (masks) "
+                                          "or from depth alone (tabletop)"),
     ]
     scene = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "scene_memory.launch.py")),
         launch_arguments={"use_sim_time": use_sim_time,
                           "device": LaunchConfiguration("device"),
-                          "cameras": LaunchConfiguration("cameras")}.items())
+                          "cameras": LaunchConfiguration("cameras"),
+                          "segmentation": LaunchConfiguration("segmentation")}.items())
     planner = LifecycleNode(
         package="world_model_planning", executable="planner_node", name="planner_node",
         namespace="", output="screen",

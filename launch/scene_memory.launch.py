@@ -5,7 +5,9 @@ optional RViz.
     ros2 launch world_model_planning scene_memory.launch.py sim:=true rviz:=true
 
 For each namespace NS in `cameras` the node reads NS/color/image_raw, NS/depth/image_raw,
-NS/color/camera_info, NS/instances/image_raw (optional) and, without tf, NS/pose.
+NS/color/camera_info, NS/instances/image_raw (optional) and, without tf, NS/pose. A robot
+without an instance segmenter sets segmentation:=tabletop (objects from depth; the robot told
+apart by /robot_description and /joint_states).
 """
 import os
 from typing import List  # launch_ros's value types are typing's
@@ -28,6 +30,9 @@ def generate_launch_description():
                               description="Namespaces of the RGB-D cameras' topics (a YAML "
                                           "list; the simulated robot has camera and "
                                           "side_camera)"),
+        DeclareLaunchArgument("segmentation", default_value="masks",
+                              description="Where objects come from: masks (NS/instances/"
+                                          "image_raw) or tabletop (from depth alone)"),
         DeclareLaunchArgument("device", default_value="cpu",
                               description="Torch device of the memory (cpu, cuda, cuda:N)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
@@ -42,6 +47,7 @@ def generate_launch_description():
         namespace="", output="screen",
         parameters=[os.path.join(share, "config", "gsplat_scene.yaml"),
                     {"device": LaunchConfiguration("device"), "use_sim_time": use_sim_time,
+                     "segmentation": LaunchConfiguration("segmentation"),
                      "cameras": ParameterValue(LaunchConfiguration("cameras"),
                                                value_type=List[str])}],
     )

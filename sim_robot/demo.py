@@ -19,6 +19,7 @@ ground truth. Writes to --output:
                             coloured by cost) and the chosen plan drawn over it
 
     python -m sim_robot.demo [--output output/demo] [--model learned|static] [--tasks reach,push]
+                             [--segmentation masks|tabletop]
 """
 from __future__ import annotations
 
@@ -40,19 +41,19 @@ from sim_robot.scene import CAMERA_NAMESPACES
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _spec(task: str, poses: dict, rng):
-    """PlanToGoal goal for a task drawn like the closed-loop benchmark's."""
+def _spec(task: str, poses: dict, rng, cube_id: int):
+    """PlanToGoal goal for a task drawn like the closed-loop benchmark's; the cube is the
+    scene memory's object `cube_id`."""
     from world_model_planning.msg import GoalSpec
 
     from sim_robot.closed_loop import sample_goal
-    from sim_robot.scene import OBJECT_IDS
 
     goal = sample_goal(task, poses, rng)
     spec = GoalSpec(position_tolerance=goal.position_tolerance,
                     orientation_tolerance=goal.orientation_tolerance)
     spec.target_type = GoalSpec.TARGET_OBJECT if task == "push" else \
         GoalSpec.TARGET_END_EFFECTOR
-    spec.object_id = OBJECT_IDS["cube"] if task == "push" else 0
+    spec.object_id = cube_id if task == "push" else 0
     spec.target_pose.header.frame_id = "world"
     p = spec.target_pose.pose
     p.position.x, p.position.y, p.position.z = (float(v) for v in goal.position)
@@ -129,6 +130,25 @@ class DemoClient:
                 cls, topic, lambda m, t=topic: self.latest.__setitem__(t, m), qos)
         self.action = ActionClient(self.node, PlanToGoal, "/planner_node/plan_to_goal")
         self.PlanToGoal = PlanToGoal
+        self.cube_id = None   # the scene memory's id of the cube, once it has one
+
+    def find_cube(self, labelled: bool) -> bool:
+        """Whether the scene memory has the cube: by the simulator's instance id where the
+        memory is fed its masks, else (objects found from depth, ids of the memory's own)
+        the object within 3 cm of the true cube, as a user would pick it in RViz."""
+        from sim_robot.scene import OBJECT_IDS
+
+        objects = getattr(self.latest.get("/gsplat_scene/objects"), "objects", [])
+        if labelled:
+            found = [o.id for o in objects if o.id == OBJECT_IDS["cube"]]
+        elif "/ground_truth/objects" in self.latest:
+            true = self.truth()["cube"][0]
+            found = [o.id for o in objects if np.linalg.norm(
+                [o.pose.position.x - true[0], o.pose.position.y - true[1]]) < 0.03]
+        else:
+            found = []
+        self.cube_id = found[0] if found else None
+        return self.cube_id is not None
 
     def spin_until(self, condition, timeout: float) -> bool:
         import rclpy
@@ -172,11 +192,8 @@ class DemoClient:
         """(xy distance [m] of the scene memory's cube from the simulator's, age [s] of the
         memory's pose, how long [s] the memory has not seen the cube at that time), NaN
         while the memory has no cube."""
-        from sim_robot.scene import OBJECT_IDS
-
         objects = self.latest.get("/gsplat_scene/objects")
-        cube = next((o for o in getattr(objects, "objects", []) if o.id == OBJECT_IDS["cube"]),
-                    None)
+        cube = next((o for o in getattr(objects, "objects", []) if o.id == self.cube_id), None)
         if cube is None:
             return math.nan, math.nan, math.nan
         xy = np.array([cube.pose.position.x, cube.pose.position.y])
@@ -328,6 +345,10 @@ def main(argv=None) -> int:
                     help="the scene node's extra_camera_period [s]: the side camera's frames "
                          "are taken while the main camera's hides an object, else this "
                          "often (0 = every frame)")
+    ap.add_argument("--segmentation", default="masks", choices=("masks", "tabletop"),
+                    help="where the scene memory's objects come from: the simulator's "
+                         "instance masks, or depth alone (the scene node's tabletop "
+                         "segmentation, as on a robot without a segmenter)")
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     cameras = [c for c in args.cameras.split(",") if c]
@@ -343,7 +364,7 @@ def main(argv=None) -> int:
     import rclpy
 
     from sim_robot.collect import stop_process
-    from sim_robot.scene import OBJECT_IDS
+    masks = args.segmentation == "masks"
     args.output.mkdir(parents=True, exist_ok=True)
     log = open(args.output / "processes.log", "w")
 
@@ -357,10 +378,12 @@ def main(argv=None) -> int:
         start("sim_robot.sim_node", [f"real_time_factor:={args.real_time_factor}",
                                      "clock_rate:=50.0", "joint_state_rate:=50.0",
                                      "camera_rate:=5.0", "ground_truth_rate:=10.0",
-                                     f"side_camera:={str('side_camera' in cameras).lower()}"]),
+                                     f"side_camera:={str('side_camera' in cameras).lower()}",
+                                     f"publish_instances:={str(masks).lower()}"]),
         start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1",
                                           f"cameras:=[{', '.join(cameras)}]",
-                                          f"extra_camera_period:={args.extra_camera_period}"]),
+                                          f"extra_camera_period:={args.extra_camera_period}",
+                                          f"segmentation:={args.segmentation}"]),
         start("planner_node.planner_node",
               [f"model:={args.model}", "use_sim_time:=true",
                f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",
@@ -371,22 +394,20 @@ def main(argv=None) -> int:
     runs, frames = [], []
     try:
         client = DemoClient()
-        cube = OBJECT_IDS["cube"]
         print("waiting for the planner and for the scene memory to find the cube ...",
               flush=True)
         if not client.action.wait_for_server(timeout_sec=120.0) or not client.spin_until(
-                lambda: "/ground_truth/objects" in client.latest and any(
-                    o.id == cube for o in getattr(client.latest.get("/gsplat_scene/objects"),
-                                                  "objects", [])), 180.0):
+                lambda: "/ground_truth/objects" in client.latest and client.find_cube(masks),
+                180.0):
             print(f"the stack did not come up; see {args.output / 'processes.log'}",
                   file=sys.stderr)
             return 1
         rng = np.random.default_rng(args.seed)
         for task in tasks:
-            spec, goal = _spec(task, client.truth(), rng)
+            spec, goal = _spec(task, client.truth(), rng, client.cube_id)
             print(f"{task}: goal {np.round(goal.position.numpy(), 3).tolist()}", flush=True)
             target = goal.position.numpy()
-            run = {"task": task, "model": args.model,
+            run = {"task": task, "model": args.model, "segmentation": args.segmentation,
                    **client.run_goal(spec, task, target,
                                      args.goal_timeout / args.real_time_factor + 60,
                                      frames, 0.5)}
@@ -394,6 +415,8 @@ def main(argv=None) -> int:
             error = client.true_error(task, target)
             run["final_error_m"] = error
             run["memory_error_end_m"] = client.memory_error()[0]
+            run["memory_objects"] = sorted(o.id for o in getattr(
+                client.latest.get("/gsplat_scene/objects"), "objects", []))
             # As in benchmarks/closed_loop.py: the goal succeeded as the planner judged it
             # (for a reach also on the orientation), and it holds on the truth.
             run["success"] = bool(run.get("accepted")) and error <= goal.position_tolerance \
@@ -408,6 +431,8 @@ def main(argv=None) -> int:
                       f"{run['memory_age_max_s']:.2f} s, unseen for up to "
                       f"{run['memory_unseen_max_s']:.2f} s, xy error at the end "
                       f"{run['memory_error_end_m']:.4f} m", flush=True)
+            print(f"{task}: objects in the scene memory {run['memory_objects']} (the cube "
+                  f"{client.cube_id})", flush=True)
             runs.append(run)
         write_outputs(args.output, runs, frames)
         print(f"report: {args.output / 'report.md'}, animation: {args.output / 'demo.gif'}")

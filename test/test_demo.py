@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from sim_robot.demo import draw_polyline, project, stage_durations
 from support.graph import REPO
@@ -20,14 +21,23 @@ def test_projection_and_drawing():
     assert image[24, 32, 0] == 255 and image[19, 42, 0] == 255 and image[:, :, 1].max() == 0
 
 
-def test_demo_reaches_and_writes_its_report(tmp_path):
+@pytest.mark.parametrize("segmentation", ["masks", "tabletop"])
+def test_demo_reaches_and_writes_its_report(tmp_path, segmentation):
+    # tabletop: no instance masks; the memory finds the objects from depth, names them itself
+    # and the demo picks the cube by where it stands.
     out = tmp_path / "demo"
     run = subprocess.run([sys.executable, "-m", "sim_robot.demo", "--output", str(out),
-                          "--tasks", "reach", "--model", "static", "--goal-timeout", "15"],
+                          "--tasks", "reach", "--model", "static", "--goal-timeout", "15",
+                          "--segmentation", segmentation],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr + (out / "processes.log").read_text()
     report = json.loads((out / "report.json").read_text())
     assert report[0]["task"] == "reach" and report[0]["success"], report
+    assert report[0]["segmentation"] == segmentation
+    # The table's three objects and nothing else (not the arm), named as the masks name them
+    # or from 100 up.
+    objects = report[0]["memory_objects"]
+    assert objects == ([10, 11, 12] if segmentation == "masks" else [100, 101, 102]), report
     assert report[0]["final_error_m"] < 0.02
     assert report[0]["stages"].startswith("reach "), report
     # The arm does not touch the cube: the memory holds it where it stands, and fresh.

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from robot_model.kinematics import KinematicChain
 from ros_io.paths import share_path
 from sim_robot import panda
 from sim_robot.ik import ArmIK
-from robot_model.kinematics import KinematicChain
 
 
 @pytest.fixture(scope="module")

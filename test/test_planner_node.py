@@ -24,12 +24,12 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from planner_node.actions import PANDA_ACCELERATION
+from robot_model.kinematics import KinematicChain
 from sim_robot import panda
 from sim_robot.explore import top_down_quat
 from sim_robot.scene import OBJECT_IDS
 from ros_io.paths import share_path
 from support.graph import Lifecycle, ask, output_of, ros_context, ros_process, spin_until
-from robot_model.kinematics import KinematicChain
 from world_model_planning.action import PlanToGoal
 from world_model_planning.msg import GoalSpec, ObjectArray
 from world_model_planning.srv import Plan

@@ -191,6 +191,7 @@ BAD_CONFIGURATIONS = {
     "cameras": (["cameras:=[camera, camera]"], "cameras must be distinct"),
     "static-pose": (["cameras:=[camera, side_camera]", "camera_pose_source:=static"],
                     "need tf or pose"),
+    "segmentation": (["segmentation:=sam"], "unknown segmentation 'sam'"),
 }
 
 

@@ -537,9 +537,12 @@ def test_evaluation_of_perceived_poses_with_and_without_ground_truth(bags, tmp_p
     runs = {}
     robot = tmp_path / "robot_layout.yaml"
     robot.write_text("ground_truth_objects: ''\n")
+    # tabletop: the bag's masks left unread, its objects found from depth (ids of the
+    # memory's own, matched to the ground truth's by where they stand).
     for name, flags in (("truth", ["--poses", "ground_truth"]),
                         ("perceived", ["--poses", "perceived"]),
-                        ("robot", ["--poses", "perceived", "--layout", str(robot)])):
+                        ("robot", ["--poses", "perceived", "--layout", str(robot)]),
+                        ("tabletop", ["--poses", "perceived", "--segmentation", "tabletop"])):
         out = tmp_path / name
         assert evaluate_main(["--checkpoint", str(checkpoint), "--bags", str(bags[0]),
                               "--output", str(out), "--horizon", "1", *flags]) == 0, name
@@ -552,6 +555,9 @@ def test_evaluation_of_perceived_poses_with_and_without_ground_truth(bags, tmp_p
     assert perceived["episodes_with_ground_truth"] == 1 and robot[
         "episodes_with_ground_truth"] == 0
     assert perceived["static_pos_err_1s_m"] == pytest.approx(truth["static_pos_err_1s_m"])
+    assert runs["tabletop"]["episodes_with_ground_truth"] == 1
+    assert runs["tabletop"]["static_pos_err_1s_m"] == pytest.approx(
+        truth["static_pos_err_1s_m"])
     assert robot["static_pos_err_1s_m"] != pytest.approx(truth["static_pos_err_1s_m"])
     for run in runs.values():
         assert run["pos_err_1s_m"] < run["static_pos_err_1s_m"], run

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +353,24 @@ def read_episode(bag, layout: BagLayout | None = None, step: float = 0.1,
         object_appearance=np.array([appearance.get(i, np.zeros(APPEARANCE_DIM))
                                     for i in ids]).reshape(k, APPEARANCE_DIM),
         object_seen=seen, object_visible=visible, poses=poses, notes=notes)
+
+
+def with_ids_of(reference: Episode, episode: Episode, within: float = 0.05) -> Episode:
+    """`reference` (the ground truth of `episode`'s bag, on the same time grid) with its
+    objects named as `episode` names them: an object of `episode` whose id the reference
+    lacks (the scene memory's own, from a tabletop segmentation) takes the id of the
+    reference object nearest it, on average over the steps it is seen, within `within` [m]."""
+    ids = reference.object_ids.copy()
+    taken = set(ids.tolist()) & set(episode.object_ids.tolist())
+    for n, oid in enumerate(episode.object_ids.tolist()):
+        seen = episode.object_seen[:, n]
+        if oid in taken or not seen.any():
+            continue
+        distance = np.linalg.norm(reference.object_positions[seen]
+                                  - episode.object_positions[seen, n][:, None], axis=-1).mean(0)
+        for m in np.argsort(distance):
+            if distance[m] < within and int(reference.object_ids[m]) not in taken:
+                taken.add(int(reference.object_ids[m]))
+                ids[m] = oid
+                break
+    return replace(reference, object_ids=ids)

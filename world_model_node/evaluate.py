@@ -29,7 +29,9 @@ import torch
 from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
     predict_windows
 from world_model_node.predictor import make_predictor
-from world_model_node.train import bag_layout, check_device, find_bags, load_episodes
+from world_model_node.episodes import with_ids_of
+from world_model_node.train import (add_segmentation_args, bag_layout, check_device, find_bags,
+                                    load_episodes, tabletop_config)
 
 MOVING_M = 0.01    # an object that moved farther than this within a window counts as moving
 
@@ -147,6 +149,7 @@ def _parse_args(argv=None):
                     "once; default <output>/cache)")
     ap.add_argument("--downscale", type=int, default=2,
                     help="image subsampling for perceived poses")
+    add_segmentation_args(ap)
     ap.add_argument("--output", type=Path, default=Path("output/evaluation"))
     args = ap.parse_args(argv)
     if not args.horizon > 0 or args.stride < 1 or args.downscale < 1:
@@ -170,7 +173,8 @@ def _episodes(args, step: float) -> tuple[list, list, int]:
 
     bags = find_bags(args.bags)
     episodes = load_episodes(bags, args.poses, step, args.bag_layout, args.cache, log,
-                             downscale=args.downscale, device=args.device)
+                             downscale=args.downscale, device=args.device,
+                             tabletop=tabletop_config(args))
     if args.poses == "ground_truth":
         return episodes, episodes, len(episodes)
     # A robot's bags have no ground truth: reading it fails quietly, and the perceived
@@ -179,7 +183,8 @@ def _episodes(args, step: float) -> tuple[list, list, int]:
     truth = {e.name: e for e in load_episodes([by_name[e.name] for e in episodes],
                                               "ground_truth", step, args.bag_layout,
                                               args.cache, lambda _: None)}
-    references = [truth[e.name] if e.name in truth and len(truth[e.name]) == len(e) else e
+    references = [with_ids_of(truth[e.name], e)
+                  if e.name in truth and len(truth[e.name]) == len(e) else e
                   for e in episodes]
     return episodes, references, sum(r is not e for r, e in zip(references, episodes))
 

@@ -3,10 +3,14 @@
 Replays the bag's colour, depth, camera_info, instance mask and camera pose of each camera
 (`BagLayout.cameras`) through `SceneMemory.integrate`, exactly as the `gsplat_scene` node
 would, and records every object's tracked pose after each frame. This is the input the world model sees on a robot,
-so training on it teaches the model the memory's noise.
+so training on it teaches the model the memory's noise. A robot's bags without instance
+masks are labelled as the node's `segmentation: tabletop` labels them: from depth, the robot
+told apart by the bag's robot description and joint states (the URDF's root taken as the
+world frame of the camera poses).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -18,6 +22,8 @@ from scipy.spatial.transform import Rotation
 from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, pose_to_matrix
 from gsplat_scene.mapping import MappingConfig, SceneMemory
+from gsplat_scene.segmentation import TabletopConfig, TabletopSegmenter, object_boxes
+from robot_model.spheres import RobotBody
 from ros_io.bag import read_messages
 from ros_io.stamps import to_seconds
 from world_model_node.episodes import APPEARANCE_DIM
@@ -25,6 +31,7 @@ from world_model_node.episodes import APPEARANCE_DIM
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE = 0.8  # share of an object the frame must show for its pose to count as seen
+JOINT_STATE_SLOP = 0.1  # s between a frame and the joint state placing the robot in it
 
 
 @functools.cache
@@ -33,17 +40,18 @@ def perception_version() -> str:
     cached by another version of the memory are stale."""
     digest = hashlib.sha1()
     for name in ("gsplat_scene.frame_sync", "gsplat_scene.frames", "gsplat_scene.gaussians",
-                 "gsplat_scene.mapping", "gsplat_scene.render", "gsplat_scene.tracking",
-                 __name__):
+                 "gsplat_scene.mapping", "gsplat_scene.render", "gsplat_scene.segmentation",
+                 "gsplat_scene.tracking", "robot_model.spheres", __name__):
         with open(sys.modules[name].__file__, "rb") as source:
             digest.update(source.read())
     return digest.hexdigest()[:12]
 
 
-def _frames(bag, layout, downscale: int):
+def _frames(bag, layout, downscale: int, masks: bool = True):
     """Yield matched, validated Frames of a bag's cameras in stamp order (bad ones are
-    skipped)."""
-    cameras = layout.cameras()
+    skipped); with their instance masks where recorded, unless `masks` is False."""
+    cameras = {camera: {k: v for k, v in topics.items() if masks or k != "instances"}
+               for camera, topics in layout.cameras().items()}
     streams = {topic: (camera, stream) for camera, topics in cameras.items()
                for stream, topic in topics.items()}
     syncs = {camera: FrameSync(["rgb", "depth", "info", "pose"],
@@ -66,10 +74,49 @@ def _frames(bag, layout, downscale: int):
             log.warning("%s: %s frame at %.2f s skipped: %s", bag, camera, stamp, err)
 
 
+def tabletop_labeller(bag, layout, config: TabletopConfig, urdf: str | None = None):
+    """labeller(memory, frame) -> the frame labelled from depth (gsplat_scene.segmentation),
+    the robot placed by the bag's joint state nearest the frame; raises ValueError for a
+    frame without one. urdf: the robot's, default the bag's robot description.
+    Raises:
+        ValueError: the bag has no robot description (and none is given) or joint states.
+    """
+    if urdf is None:
+        urdf = next((m.data for *_, m in read_messages(bag, {layout.robot_description})), None)
+    if urdf is None:
+        raise ValueError(f"bag {bag}: no {layout.robot_description or 'robot description'} "
+                         f"to tell the robot apart in its frames (pass the URDF)")
+    body = RobotBody.from_urdf(urdf)
+    states = sorted((to_seconds(m.header.stamp), dict(zip(m.name, m.position)))
+                    for *_, m in read_messages(bag, {layout.joint_states})
+                    if len(m.name) == len(m.position))
+    if not states:
+        raise ValueError(f"bag {bag}: no joint states on {layout.joint_states} to place the "
+                         f"robot in its frames")
+    stamps = np.array([s for s, _ in states])
+    segmenter = TabletopSegmenter(config)
+
+    def label(memory: SceneMemory, frame):
+        i = int(np.argmin(np.abs(stamps - frame.stamp)))
+        if abs(stamps[i] - frame.stamp) > JOINT_STATE_SLOP:
+            raise ValueError(f"no joint state within {JOINT_STATE_SLOP} s")
+        try:
+            robot = body.place(states[i][1])
+        except KeyError as err:
+            raise ValueError(f"joint state lacks joint {err}") from err
+        labels = segmenter.segment(frame.depth, frame.K, frame.cam_to_world, robot,
+                                   object_boxes(memory))
+        return dataclasses.replace(frame, instances=labels)
+    return label
+
+
 def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
                      config: MappingConfig | None = None, device="cpu",
-                     min_visible: float = MIN_VISIBLE) -> dict:
-    """Map the bag's frames and sample each object's tracked pose at `times`.
+                     min_visible: float = MIN_VISIBLE, tabletop: TabletopConfig | None = None,
+                     urdf: str | None = None) -> dict:
+    """Map the bag's frames and sample each object's tracked pose at `times`; with
+    `tabletop`, the frames are labelled from depth (`tabletop_labeller`), not by the bag's
+    masks, and the objects carry the memory's own ids.
 
     Returns {id: {"pos" (T, 3), "quat" (T, 4) xyzw, "extent" (3,), "known" (T,), "seen" (T,),
     "visible" (T,), "appearance" (APPEARANCE_DIM,)}}: "known" where the memory holds the
@@ -79,11 +126,20 @@ def perceive_objects(bag, layout, times: np.ndarray, downscale: int = 2,
     least `min_visible`. A hidden object's pose is stale: as a
     training target it would teach the memory's lag, as an input it is what a robot has.
     Raises:
-        ValueError: the bag has no usable camera frames.
+        ValueError: the bag has no usable camera frames (or, with `tabletop`, no robot
+            description or joint states).
     """
     memory = SceneMemory(config or MappingConfig(iterations=3), device)
+    label = tabletop_labeller(bag, layout, tabletop, urdf) if tabletop else None
     stamps, records = [], []
-    for frame in _frames(bag, layout, downscale):
+    for frame in _frames(bag, layout, downscale, masks=label is None):
+        if label is not None:
+            try:
+                frame = label(memory, frame)
+            except ValueError as err:
+                log.warning("%s: %s frame at %.2f s skipped: %s", bag, frame.camera,
+                            frame.stamp, err)
+                continue
         memory.integrate(frame)
         stamps.append(frame.stamp)
         records.append({oid: (r.pose.cpu().numpy().copy(), r.half_extent.cpu().numpy().copy(),

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from world_model_node.checkpoint import load_checkpoint
 from robot_model.kinematics import KinematicChain
+from world_model_node.checkpoint import load_checkpoint
 from world_model_node.model import StepState
 
 

@@ -33,11 +33,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from gsplat_scene.segmentation import TabletopConfig
+from robot_model.kinematics import KinematicChain
 from world_model_node.checkpoint import load_checkpoint, save_checkpoint
 from world_model_node.dataset import Windows, coverage_90, make_windows, motion_errors, \
     predict_windows
-from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode
-from robot_model.kinematics import KinematicChain
+from world_model_node.episodes import APPEARANCE_DIM, BagLayout, Episode, read_episode, \
+    with_ids_of
 from world_model_node.model import ModelConfig, StepState, WorldModel, object_features, \
     robot_features, so3_exp, so3_log
 from world_model_node.perception import MIN_VISIBLE, perceive_objects, perception_version
@@ -74,17 +76,24 @@ def _cache_key(bag: Path, poses: str, step: float, layout: BagLayout,
 
 def load_episodes(bags, poses: str, step: float, layout: BagLayout, cache: Path | None,
                   log=print, downscale: int = 2, min_visible: float | None = None,
-                  device="cpu") -> list[Episode]:
+                  device="cpu", tabletop: TabletopConfig | None = None,
+                  urdf: str | None = None) -> list[Episode]:
     """Read bags (through an .npz cache), reporting and skipping those that fail.
 
     Perceived poses are mapped on `device`; they count as seen (training targets) where the
     frame shows at least min_visible of the object (default `perception.MIN_VISIBLE`); the
-    cache keeps each frame's share, so another threshold needs no new mapping.
+    cache keeps each frame's share, so another threshold needs no new mapping. With
+    `tabletop`, the frames' objects are found from depth (bags without instance masks), the
+    robot told apart by `urdf` (default: each bag's robot description).
     """
     perception, settings = None, ""
     if poses == "perceived":
-        perception = functools.partial(perceive_objects, downscale=downscale, device=device)
+        perception = functools.partial(perceive_objects, downscale=downscale, device=device,
+                                       tabletop=tabletop, urdf=urdf)
         settings = f"downscale {downscale} memory {perception_version()}"
+        if tabletop is not None:
+            urdf_key = hashlib.sha1((urdf or "").encode()).hexdigest()[:12]
+            settings += f" {tabletop} urdf {urdf_key}"
         min_visible = MIN_VISIBLE if min_visible is None else min_visible
     episodes = []
     for bag in bags:
@@ -290,7 +299,7 @@ def perception_gap(perceived: list[Episode], bags, args, layout, log) -> dict:
     truth = load_episodes([by_name[e.name] for e in perceived], "ground_truth", args.step,
                           layout, args.cache, lambda _: None)
     truth = {e.name: e for e in truth}
-    pairs = [(e, truth[e.name]) for e in perceived if e.name in truth
+    pairs = [(e, with_ids_of(truth[e.name], e)) for e in perceived if e.name in truth
              and len(truth[e.name]) == len(e)]
     if not pairs:
         log("no ground truth in the bags: perceived poses not compared")
@@ -345,6 +354,7 @@ def _parse_args(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     ap.add_argument("--cache", type=Path, help="episode cache (default <output>/cache)")
+    add_segmentation_args(ap)
     ap.add_argument("--downscale", type=int, default=2,
                     help="image subsampling for perceived poses")
     ap.add_argument("--min-visible", type=float, default=None,
@@ -431,6 +441,24 @@ def _replay_episodes(args, layout: BagLayout, held_out: set, log) -> list[Episod
     return kept
 
 
+def add_segmentation_args(ap) -> None:
+    """--segmentation and --table-height: how perceived poses find a bag's objects."""
+    ap.add_argument("--segmentation", choices=["masks", "tabletop"], default="masks",
+                    help="perceived poses: objects from the bags' instance masks, or from "
+                         "depth alone (bags of a robot without a segmenter; the robot told "
+                         "apart by the bags' robot description and joint states)")
+    ap.add_argument("--table-height", type=float, default=0.0,
+                    help="tabletop: world z of the table top [m]")
+
+
+def tabletop_config(args) -> TabletopConfig | None:
+    if args.segmentation != "tabletop":
+        return None
+    if not math.isfinite(args.table_height):
+        raise SystemExit("--table-height must be finite")
+    return TabletopConfig(table_height=args.table_height)
+
+
 def _robot_urdf(args, bags, layout: BagLayout) -> str:
     if args.urdf:
         return args.urdf.read_text()
@@ -470,7 +498,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
     episodes = load_episodes(bags, args.poses, args.step, layout,
                              args.cache, log, args.downscale,
-                             args.min_visible, args.device)
+                             args.min_visible, args.device, tabletop_config(args),
+                             args.urdf.read_text() if args.urdf else None)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")
     perception_error = perception_gap(episodes, bags, args, layout, log) \

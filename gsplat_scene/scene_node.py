@@ -153,6 +153,9 @@ class SceneNode(ManagedNode):
             additional_constraints=CONFIGURE))
         p("tabletop.table_height", 0.0, ranged("Height of the table top in the world [m]",
                                                -10.0, 10.0, additional_constraints=CONFIGURE))
+        p("tabletop.table_search", 0.03, ranged(
+            "Distance about table_height searched for the table top in every frame [m] "
+            "(0 = table_height as given)", 0.0, 0.5, additional_constraints=CONFIGURE))
         p("tabletop.min_height", 0.008, ranged(
             "Height above the table where objects start [m] (above the depth noise)",
             0.001, 0.5, additional_constraints=CONFIGURE))
@@ -314,6 +317,7 @@ class SceneNode(ManagedNode):
         """Objects from depth: the segmenter, the robot's description and joint states."""
         prm = lambda n: self.get_parameter(n).value  # noqa: E731
         config = TabletopConfig(table_height=prm("tabletop.table_height"),
+                                table_search=prm("tabletop.table_search"),
                                 min_height=prm("tabletop.min_height"),
                                 robot_margin=prm("tabletop.robot_margin"),
                                 confirm_frames=prm("tabletop.confirm_frames"))
@@ -367,6 +371,8 @@ class SceneNode(ManagedNode):
                        "max gaussians": memory.config.max_gaussians,
                        "memory MB": memory.memory_bytes() / 2 ** 20,
                        "objects": len(memory.objects),
+                       **({"table height [m]": self.segmenter.table_height}
+                          if self.segmenter is not None else {}),
                        "seconds since a frame was integrated": math.nan if quiet is None
                        else quiet})
         problems = self._problems_reported(self.problems)

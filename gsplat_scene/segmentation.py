@@ -20,7 +20,8 @@ between them point by point), else the id of an object in view that it fits and 
 the camera now sees through (moved while hidden, e.g. pushed under the hand), else it waits
 as UNKNOWN and then becomes a new object (ids from first_id up, never reused).
 
-World frame z is up (REP-103) and the table is the plane z = table_height.
+World frame z is up (REP-103) and the table is a level plane: its height is found in every
+frame near the nominal table_height (`_find_table`).
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ from gsplat_scene.mapping import BACKGROUND, ROBOT, UNKNOWN, point_map
 
 @dataclass
 class TabletopConfig:
-    table_height: float = 0.0       # m, world z of the table top
+    table_height: float = 0.0       # m, world z of the table top (where to look for it)
+    # m about table_height searched for the table top in every frame (the densest level of
+    # the points there, followed from frame to frame; 0 = table_height as given): a table
+    # a centimetre off its nominal height would otherwise join everything on it or cut the
+    # objects' feet off
+    table_search: float = 0.03
     min_height: float = 0.008       # m above the table a point must stand to start a cluster
     # m above the table; lower points under a cluster's footprint (an object's foot, which
     # depth noise on the table would otherwise join to its neighbours) join that cluster
@@ -61,12 +67,12 @@ class TabletopConfig:
 class TabletopSegmenter:
     def __init__(self, config: TabletopConfig | None = None):
         self.config = config or TabletopConfig()
-        self.next_id = self.config.first_id
-        self._pending: list = []     # [centroid (3,), frames seen in a row]
+        self.reset()
 
     def reset(self) -> None:
         self.next_id = self.config.first_id
-        self._pending = []
+        self.table_height = self.config.table_height   # as found in the latest frame
+        self._pending: list = []     # [centroid (3,), frames seen in a row]
 
     def segment(self, depth: torch.Tensor, K: torch.Tensor, cam_to_world: torch.Tensor,
                 robot: tuple | None = None, objects: dict | None = None) -> torch.Tensor:
@@ -97,9 +103,11 @@ class TabletopSegmenter:
                 band[band.clone()] = torch.from_numpy(on_object).to(device)
                 labels[band] = BACKGROUND
         lo, hi = (torch.tensor(b, dtype=torch.float32, device=device) for b in cfg.bounds)
-        height = points[..., 2] - cfg.table_height
-        above = valid & (labels == BACKGROUND) & ((points >= lo) & (points <= hi)).all(-1) & \
-            (height > cfg.foot_height)
+        inside = valid & (labels == BACKGROUND) & ((points >= lo) & (points <= hi)).all(-1)
+        if cfg.table_search > 0:
+            self.table_height = self._find_table(points[..., 2][inside])
+        height = points[..., 2] - self.table_height
+        above = inside & (height > cfg.foot_height)
         pixels = torch.nonzero(above)
         tall = (height[above] > cfg.min_height).cpu().numpy()
         if not tall.any():
@@ -116,6 +124,19 @@ class TabletopSegmenter:
                              cam_to_world, known, poses, extents)
         labels[pixels[:, 0], pixels[:, 1]] = torch.from_numpy(ids).to(device)
         return labels
+
+    def _find_table(self, z: torch.Tensor, bin_size: float = 0.002) -> float:
+        """The table top's height: the median of the points within a bin of the fullest
+        2 mm level within table_search of the last height found (unchanged where fewer than
+        a tenth of the points lie there: the table hidden)."""
+        cfg = self.config
+        near = z[(z - self.table_height).abs() < cfg.table_search].double()
+        if near.numel() < max(100, 0.1 * z.numel()):
+            return self.table_height
+        levels = torch.floor((near - self.table_height + cfg.table_search) / bin_size).long()
+        peak = self.table_height - cfg.table_search + (torch.bincount(levels).argmax() + 0.5) \
+            * bin_size
+        return float(near[(near - peak).abs() <= 1.5 * bin_size].median())
 
     def _identify(self, xyz, cluster, near_robot, depth, K, c2w, known, poses, extents
                   ) -> np.ndarray:

@@ -4,6 +4,7 @@ graph with the simulated robot: objects found from depth, the arm told apart by
 and rclpy context for the whole module.)"""
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, JointState
@@ -30,7 +31,8 @@ def test_objects_from_depth_alone():
                                  parameter_overrides=[Parameter("use_sim_time", value=True)])
         latest = {}
         for topic, cls in [("/gsplat_scene/info", SceneInfo),
-                           ("/gsplat_scene/segmentation/image", Image)]:
+                           ("/gsplat_scene/segmentation/image", Image),
+                           ("/diagnostics", DiagnosticArray)]:
             node.create_subscription(cls, topic, lambda m, t=topic: latest.__setitem__(t, m),
                                      10)
         truth = {"cube": (0.45, -0.2, 0.025), "can": (0.5, 0.05, 0.06),
@@ -58,6 +60,14 @@ def test_objects_from_depth_alone():
             labels = image_to_numpy(latest["/gsplat_scene/segmentation/image"])
             assert {1} | {o.id for o in info.objects} <= set(np.unique(labels).tolist())
             assert latest["/gsplat_scene/segmentation/image"].header.frame_id
+
+            def table_height():
+                for status in getattr(latest.get("/diagnostics"), "status", []):
+                    values = {v.key: v.value for v in status.values}
+                    if "table height [m]" in values:
+                        return float(values["table height [m]"])
+            assert spin_until(node, lambda: table_height() is not None, 30.0)
+            assert abs(table_height()) < 0.002   # the simulated table top is z = 0
 
             joints = node.create_publisher(JointState, "/joint_states", 10)
 

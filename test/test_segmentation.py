@@ -166,3 +166,27 @@ def test_a_touched_object_keeps_its_face(sim, body):
     assert ((fresh == ROBOT) & truth).sum() > 10        # the face in the margin
     assert ((known == ROBOT) & truth).sum() == 0
     assert iou(known == 7, truth) > 0.95
+
+
+@pytest.mark.parametrize("offset", [-0.012, 0.012])
+def test_a_table_off_its_nominal_height_is_found(sim, body, offset):
+    # The table top 12 mm below (the whole table would stand above it) or above (the
+    # objects' feet would be cut off) where it is said to be: found in the first frame.
+    view = sweep(sim, 3)[1]
+    truth = view["instances"].astype(int)
+
+    def labels_after(config, frames=3):
+        segmenter = TabletopSegmenter(config)
+        for _ in range(frames):
+            labels = segment(segmenter, sim, body, view).numpy()
+        return segmenter, labels
+
+    segmenter, labels = labels_after(TabletopConfig(table_height=offset))
+    assert abs(segmenter.table_height) < 0.001, segmenter.table_height
+    for name in NAMES:
+        true = truth == OBJECT_IDS[name]
+        label = np.bincount(labels[true]).argmax()
+        assert label >= segmenter.config.first_id and iou(labels == label, true) > 0.9, name
+    _, fixed = labels_after(TabletopConfig(table_height=offset, table_search=0.0))
+    cube = truth == OBJECT_IDS["cube"]
+    assert not iou(fixed == np.bincount(fixed[cube]).argmax(), cube) > 0.9

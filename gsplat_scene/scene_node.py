@@ -159,6 +159,10 @@ class SceneNode(ManagedNode):
         p("tabletop.min_height", 0.008, ranged(
             "Height above the table where objects start [m] (above the depth noise)",
             0.001, 0.5, additional_constraints=CONFIGURE))
+        p("tabletop.noise_sigmas", 4.0, ranged(
+            "Objects start this many standard deviations of the table's measured depth noise "
+            "above it, if that is above min_height", 0.0, 20.0,
+            additional_constraints=CONFIGURE))
         p("tabletop.robot_margin", 0.02, ranged(
             "Margin around the robot's link spheres [m] (calibration, joint-state lag)",
             0.0, 0.5, additional_constraints=CONFIGURE))
@@ -319,6 +323,7 @@ class SceneNode(ManagedNode):
         config = TabletopConfig(table_height=prm("tabletop.table_height"),
                                 table_search=prm("tabletop.table_search"),
                                 min_height=prm("tabletop.min_height"),
+                                noise_sigmas=prm("tabletop.noise_sigmas"),
                                 robot_margin=prm("tabletop.robot_margin"),
                                 confirm_frames=prm("tabletop.confirm_frames"))
         if bounds is not None:
@@ -371,7 +376,8 @@ class SceneNode(ManagedNode):
                        "max gaussians": memory.config.max_gaussians,
                        "memory MB": memory.memory_bytes() / 2 ** 20,
                        "objects": len(memory.objects),
-                       **({"table height [m]": self.segmenter.table_height}
+                       **({"table height [m]": self.segmenter.table_height,
+                           "table depth noise [m]": self.segmenter.table_noise}
                           if self.segmenter is not None else {}),
                        "seconds since a frame was integrated": math.nan if quiet is None
                        else quiet})

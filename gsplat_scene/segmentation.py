@@ -43,6 +43,7 @@ class TabletopConfig:
     # objects' feet off
     table_search: float = 0.03
     min_height: float = 0.008       # m above the table a point must stand to start a cluster
+    noise_sigmas: float = 4.0       # ... and at least this many times the table's depth noise
     # m above the table; lower points under a cluster's footprint (an object's foot, which
     # depth noise on the table would otherwise join to its neighbours) join that cluster
     foot_height: float = 0.001
@@ -72,6 +73,7 @@ class TabletopSegmenter:
     def reset(self) -> None:
         self.next_id = self.config.first_id
         self.table_height = self.config.table_height   # as found in the latest frame
+        self.table_noise = 0.0       # m, the table's depth noise (standard deviation)
         self._pending: list = []     # [centroid (3,), frames seen in a row]
 
     def segment(self, depth: torch.Tensor, K: torch.Tensor, cam_to_world: torch.Tensor,
@@ -105,11 +107,14 @@ class TabletopSegmenter:
         lo, hi = (torch.tensor(b, dtype=torch.float32, device=device) for b in cfg.bounds)
         inside = valid & (labels == BACKGROUND) & ((points >= lo) & (points <= hi)).all(-1)
         if cfg.table_search > 0:
-            self.table_height = self._find_table(points[..., 2][inside])
+            self._find_table(points[..., 2][inside])
+        # Above the table's depth noise: at least noise_sigmas standard deviations
+        min_height = max(cfg.min_height, cfg.noise_sigmas * self.table_noise)
+        foot_height = max(cfg.foot_height, 0.5 * cfg.noise_sigmas * self.table_noise)
         height = points[..., 2] - self.table_height
-        above = inside & (height > cfg.foot_height)
+        above = inside & (height > foot_height)
         pixels = torch.nonzero(above)
-        tall = (height[above] > cfg.min_height).cpu().numpy()
+        tall = (height[above] > min_height).cpu().numpy()
         if not tall.any():
             self._pending = []
             return labels
@@ -125,18 +130,21 @@ class TabletopSegmenter:
         labels[pixels[:, 0], pixels[:, 1]] = torch.from_numpy(ids).to(device)
         return labels
 
-    def _find_table(self, z: torch.Tensor, bin_size: float = 0.002) -> float:
-        """The table top's height: the median of the points within a bin of the fullest
-        2 mm level within table_search of the last height found (unchanged where fewer than
-        a tenth of the points lie there: the table hidden)."""
+    def _find_table(self, z: torch.Tensor, bin_size: float = 0.002) -> None:
+        """The table top's height (`table_height`): the median of the points within a bin of
+        the fullest 2 mm level within table_search of the last height found; and its depth
+        noise (`table_noise`, the points' median absolute deviation from it as a standard
+        deviation). Both are kept where fewer than a tenth of the points lie there (the
+        table hidden)."""
         cfg = self.config
         near = z[(z - self.table_height).abs() < cfg.table_search].double()
         if near.numel() < max(100, 0.1 * z.numel()):
-            return self.table_height
+            return
         levels = torch.floor((near - self.table_height + cfg.table_search) / bin_size).long()
         peak = self.table_height - cfg.table_search + (torch.bincount(levels).argmax() + 0.5) \
             * bin_size
-        return float(near[(near - peak).abs() <= 1.5 * bin_size].median())
+        self.table_height = float(near[(near - peak).abs() <= 1.5 * bin_size].median())
+        self.table_noise = 1.4826 * float((near - self.table_height).abs().median())
 
     def _identify(self, xyz, cluster, near_robot, depth, K, c2w, known, poses, extents
                   ) -> np.ndarray:

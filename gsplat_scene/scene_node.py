@@ -37,11 +37,11 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
-from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
 from scipy.spatial.transform import Rotation
-from std_msgs.msg import String
+from std_msgs.msg import ColorRGBA, String
+from visualization_msgs.msg import Marker, MarkerArray
 
 from gsplat_scene.frame_sync import FrameSync
 from gsplat_scene.frames import frame_from_messages, look_at_camera, pose_to_matrix
@@ -52,6 +52,7 @@ from robot_model.spheres import RobotBody
 from ros_io.diagnostics import OK, WARN, Diagnostics, Since
 from ros_io.images import numpy_to_image
 from ros_io.lifecycle import ManagedNode, run
+from ros_io.markers import box, label
 from ros_io.params import CONFIGURE, declare, ranged, report_unknown_overrides
 from ros_io.stamps import to_seconds, to_time_msg
 from world_model_planning.msg import ObjectArray, ObjectState, SceneInfo
@@ -72,6 +73,25 @@ def matrix_to_pose(pose_msg, m) -> None:
     pose_msg.position.x, pose_msg.position.y, pose_msg.position.z = (float(v) for v in m[:3, 3])
     (pose_msg.orientation.x, pose_msg.orientation.y,
      pose_msg.orientation.z, pose_msg.orientation.w) = (float(v) for v in q)
+
+
+def object_markers(objects: ObjectArray) -> MarkerArray:
+    """RViz markers of the objects: each one's box in its colour, and its id above it (the
+    id a PlanToGoal goal names)."""
+    out = MarkerArray(markers=[Marker(header=objects.header, action=Marker.DELETEALL)])
+    white = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    for obj in objects.objects:
+        p, q = obj.pose.position, obj.pose.orientation
+        centre = np.array([p.x, p.y, p.z])
+        size = 2 * np.array([obj.half_extent.x, obj.half_extent.y, obj.half_extent.z])
+        colour = ColorRGBA(r=obj.color.r, g=obj.color.g, b=obj.color.b, a=0.5) \
+            if obj.color.a > 0 else ColorRGBA(r=0.6, g=0.6, b=0.6, a=0.5)
+        rotation = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+        out.markers.append(box(objects.header, "objects", obj.id, centre, rotation, size,
+                               colour))
+        out.markers.append(label(objects.header, "object_ids", obj.id,
+                                 centre + [0.0, 0.0, size.max() / 2 + 0.03], str(obj.id), white))
+    return out
 
 
 def centres_cloud(means: np.ndarray, colors: np.ndarray, stamp, frame_id: str) -> PointCloud2:
@@ -296,6 +316,8 @@ class SceneNode(ManagedNode):
         self.pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/gaussians", 1)
         self.pub_info = self.create_lifecycle_publisher(SceneInfo, "~/info", 1)
         self.pub_objects = self.create_lifecycle_publisher(ObjectArray, "~/objects", 1)
+        self.pub_object_markers = self.create_lifecycle_publisher(MarkerArray,
+                                                                  "~/objects/markers", 1)
         self.pub_render = self.create_lifecycle_publisher(Image, "~/render/image", 1)
         if segmentation == "tabletop":
             self._start_tabletop(bounds)
@@ -638,6 +660,7 @@ class SceneNode(ManagedNode):
         self.pub_cloud.publish(centres_cloud(means, colors, stamp, self.world))
         self.pub_info.publish(info)
         self.pub_objects.publish(objects)
+        self.pub_object_markers.publish(object_markers(objects))
 
     def _virtual_camera(self):
         prm = lambda n: self.get_parameter(n).value  # noqa: E731

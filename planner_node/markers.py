@@ -3,22 +3,11 @@
 and the goal."""
 from __future__ import annotations
 
-from scipy.spatial.transform import Rotation
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from planner_node.costs import OBJECT, Goal
-from ros_io.markers import line_strip
-
-
-def _box(header, ns, i, position, rotation, size, colour) -> Marker:
-    m = Marker(header=header, ns=ns, id=i, type=Marker.CUBE, action=Marker.ADD)
-    m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in position)
-    (m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
-     m.pose.orientation.w) = (float(v) for v in Rotation.from_matrix(rotation).as_quat())
-    m.scale.x, m.scale.y, m.scale.z = (float(v) for v in size)
-    m.color = colour
-    return m
+from ros_io.markers import box, line_strip
 
 
 def plan_markers(plan, goal: Goal, header, extents, count: int) -> MarkerArray:
@@ -39,9 +28,9 @@ def plan_markers(plan, goal: Goal, header, extents, count: int) -> MarkerArray:
     for k, oid in enumerate(f.object_ids):
         out.markers.append(line_strip(header, "object_paths", int(oid), positions[:, k],
                                   ColorRGBA(r=1.0, g=0.8, b=0.2, a=0.9), 0.005))
-        out.markers.append(_box(header, "predicted_objects", int(oid), positions[-1, k],
-                                rotations[-1, k], 2 * extents[k].cpu().numpy(),
-                                ColorRGBA(r=1.0, g=0.8, b=0.2, a=0.35)))
+        out.markers.append(box(header, "predicted_objects", int(oid), positions[-1, k],
+                               rotations[-1, k], 2 * extents[k].cpu().numpy(),
+                               ColorRGBA(r=1.0, g=0.8, b=0.2, a=0.35)))
     target = Marker(header=header, ns="goal", id=0, type=Marker.SPHERE, action=Marker.ADD)
     target.pose.position.x, target.pose.position.y, target.pose.position.z = (
         float(v) for v in goal.position)

@@ -12,9 +12,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import Marker
 
 from gsplat_scene.ply import load_ply
-from gsplat_scene.scene_node import bounds_param
+from gsplat_scene.scene_node import bounds_param, object_markers
 from ros_io.images import image_to_numpy
 from ros_io.stamps import to_seconds
 from sim_robot.scene import OBJECT_IDS
@@ -176,6 +177,24 @@ def test_services(graph, tmp_path):
     loaded = call(graph, load, LoadScene.Request(path=path))
     assert loaded.success and loaded.num_gaussians == saved.num_gaussians
     assert graph.procs[1].poll() is None
+
+
+def test_object_markers_show_each_box_and_its_id():
+    objects = ObjectArray()
+    objects.header.frame_id = "world"
+    for oid, x in ((100, 0.4), (12, 0.6)):
+        obj = ObjectState(id=oid)
+        obj.pose.position.x, obj.pose.orientation.w = x, 1.0
+        obj.half_extent.x = obj.half_extent.y = obj.half_extent.z = 0.025
+        objects.objects.append(obj)
+    markers = object_markers(objects).markers
+    assert markers[0].action == Marker.DELETEALL
+    boxes = {m.id: m for m in markers if m.type == Marker.CUBE}
+    texts = {m.id: m for m in markers if m.type == Marker.TEXT_VIEW_FACING}
+    assert set(boxes) == set(texts) == {100, 12}
+    assert texts[100].text == "100" and texts[100].pose.position.z > 0.025
+    assert boxes[12].pose.position.x == pytest.approx(0.6) and boxes[12].scale.x == 0.05
+    assert all(m.header.frame_id == "world" for m in markers)
 
 
 def test_bounds_parameter():

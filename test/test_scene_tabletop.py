@@ -9,6 +9,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from ros_io.images import image_to_numpy
 from support.graph import output_of, ros_context, ros_process, spin_until, wait_for_output
@@ -32,7 +33,8 @@ def test_objects_from_depth_alone():
         latest = {}
         for topic, cls in [("/gsplat_scene/info", SceneInfo),
                            ("/gsplat_scene/segmentation/image", Image),
-                           ("/diagnostics", DiagnosticArray)]:
+                           ("/diagnostics", DiagnosticArray),
+                           ("/gsplat_scene/objects/markers", MarkerArray)]:
             node.create_subscription(cls, topic, lambda m, t=topic: latest.__setitem__(t, m),
                                      10)
         truth = {"cube": (0.45, -0.2, 0.025), "can": (0.5, 0.05, 0.06),
@@ -56,6 +58,10 @@ def test_objects_from_depth_alone():
                 assert min(np.linalg.norm(np.subtract([p.x, p.y, p.z], t))
                            for t in truth.values()) < 0.05, obj
             assert "robot body from robot_description" in output_of(scene)
+            # RViz shows each object's id, the one to name in a goal
+            assert spin_until(node, lambda: {m.text for m in getattr(
+                latest.get("/gsplat_scene/objects/markers"), "markers", []) if m.text} == {
+                str(o.id) for o in latest["/gsplat_scene/info"].objects}, 30.0)
             assert spin_until(node, lambda: "/gsplat_scene/segmentation/image" in latest, 30.0)
             labels = image_to_numpy(latest["/gsplat_scene/segmentation/image"])
             assert {1} | {o.id for o in info.objects} <= set(np.unique(labels).tolist())

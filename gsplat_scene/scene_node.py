@@ -287,6 +287,11 @@ class SceneNode(ManagedNode):
             self.get_logger().error(f"unknown segmentation '{segmentation}' "
                                     f"(one of {', '.join(SEGMENTATIONS)})")
             return TransitionCallbackReturn.FAILURE
+        if segmentation == "tabletop" and bounds is None:
+            self.get_logger().error("segmentation 'tabletop' needs bounds: the workspace box "
+                                    "the objects stand in (beyond it, walls and shelves "
+                                    "above the table's height would be objects)")
+            return TransitionCallbackReturn.FAILURE
         masks = ["instances"] if segmentation == "masks" else []
         # A pose topic is one more stream of the frame; tf and static poses are looked up.
         streams = ["rgb", "depth", "info"] + (["pose"] if self.pose_source == "topic" else [])
@@ -348,8 +353,7 @@ class SceneNode(ManagedNode):
                                 noise_sigmas=prm("tabletop.noise_sigmas"),
                                 robot_margin=prm("tabletop.robot_margin"),
                                 confirm_frames=prm("tabletop.confirm_frames"))
-        if bounds is not None:
-            config.bounds = bounds
+        config.bounds = bounds
         self.segmenter, self.robot_body, self._joint_states = TabletopSegmenter(config), None, []
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.scene_subs += [

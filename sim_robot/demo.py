@@ -383,7 +383,9 @@ def main(argv=None) -> int:
         start("gsplat_scene.scene_node", ["use_sim_time:=true", "torch_threads:=1",
                                           f"cameras:=[{', '.join(cameras)}]",
                                           f"extra_camera_period:={args.extra_camera_period}",
-                                          f"segmentation:={args.segmentation}"]),
+                                          f"segmentation:={args.segmentation}"]
+              # tabletop: the box the objects stand in, the table top and 0.8 m above it
+              + ([] if masks else ["bounds:=[-0.3, -0.7, -0.05, 1.1, 0.7, 0.8]"])),
         start("planner_node.planner_node",
               [f"model:={args.model}", "use_sim_time:=true",
                f"checkpoint:={share_path('models', 'world_model')}", "torch_threads:=1",

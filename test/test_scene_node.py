@@ -211,6 +211,7 @@ BAD_CONFIGURATIONS = {
     "static-pose": (["cameras:=[camera, side_camera]", "camera_pose_source:=static"],
                     "need tf or pose"),
     "segmentation": (["segmentation:=sam"], "unknown segmentation 'sam'"),
+    "tabletop-unbounded": (["segmentation:=tabletop"], "'tabletop' needs bounds"),
 }
 
 

@@ -24,6 +24,7 @@ def test_objects_from_depth_alone():
                 "-p", "side_camera:=false"]
     scene_args = ["-m", "gsplat_scene.scene_node", "--ros-args", "-p", "downscale:=2",
                   "-p", "iterations:=2", "-p", "segmentation:=tabletop",
+                  "-p", "bounds:=[-0.3, -0.7, -0.05, 1.1, 0.7, 0.8]",
                   "-p", "use_sim_time:=true", "-p", "publish_rate:=4.0"]
     with ros_context(), \
             ros_process(sim_args, ready_line="simulated robot up", timeout=120), \

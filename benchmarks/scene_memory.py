@@ -36,6 +36,7 @@ held-out views between them. Figures:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -70,14 +71,12 @@ ROBOT = 1
 WORKSPACE = ((TABLE_X[0] - 0.1, TABLE_Y[0] - 0.1, -0.05), (TABLE_X[1] + 0.1, TABLE_Y[1] + 0.1, 0.8))
 
 
-def to_frame(view, device, labels=None) -> Frame:
-    """The view as a frame, labelled by the simulator's instance mask unless `labels`."""
+def to_frame(view, device) -> Frame:
     return Frame(torch.from_numpy(view["rgb"]).to(device),
                  torch.from_numpy(view["depth"]).to(device),
                  torch.tensor(view["K"], dtype=torch.float32, device=device),
                  torch.tensor(view["cam_to_world"], dtype=torch.float32, device=device),
-                 torch.from_numpy(view["instances"].astype(np.int64)).to(device)
-                 if labels is None else labels)
+                 torch.from_numpy(view["instances"].astype(np.int64)).to(device))
 
 
 class Tabletop:
@@ -97,7 +96,7 @@ class Tabletop:
         self.last = self.segmenter.segment(f.depth, f.K, f.cam_to_world,
                                            self.body.place(joints), object_boxes(self.memory))
         self.seconds += time.perf_counter() - start
-        return to_frame(view, self.device, self.last)
+        return dataclasses.replace(f, instances=self.last)
 
 
 def in_workspace(view):
@@ -178,7 +177,8 @@ def push_tracking(sim, memory, device, width, height, period, name="cube", frame
     At every frame the memory's object pose is compared with the simulator's: the position
     error is that of the object's mapped centre against where the true motion since the start
     took it; the rotation error is the angle between the mapped and the true rotation since
-    the start, up to quarter turns about the vertical (the cube's symmetry). Returns (position errors [m], rotation errors [deg], distance pushed [m]).
+    the start, up to quarter turns about the vertical (the cube's symmetry).
+    Returns (position errors [m], rotation errors [deg], distance pushed [m]).
     """
     plan = next(p for p in (ExplorationPolicy(seed).plan_episode(sim, "push")
                             for seed in range(100)) if p.target_object == name)

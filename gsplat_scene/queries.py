@@ -1,4 +1,5 @@
-"""Batched collision queries of points and spheres against a Gaussian map.
+"""Batched collision queries of points and spheres against a Gaussian map (and, for objects
+held as boxes, `box_distance`).
 
 A Gaussian's solid extent is its k-sigma ellipsoid
     E = {x : |A (x - mu)| <= k},   A = diag(1 / s) R^T      (R: rotation, s: std devs [m]),
@@ -514,3 +515,14 @@ def _opaque(opacities, min_opacity, n, device):
     if opacities is None:
         return torch.ones(n, dtype=torch.bool, device=device)
     return opacities >= min_opacity
+
+
+def box_distance(points: torch.Tensor, centres: torch.Tensor, rotations: torch.Tensor,
+                 half_extents: torch.Tensor) -> torch.Tensor:
+    """Distance (..., S, K) from points (..., S, 3) to K oriented boxes, given per batch as
+    centres (..., K, 3), rotations (..., K, 3, 3) and half extents (K, 3) or (..., K, 3);
+    0 inside."""
+    rel = points[..., :, None, :] - centres[..., None, :, :]               # (..., S, K, 3)
+    local = (rel[..., None, :] @ rotations[..., None, :, :, :])[..., 0, :]  # R^T rel
+    excess = (local.abs() - half_extents[..., None, :, :]).clamp(min=0)
+    return excess.norm(dim=-1)

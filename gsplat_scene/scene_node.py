@@ -452,20 +452,11 @@ class SceneNode(ManagedNode):
     def _robot_spheres(self, stamp: float):
         """The robot's link spheres (centres (S, 3), radii (S,)) in the world at a frame's
         time. Raises ValueError when the robot cannot be placed."""
-        body, states = self.robot_body, self._joint_states
+        body = self.robot_body
         if body is None:
             raise ValueError("no /robot_description yet: the robot cannot be told apart")
-        if not states:
-            raise ValueError("no joint states yet: the robot cannot be placed")
-        when, positions = min(states, key=lambda s: abs(s[0] - stamp))
-        slop = self.get_parameter("tabletop.joint_state_slop").value
-        if abs(when - stamp) > slop:
-            raise ValueError(f"no joint state within {slop} s of the frame (nearest "
-                             f"{when - stamp:+.2f} s)")
-        try:
-            centres, radii = body.place(positions)
-        except KeyError as err:
-            raise ValueError(f"joint state lacks joint {err}") from err
+        centres, radii = body.place_at(self._joint_states, stamp,
+                                       self.get_parameter("tabletop.joint_state_slop").value)
         if body.root != self.world:
             base = self._lookup(body.root, stamp)
             centres = centres @ torch.from_numpy(base[:3, :3]).float().T + \

@@ -32,6 +32,7 @@ import torch
 from scipy import ndimage
 
 from gsplat_scene.mapping import BACKGROUND, ROBOT, UNKNOWN, point_map
+from gsplat_scene.queries import box_distance
 
 
 @dataclass
@@ -100,8 +101,8 @@ class TabletopSegmenter:
             labels[valid & (gap < cfg.robot_margin)] = ROBOT
             near_robot = valid & (gap < cfg.robot_touch)
             if known and band.any():   # an object the hand touches keeps its face
-                on_object = _box_distance(points[band].cpu().numpy().astype(np.float64),
-                                          poses, extents).min(axis=1) < cfg.object_surface
+                on_object = _box_distances(points[band].cpu().numpy().astype(np.float64),
+                                           poses, extents).min(axis=1) < cfg.object_surface
                 band[band.clone()] = torch.from_numpy(on_object).to(device)
                 labels[band] = BACKGROUND
         lo, hi = (torch.tensor(b, dtype=torch.float32, device=device) for b in cfg.bounds)
@@ -123,10 +124,8 @@ class TabletopSegmenter:
         cluster = _clusters(xyz, tall, max(cfg.voxel, footprint))
         keep = cluster >= 0
         pixels, xyz, cluster = pixels[torch.from_numpy(keep).to(device)], xyz[keep], cluster[keep]
-        above[:] = False
-        above[pixels[:, 0], pixels[:, 1]] = True
-        ids = self._identify(xyz, cluster, near_robot[above].cpu().numpy(), depth, K,
-                             cam_to_world, known, poses, extents)
+        ids = self._identify(xyz, cluster, near_robot[pixels[:, 0], pixels[:, 1]].cpu().numpy(),
+                             depth, K, cam_to_world, known, poses, extents)
         labels[pixels[:, 0], pixels[:, 1]] = torch.from_numpy(ids).to(device)
         return labels
 
@@ -158,7 +157,7 @@ class TabletopSegmenter:
             members = np.flatnonzero(cluster == c)
             if len(members) < cfg.min_pixels:
                 continue
-            near = _box_distance(xyz[members], poses, extents)      # (M, O)
+            near = _box_distances(xyz[members], poses, extents)      # (M, O)
             close = np.flatnonzero(near.mean(axis=0) < cfg.match_distance) if known else []
             if len(close) == 0:
                 unmatched.append(members)
@@ -241,13 +240,16 @@ def _clusters(xyz: np.ndarray, tall: np.ndarray, voxel: float) -> np.ndarray:
     return cluster
 
 
-def _box_distance(xyz: np.ndarray, poses: np.ndarray, half_extents: np.ndarray) -> np.ndarray:
+def _box_distances(xyz: np.ndarray, poses: np.ndarray, half_extents: np.ndarray
+                   ) -> np.ndarray:
     """(N, O) distance [m] of points (N, 3) to boxes: poses (O, 4, 4), half extents (O, 3)."""
-    local = np.einsum("oji,onj->noi", poses[:, :3, :3], xyz[None] - poses[:, None, :3, 3])
-    return np.linalg.norm(np.maximum(np.abs(local) - half_extents, 0.0), axis=-1)
+    return box_distance(torch.from_numpy(xyz), torch.from_numpy(poses[:, :3, 3]),
+                        torch.from_numpy(poses[:, :3, :3]),
+                        torch.from_numpy(half_extents)).numpy()
 
 
 def object_boxes(memory) -> dict:
-    """{id: (pose (4, 4), half extent (3,))} of a SceneMemory's objects, as `segment` takes them."""
+    """{id: (pose (4, 4), half extent (3,))} of a SceneMemory's objects, as `segment` takes
+    them."""
     return {oid: (r.pose.cpu().numpy(), r.half_extent.cpu().numpy())
             for oid, r in memory.objects.items()}

@@ -1,9 +1,8 @@
 """Collision geometry for planning: obstacles as a distance field (the arm as spheres is
-`robot_model.spheres.ArmSpheres`).
+`robot_model.spheres.ArmSpheres`, distances to boxes `gsplat_scene.queries.box_distance`).
 
 - `DistanceField.from_points`: Euclidean distance to the nearest obstacle point on a voxel
   grid (static scene from the scene memory), looked up per sphere centre on any device.
-- `box_distance`: distance from points to oriented boxes (objects, predicted poses).
 - The table is the plane z = table_height of the world frame.
 """
 from __future__ import annotations
@@ -51,14 +50,3 @@ class DistanceField:
         outside = ((cell - clamped).float() * self.resolution).norm(dim=-1)
         d = self.distances[clamped[..., 0], clamped[..., 1], clamped[..., 2]]
         return d + outside
-
-
-def box_distance(points: torch.Tensor, centres: torch.Tensor, rotations: torch.Tensor,
-                 half_extents: torch.Tensor) -> torch.Tensor:
-    """Distance (..., S, K) from points (..., S, 3) to K oriented boxes, given per batch as
-    centres (..., K, 3), rotations (..., K, 3, 3) and half extents (K, 3) or (..., K, 3);
-    0 inside."""
-    rel = points[..., :, None, :] - centres[..., None, :, :]               # (..., S, K, 3)
-    local = (rel[..., None, :] @ rotations[..., None, :, :, :])[..., 0, :]  # R^T rel
-    excess = (local.abs() - half_extents[..., None, :, :]).clamp(min=0)
-    return excess.norm(dim=-1)

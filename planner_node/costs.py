@@ -59,7 +59,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from planner_node.collision import DistanceField, box_distance
+from gsplat_scene.queries import box_distance
+from planner_node.collision import DistanceField
 from robot_model.spheres import ArmSpheres
 from world_model_node.model import so3_exp
 from world_model_node.predictor import Futures, WorldState

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -95,7 +96,6 @@ class RobotBody:
         self.chains = chains      # a KinematicChain from the root to each link with shapes
         self.spheres = spheres    # per chain: (offsets (S, 3) in its tip link, radii (S,))
         self.mimic = mimic        # joint -> (leader, multiplier, offset)
-        self.joint_names = sorted({n for c in chains for n in c.limits.names} - set(mimic))
 
     @property
     def sphere_count(self) -> int:
@@ -147,3 +147,21 @@ class RobotBody:
         if not centres:
             return torch.zeros(0, 3), torch.zeros(0)
         return torch.cat(centres), torch.cat(radii)
+
+    def place_at(self, states: list, stamp: float, slop: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`place` with the joint state nearest in time to `stamp` [s] among states, a list of
+        (stamp, {name: position}) in stamp order (joint states as recorded). Raises
+        ValueError when none lies within slop [s] or the nearest lacks a joint."""
+        i = bisect.bisect_left(states, stamp, key=lambda state: state[0])
+        near = [states[k] for k in (i - 1, i) if 0 <= k < len(states)]
+        if not near:
+            raise ValueError("no joint states: the robot cannot be placed")
+        when, positions = min(near, key=lambda state: abs(state[0] - stamp))
+        if abs(when - stamp) > slop:
+            raise ValueError(f"no joint state within {slop} s of the frame (nearest "
+                             f"{when - stamp:+.2f} s)")
+        try:
+            return self.place(positions)
+        except KeyError as err:
+            raise ValueError(f"joint state lacks joint {err}") from err

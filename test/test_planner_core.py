@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from gsplat_scene.queries import box_distance
 from planner_node.actions import (PANDA_ACCELERATION, PANDA_JERK, ArmLimits, braking,
                                   executed_knots, integrate)
 from planner_node.arm_history import ArmHistory
-from planner_node.collision import DistanceField, box_distance
+from planner_node.collision import DistanceField
 from planner_node.costs import (END_EFFECTOR, OBJECT, CostWeights, Goal, Scene, Stage,
                                 evaluate, face_reach, funnel_distance, goal_error,
                                 horizon_weights, push_opening, push_speed_limit, pushed_bound,

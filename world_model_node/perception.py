@@ -81,29 +81,25 @@ def tabletop_labeller(bag, layout, config: TabletopConfig, urdf: str | None = No
     Raises:
         ValueError: the bag has no robot description (and none is given) or joint states.
     """
-    if urdf is None:
-        urdf = next((m.data for *_, m in read_messages(bag, {layout.robot_description})), None)
+    description, states = None, []
+    for topic, _, _, m in read_messages(bag, {layout.robot_description, layout.joint_states}):
+        if topic == layout.robot_description:
+            description = description or m.data
+        elif len(m.name) == len(m.position):
+            states.append((to_seconds(m.header.stamp), dict(zip(m.name, m.position))))
+    urdf = urdf or description
     if urdf is None:
         raise ValueError(f"bag {bag}: no {layout.robot_description or 'robot description'} "
                          f"to tell the robot apart in its frames (pass the URDF)")
-    body = RobotBody.from_urdf(urdf)
-    states = sorted((to_seconds(m.header.stamp), dict(zip(m.name, m.position)))
-                    for *_, m in read_messages(bag, {layout.joint_states})
-                    if len(m.name) == len(m.position))
     if not states:
         raise ValueError(f"bag {bag}: no joint states on {layout.joint_states} to place the "
                          f"robot in its frames")
-    stamps = np.array([s for s, _ in states])
+    body = RobotBody.from_urdf(urdf)
+    states.sort(key=lambda state: state[0])
     segmenter = TabletopSegmenter(config)
 
     def label(memory: SceneMemory, frame):
-        i = int(np.argmin(np.abs(stamps - frame.stamp)))
-        if abs(stamps[i] - frame.stamp) > JOINT_STATE_SLOP:
-            raise ValueError(f"no joint state within {JOINT_STATE_SLOP} s")
-        try:
-            robot = body.place(states[i][1])
-        except KeyError as err:
-            raise ValueError(f"joint state lacks joint {err}") from err
+        robot = body.place_at(states, frame.stamp, JOINT_STATE_SLOP)
         labels = segmenter.segment(frame.depth, frame.K, frame.cam_to_world, robot,
                                    object_boxes(memory))
         return dataclasses.replace(frame, instances=labels)

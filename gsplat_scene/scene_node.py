@@ -429,9 +429,8 @@ class SceneNode(ManagedNode):
     def _on_description(self, msg: String) -> None:
         try:
             self.robot_body = RobotBody.from_urdf(msg.data)
-        except Exception as err:  # a malformed URDF must not stop the node
-            self._warn("description", f"robot_description not usable: {type(err).__name__}: "
-                                      f"{err}")
+        except ValueError as err:   # the previous description, if any, stays
+            self._warn("description", f"robot_description not usable: {err}")
             return
         self.get_logger().info(f"robot body from robot_description: "
                                f"{self.robot_body.sphere_count} spheres under "

@@ -103,7 +103,14 @@ class RobotBody:
 
     @classmethod
     def from_urdf(cls, urdf: str) -> "RobotBody":
-        doc = ET.fromstring(urdf)
+        """The body of a URDF document (its text); ValueError naming what is wrong with it."""
+        try:
+            return cls._from_document(urdf, ET.fromstring(urdf))
+        except (ET.ParseError, AttributeError, TypeError) as err:   # malformed, or elements
+            raise ValueError(f"not a usable URDF: {err}") from err  # missing their parts
+
+    @classmethod
+    def _from_document(cls, urdf: str, doc) -> "RobotBody":
         children = {j.find("child").get("link") for j in doc.iter("joint")}
         roots = [link.get("name") for link in doc.iter("link") if link.get("name") not in children]
         if len(roots) != 1:

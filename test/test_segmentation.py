@@ -70,6 +70,20 @@ def test_robot_body_follows_the_joints(sim, body):
     assert shift[moved].sum(dim=0).norm() < 1e-5
     with pytest.raises(KeyError):
         body.place({"panda_joint1": 0.0})
+    # The nearest joint state in time, within the slop; none near, or one lacking a joint,
+    # is a ValueError naming it.
+    states = [(1.0, dict(joints, panda_finger_joint1=0.0)), (2.0, opened)]
+    assert torch.equal(body.place_at(states, 1.8, 0.3)[0], body.place(opened)[0])
+    with pytest.raises(ValueError, match="no joint state within 0.1 s"):
+        body.place_at(states, 2.5, 0.1)
+    with pytest.raises(ValueError, match="lacks joint"):
+        body.place_at([(1.0, {"panda_joint1": 0.0})], 1.0, 0.1)
+    # A malformed robot description is a ValueError, as is one with two roots.
+    for bad in ("<robot><link", "<robot><link name='a'/><link name='b'/></robot>",
+                "<robot><link name='a'/><joint name='j' type='fixed'><parent link='a'/>"
+                "</joint></robot>"):
+        with pytest.raises(ValueError):
+            RobotBody.from_urdf(bad)
 
 
 def test_segments_match_the_true_masks(sim, body):

@@ -587,6 +587,12 @@ def test_evaluation_command_reports_bad_input(trained, bags, tmp_path, capsys):
     assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--horizon", "0") == 2
     assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--device", "foo") == 2
     assert "--device" in capsys.readouterr().err
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]),
+               "--segmentation", "tabletop") == 2
+    assert "add --poses perceived" in capsys.readouterr().err
+    assert run("--checkpoint", str(trained), "--bags", str(bags[0]), "--poses", "perceived",
+               "--segmentation", "tabletop", "--table-height", "nan") == 2
+    assert "--table-height must be finite" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
     assert run("--checkpoint", str(trained), "--bags", str(bags[0]),
                "--output", str(tmp_path / "a_file" / "out")) == 2

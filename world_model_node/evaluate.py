@@ -158,6 +158,7 @@ def _parse_args(argv=None):
         ap.error(f"--checkpoint: {args.checkpoint} is not a checkpoint directory")
     check_device(ap, args.device)
     args.bag_layout = bag_layout(ap, args.layout)
+    args.tabletop = tabletop_config(ap, args)
     try:    # before the work: a place the figures cannot go is known now
         args.output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -174,7 +175,7 @@ def _episodes(args, step: float) -> tuple[list, list, int]:
     bags = find_bags(args.bags)
     episodes = load_episodes(bags, args.poses, step, args.bag_layout, args.cache, log,
                              downscale=args.downscale, device=args.device,
-                             tabletop=tabletop_config(args))
+                             tabletop=args.tabletop)
     if args.poses == "ground_truth":
         return episodes, episodes, len(episodes)
     # A robot's bags have no ground truth: reading it fails quietly, and the perceived

@@ -400,6 +400,7 @@ def _parse_args(argv=None):
     if args.urdf and not args.urdf.is_file():
         ap.error(f"--urdf: no such file {args.urdf}")
     args.bag_layout = bag_layout(ap, args.layout)
+    args.tabletop = tabletop_config(ap, args)
     args.cache = args.cache or args.output / "cache"
     return args
 
@@ -451,11 +452,16 @@ def add_segmentation_args(ap) -> None:
                     help="tabletop: world z of the table top [m]")
 
 
-def tabletop_config(args) -> TabletopConfig | None:
+def tabletop_config(ap: argparse.ArgumentParser, args) -> TabletopConfig | None:
+    """The TabletopConfig the segmentation flags ask for (None: masks); flags that cannot
+    apply are usage errors."""
     if args.segmentation != "tabletop":
         return None
+    if args.poses != "perceived":
+        ap.error("--segmentation tabletop finds the objects of perceived poses: add "
+                 "--poses perceived")
     if not math.isfinite(args.table_height):
-        raise SystemExit("--table-height must be finite")
+        ap.error(f"--table-height must be finite, got {args.table_height}")
     return TabletopConfig(table_height=args.table_height)
 
 
@@ -498,7 +504,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no bags in {[str(p) for p in args.bags]}")
     episodes = load_episodes(bags, args.poses, args.step, layout,
                              args.cache, log, args.downscale,
-                             args.min_visible, args.device, tabletop_config(args),
+                             args.min_visible, args.device, args.tabletop,
                              args.urdf.read_text() if args.urdf else None)
     if len(episodes) < 2:
         raise SystemExit(f"only {len(episodes)} readable episodes in {len(bags)} bags")

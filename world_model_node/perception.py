@@ -85,7 +85,7 @@ def tabletop_labeller(bag, layout, config: TabletopConfig, urdf: str | None = No
     for topic, _, _, m in read_messages(bag, {layout.robot_description, layout.joint_states}):
         if topic == layout.robot_description:
             description = description or m.data
-        elif len(m.name) == len(m.position):
+        elif len(m.name) == len(m.position) and np.isfinite(m.position).all():
             states.append((to_seconds(m.header.stamp), dict(zip(m.name, m.position))))
     urdf = urdf or description
     if urdf is None:
